@@ -1,0 +1,3 @@
+from sipwake.cli import main
+
+main()

@@ -1,0 +1,278 @@
+"""Header multimap and the typed views a proxy reads (Via, CSeq).
+
+Header lines are kept as they arrived, so serialising an unmodified message writes unknown
+headers back byte-for-byte. Names are case-insensitive and compact forms map to full names
+at parse time (RFC 3261 §7.3.1, §7.3.3). Typed views are parsed only when asked and cached
+until that header changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sipwake.sip.errors import ParseError
+from sipwake.sip.uri import Params, format_params, parse_params, split_header_values, split_hostport
+
+T = TypeVar("T")
+
+# RFC 3261 §7.3.3 and later RFCs: compact form -> canonical lower-case name.
+COMPACT: dict[str, str] = {
+    "i": "call-id",
+    "m": "contact",
+    "e": "content-encoding",
+    "l": "content-length",
+    "c": "content-type",
+    "f": "from",
+    "s": "subject",
+    "k": "supported",
+    "t": "to",
+    "v": "via",
+    "o": "event",  # RFC 6665
+    "u": "allow-events",  # RFC 6665
+    "r": "refer-to",  # RFC 3515
+    "b": "referred-by",  # RFC 3892
+    "x": "session-expires",  # RFC 4028
+    "a": "accept-contact",  # RFC 3841
+    "j": "reject-contact",  # RFC 3841
+    "d": "request-disposition",  # RFC 3841
+    "y": "identity",  # RFC 8224
+}
+
+# Display names used when we write a header ourselves.
+CANONICAL: dict[str, str] = {
+    "call-id": "Call-ID",
+    "cseq": "CSeq",
+    "www-authenticate": "WWW-Authenticate",
+    "mime-version": "MIME-Version",
+}
+
+
+def canonical_name(key: str) -> str:
+    name = CANONICAL.get(key)
+    if name is None:
+        name = "-".join(p.capitalize() for p in key.split("-"))
+    return name
+
+
+def header_key(name: str) -> str:
+    key = name.strip().lower()
+    return COMPACT.get(key, key)
+
+
+class Headers:
+    """Ordered, case-insensitive multimap of header lines.
+
+    Each entry is ``[key, line, value]``: ``key`` the canonical lower-case name, ``line`` the
+    raw text (written back verbatim) and ``value`` the stripped value, computed on demand.
+    """
+
+    __slots__ = ("_cache", "_entries")
+
+    def __init__(self) -> None:
+        self._entries: list[list[Any]] = []
+        self._cache: dict[str, Any] = {}
+
+    @classmethod
+    def _from_parsed(cls, entries: list[list[Any]]) -> Headers:
+        h = cls.__new__(cls)
+        h._entries = entries
+        h._cache = {}
+        return h
+
+    # -- reading ---------------------------------------------------------------------------
+    @staticmethod
+    def _value(entry: list[Any]) -> str:
+        v = entry[2]
+        if v is None:
+            line: str = entry[1]
+            v = entry[2] = line[line.index(":") + 1 :].strip()
+        return v  # type: ignore[no-any-return]
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """Value of the first line with this name."""
+        key = header_key(name)
+        for e in self._entries:
+            if e[0] == key:
+                return self._value(e)
+        return default
+
+    def get_lines(self, name: str) -> list[str]:
+        """Values of every line with this name, unsplit."""
+        key = header_key(name)
+        return [self._value(e) for e in self._entries if e[0] == key]
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value, comma-separated lists split (RFC 3261 §7.3.1)."""
+        out: list[str] = []
+        for v in self.get_lines(name):
+            out.extend(split_header_values(v))
+        return out
+
+    def count(self, name: str) -> int:
+        key = header_key(name)
+        return sum(1 for e in self._entries if e[0] == key)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = header_key(name)
+        return any(e[0] == key for e in self._entries)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        """(display name as written, value) for every line, in order."""
+        for e in self._entries:
+            line: str = e[1]
+            yield line[: line.index(":")].strip(), self._value(e)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def keys(self) -> list[str]:
+        return [e[0] for e in self._entries]
+
+    def parsed(self, name: str, parser: Callable[[Headers], T]) -> T:
+        """Typed view of a header, cached until that header is modified."""
+        key = header_key(name)
+        try:
+            return self._cache[key]  # type: ignore[no-any-return]
+        except KeyError:
+            value = self._cache[key] = parser(self)
+            return value
+
+    # -- writing ---------------------------------------------------------------------------
+    @staticmethod
+    def _entry(name: str, value: str) -> list[Any]:
+        key = header_key(name)
+        display = canonical_name(key) if name == key else name
+        return [key, f"{display}: {value}", value]
+
+    def add(self, name: str, value: str) -> None:
+        """Append a line."""
+        e = self._entry(name, value)
+        self._cache.pop(e[0], None)
+        self._entries.append(e)
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert a line before the first line of that name (or first of all if none), so
+        a new topmost Via/Record-Route stays grouped with the others (RFC 3261 §16.6)."""
+        e = self._entry(name, value)
+        key = e[0]
+        self._cache.pop(key, None)
+        for i, cur in enumerate(self._entries):
+            if cur[0] == key:
+                self._entries.insert(i, e)
+                return
+        self._entries.insert(0, e)
+
+    def set(self, name: str, value: str) -> None:
+        """Replace all lines of this name by one, in the place of the first."""
+        e = self._entry(name, value)
+        key = e[0]
+        self._cache.pop(key, None)
+        for i, cur in enumerate(self._entries):
+            if cur[0] == key:
+                self._entries[i] = e
+                self._entries[i + 1 :] = [x for x in self._entries[i + 1 :] if x[0] != key]
+                return
+        self._entries.append(e)
+
+    def remove(self, name: str) -> int:
+        key = header_key(name)
+        before = len(self._entries)
+        self._entries = [e for e in self._entries if e[0] != key]
+        self._cache.pop(key, None)
+        return before - len(self._entries)
+
+    def pop_first_value(self, name: str) -> str | None:
+        """Remove the first comma-separated value of a header (e.g. the top Via or Route),
+        dropping the line when it held only that value."""
+        key = header_key(name)
+        for i, e in enumerate(self._entries):
+            if e[0] == key:
+                values = split_header_values(self._value(e))
+                self._cache.pop(key, None)
+                if len(values) <= 1:
+                    del self._entries[i]
+                else:
+                    line: str = e[1]
+                    display = line[: line.index(":")].strip()
+                    rest = ", ".join(values[1:])
+                    self._entries[i] = [key, f"{display}: {rest}", rest]
+                return values[0] if values else None
+        return None
+
+    def copy(self) -> Headers:
+        return Headers._from_parsed([list(e) for e in self._entries])
+
+    def lines(self) -> list[str]:
+        return [e[1] for e in self._entries]
+
+
+# ---------------------------------------------------------------------------------------
+# Typed views
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Via:
+    """One Via value (RFC 3261 §20.42), with rport (RFC 3581)."""
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: Params = field(default_factory=dict)
+    protocol: str = "SIP/2.0"
+
+    @classmethod
+    def parse(cls, text: str) -> Via:
+        proto, _, rest = text.strip().partition(" ")
+        parts = proto.split("/")
+        if len(parts) != 3 or not all(p.strip() for p in parts):
+            raise ParseError("bad Via protocol")
+        name, version, transport = (p.strip() for p in parts)
+        if name.upper() != "SIP":
+            raise ParseError("bad Via protocol")
+        rest = rest.strip()
+        # Tolerate LWS around ';' and ':' (RFC 4475 §3.1.1.1 "wsinv").
+        semi = rest.find(";")
+        sent_by, ptext = (rest, "") if semi < 0 else (rest[:semi], rest[semi + 1 :])
+        sent_by = sent_by.replace(" ", "").replace("\t", "")
+        if not sent_by:
+            raise ParseError("Via without sent-by")
+        host, port = split_hostport(sent_by, "Via")
+        params = parse_params(ptext, "Via") if ptext else {}
+        return cls(transport.upper(), host.lower(), port, params, f"{name.upper()}/{version}")
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def sent_by(self) -> tuple[str, int | None]:
+        return self.host, self.port
+
+    def __str__(self) -> str:
+        port = f":{self.port}" if self.port is not None else ""
+        return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+
+@dataclass(slots=True, frozen=True)
+class CSeq:
+    seq: int
+    method: str
+
+    @classmethod
+    def parse(cls, text: str) -> CSeq:
+        num, _, method = text.strip().partition(" ")
+        method = method.strip()
+        # RFC 3261 §8.1.1.5: a 32-bit unsigned integer less than 2**31, then the method.
+        if not num.isdigit() or len(num) > 10 or int(num) >= 2**31 or not method:
+            raise ParseError("bad CSeq")
+        if not method.isascii() or not all(c.isalnum() or c in "-.!%*_+`'~" for c in method):
+            raise ParseError("bad CSeq method")
+        return cls(int(num), method)
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"

@@ -1,0 +1,262 @@
+"""SIP URIs (RFC 3261 §19.1) and the name-addr form used by From/To/Contact/Route (§20.10).
+
+Parsing is strict enough to reject what cannot be routed (400) and lenient about the rest:
+unknown parameters are kept, in order, and written back as they came.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sipwake.sip.errors import ParseError
+
+# Parameter values: None for a flag parameter such as ";lr".
+Params = dict[str, str | None]
+
+
+def parse_params(text: str, what: str) -> Params:
+    """Parse ``;a=b;c`` (the leading ';' already removed). Names are case-insensitive
+    (RFC 3261 §19.1.4), so they are lowercased; values keep their case."""
+    params: Params = {}
+    for part in text.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        name, eq, value = part.partition("=")
+        name = name.strip().lower()
+        if not name:
+            raise ParseError(f"empty parameter name in {what}")
+        params[name] = value.strip() if eq else None
+    return params
+
+
+def format_params(params: Params) -> str:
+    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+
+
+def split_hostport(text: str, what: str) -> tuple[str, int | None]:
+    """Split ``host[:port]`` where host may be ``[IPv6]`` (RFC 3261 §25.1 hostport)."""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ParseError(f"unterminated IPv6 reference in {what}")
+        host, rest = text[: end + 1], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ParseError(f"bad host in {what}")
+        port_text = rest[1:] if rest else ""
+    else:
+        host, _, port_text = text.partition(":")
+    if not host or any(c in host for c in " \t<>\"'"):
+        raise ParseError(f"bad host in {what}")
+    if not port_text:
+        if text.endswith(":"):
+            raise ParseError(f"bad port in {what}")
+        return host, None
+    if not port_text.isdigit() or len(port_text) > 5 or int(port_text) > 65535:
+        raise ParseError(f"bad port in {what}")
+    return host, int(port_text)
+
+
+@dataclass(slots=True)
+class URI:
+    """A parsed URI. ``sip``/``sips`` URIs are split into parts; other schemes (``tel``,
+    ``urn``, ``https``...) keep their text in ``opaque``."""
+
+    scheme: str
+    host: str = ""
+    user: str | None = None
+    password: str | None = None
+    port: int | None = None
+    params: Params = field(default_factory=dict)
+    headers: str | None = None
+    opaque: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> URI:
+        text = text.strip()
+        scheme, colon, rest = text.partition(":")
+        if not colon or not scheme or not rest:
+            raise ParseError(f"bad URI {text[:60]!r}")
+        scheme = scheme.lower()
+        if not scheme.replace("+", "").replace("-", "").replace(".", "").isalnum():
+            raise ParseError(f"bad URI scheme {scheme[:20]!r}")
+        if scheme not in ("sip", "sips"):
+            if any(c in rest for c in " \t<>"):
+                raise ParseError(f"bad URI {text[:60]!r}")
+            return cls(scheme=scheme, opaque=rest)
+        if any(c in rest for c in " \t<>\""):
+            raise ParseError(f"bad SIP URI {text[:60]!r}")
+        user = password = None
+        at = rest.find("@")
+        if at >= 0:
+            userinfo, rest = rest[:at], rest[at + 1 :]
+            user, pcolon, pw = userinfo.partition(":")
+            if pcolon:
+                password = pw
+            if not user:
+                raise ParseError("empty user part in SIP URI")
+        headers = None
+        q = rest.find("?")
+        if q >= 0:
+            rest, headers = rest[:q], rest[q + 1 :]
+        hostport, semi, ptext = rest.partition(";")
+        host, port = split_hostport(hostport, "SIP URI")
+        params = parse_params(ptext, "SIP URI") if semi else {}
+        return cls(scheme, host.lower(), user, password, port, params, headers)
+
+    def __str__(self) -> str:
+        if self.opaque is not None:
+            return f"{self.scheme}:{self.opaque}"
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(self.user)
+            if self.password is not None:
+                out.append(":" + self.password)
+            out.append("@")
+        out.append(self.host)
+        if self.port is not None:
+            out.append(f":{self.port}")
+        if self.params:
+            out.append(format_params(self.params))
+        if self.headers is not None:
+            out.append("?" + self.headers)
+        return "".join(out)
+
+    @property
+    def transport(self) -> str | None:
+        t = self.params.get("transport")
+        return t.lower() if t else None
+
+    def aor(self) -> str:
+        """Address-of-record key: ``sip:user@host`` without port or params (RFC 3261 §10.3
+        step 5 compares AoRs after this canonicalisation)."""
+        if self.opaque is not None:
+            return f"{self.scheme}:{self.opaque}"
+        scheme = "sip" if self.scheme == "sips" else self.scheme
+        return f"{scheme}:{self.user}@{self.host}" if self.user is not None else f"{scheme}:{self.host}"
+
+
+def _find_unquoted(text: str, chars: str, start: int = 0) -> int:
+    """Index of the first char of ``chars`` outside double quotes, or -1."""
+    in_quotes = False
+    i = start
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if in_quotes:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_quotes = False
+        elif c == '"':
+            in_quotes = True
+        elif c in chars:
+            return i
+        i += 1
+    return -1
+
+
+def split_header_values(value: str) -> list[str]:
+    """Split a comma-separated header value, honouring quotes and <...> (RFC 3261 §7.3.1)."""
+    if "," not in value:
+        return [value.strip()] if value.strip() else []
+    out: list[str] = []
+    depth = 0
+    in_quotes = False
+    start = 0
+    i = 0
+    n = len(value)
+    while i < n:
+        c = value[i]
+        if in_quotes:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_quotes = False
+        elif c == '"':
+            in_quotes = True
+        elif c == "<":
+            depth += 1
+        elif c == ">":
+            depth = max(0, depth - 1)
+        elif c == "," and depth == 0:
+            part = value[start:i].strip()
+            if part:
+                out.append(part)
+            start = i + 1
+        i += 1
+    part = value[start:].strip()
+    if part:
+        out.append(part)
+    return out
+
+
+@dataclass(slots=True)
+class NameAddr:
+    """``"Display" <uri>;params`` or ``uri;params`` (RFC 3261 §20.10: without angle brackets,
+    parameters after the URI belong to the header, not the URI)."""
+
+    uri: URI
+    display: str | None = None
+    params: Params = field(default_factory=dict)
+    wildcard: bool = False  # Contact: * (RFC 3261 §10.2.2)
+
+    @classmethod
+    def parse(cls, text: str) -> NameAddr:
+        text = text.strip()
+        if text == "*":
+            return cls(uri=URI("sip"), wildcard=True)
+        lt = _find_unquoted(text, "<")
+        if lt >= 0:
+            gt = text.find(">", lt)
+            if gt < 0:
+                raise ParseError("unterminated <...> in name-addr")
+            display_text = text[:lt].strip()
+            display: str | None = None
+            if display_text:
+                if display_text.startswith('"'):
+                    if len(display_text) < 2 or not display_text.endswith('"'):
+                        raise ParseError("bad quoted display name")
+                    display = _unquote(display_text[1:-1])
+                else:
+                    display = display_text
+            uri = URI.parse(text[lt + 1 : gt])
+            rest = text[gt + 1 :].strip()
+        else:
+            semi = text.find(";")
+            uri_text, rest = (text, "") if semi < 0 else (text[:semi], text[semi:])
+            if not uri_text.strip():
+                raise ParseError("empty name-addr")
+            uri = URI.parse(uri_text)
+            display = None
+        if rest:
+            if not rest.startswith(";"):
+                raise ParseError("junk after URI in name-addr")
+            params = parse_params(rest[1:], "name-addr")
+        else:
+            params = {}
+        return cls(uri=uri, display=display, params=params)
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    def __str__(self) -> str:
+        if self.wildcard:
+            return "*"
+        display = f'"{_quote(self.display)}" ' if self.display else ""
+        return f"{display}<{self.uri}>{format_params(self.params)}"
+
+
+def _unquote(text: str) -> str:
+    if "\\" not in text:
+        return text
+    out = []
+    it = iter(text)
+    for c in it:
+        out.append(next(it, "") if c == "\\" else c)
+    return "".join(out)
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
