@@ -1,0 +1,124 @@
+"""The ``sipwake`` command line.
+
+Exit codes: 0 success, 1 a bad configuration or a runtime failure (message on stderr, no
+traceback), 2 bad arguments (click prints usage), 130 interrupted.
+
+The server and demo are imported inside their commands: ``check-config`` and ``--help``
+must stay fast and work even when an optional dependency of the server is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, NoReturn
+
+import click
+import msgspec
+
+from sipwake import __version__
+from sipwake.config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, load_config
+from sipwake.logs import setup_logging
+
+__all__ = ["main"]
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(message, err=True)
+    raise SystemExit(1)
+
+
+def _load(path: str | None) -> Config:
+    if path is None:
+        return Config()
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _run_loop(main_coro: Coroutine[Any, Any, None], *, use_uvloop: bool) -> None:
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass  # optional accelerator (extra [fast]); the stdlib loop is fine without it
+        else:
+            uvloop.run(main_coro)
+            return
+    asyncio.run(main_coro)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="sipwake")
+def main() -> None:
+    """SIP registrar and proxy that wakes sleeping mobile apps with push (RFC 8599)."""
+
+
+@main.command()
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    metavar="FILE",
+    envvar="SIPWAKE_CONFIG",
+    help="TOML configuration file (default: built-in development settings).",
+)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), help="Override server.log_level.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), help="Override server.log_format.")
+@click.option(
+    "--no-uvloop", is_flag=True, help="Use the stdlib event loop even if uvloop is installed."
+)
+def serve(
+    config_path: str | None, log_level: str | None, log_format: str | None, no_uvloop: bool
+) -> None:
+    """Run the registrar and proxy until interrupted."""
+    config = _load(config_path)
+    overrides = {"log_level": log_level, "log_format": log_format}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        server_cfg = msgspec.structs.replace(config.server, **overrides)
+        config = msgspec.structs.replace(config, server=server_cfg)
+    setup_logging(config.server.log_level, config.server.log_format)
+
+    from sipwake.server import run
+
+    try:
+        _run_loop(run(config), use_uvloop=not no_uvloop)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except (ConfigError, OSError) as exc:
+        # Unreadable certificate, address already in use, ...: an operator error, not a bug.
+        _fail(f"sipwake: {exc}")
+
+
+@main.command("check-config")
+@click.argument("file", metavar="FILE")
+def check_config(file: str) -> None:
+    """Validate FILE and print what it configures."""
+    config = _load(file)
+    click.echo(f"{file}: OK")
+    click.echo(f"  domains: {', '.join(config.server.domains)}")
+    for lst in config.listen:
+        host = f"[{lst.host}]" if ":" in lst.host else lst.host
+        line = f"  listen: {lst.transport} {host}:{lst.port}"
+        if lst.advertise:
+            line += f" (advertised as {lst.advertise})"
+        click.echo(line)
+    click.echo(f"  storage: {config.storage.redacted_url()}")
+
+
+@main.command()
+@click.option("--json", "json_output", is_flag=True, help="Print the result as JSON.")
+def demo(json_output: bool) -> None:
+    """Run a self-contained wake-up demo (server, push emulator and phone in one process)."""
+    from sipwake.server import run_demo
+
+    raise SystemExit(run_demo(json_output=json_output))
+
+
+# Later subcommands slot in here, each a @main.command() or a @main.group() of its own:
+#   user add|remove|list     digest credentials (needs [users]/[auth])
+#   bindings                 list/remove registrations in the store
+#   emulate apns|fcm         run the push service emulators standalone
+#   phone                    a simulated device that registers and waits for a push

@@ -1,0 +1,403 @@
+"""Configuration: a TOML file decoded into frozen, typed structures.
+
+Every section is a msgspec ``Struct`` (frozen, unknown fields forbidden, keyword-only), so a
+typo in a key is an error rather than a silently ignored setting, and a ``Config`` can be
+shared by every component without anyone mutating it. ``Config()`` alone is a usable
+development configuration.
+
+Checks that types cannot express (port ranges, T1 <= T2, listeners that need a certificate,
+...) live in each struct's ``__post_init__``, so they run both when decoding a file and when
+code builds a struct directly (tests, the demo). They raise ``_Invalid`` with a path relative
+to the struct; msgspec keeps it as the ``__cause__`` of its ValidationError and prefixes the
+location, which ``_describe`` joins into ``listen[0].port: ...``.
+
+Adding a section later (registrar, auth, users, push providers, api, cluster): write a
+Struct with the same class options (spelled out, not splatted, so type checkers see
+``frozen``), give every field a default, add it to ``Config`` with
+``field(default_factory=...)`` and document every key, with its ``# Default:``, in
+``sipwake.sample.toml`` (tests/test_config.py fails until the sample names every field).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import tomllib
+from os import PathLike
+from typing import Any, Final, Literal, get_args
+from urllib.parse import SplitResult, urlsplit
+
+import msgspec
+from msgspec import Struct, field
+
+from sipwake.sip.codec import Limits
+
+__all__ = [
+    "LOG_FORMATS",
+    "LOG_LEVELS",
+    "STORAGE_SCHEMES",
+    "TRANSPORTS",
+    "Config",
+    "ConfigError",
+    "ListenConfig",
+    "ServerConfig",
+    "SipConfig",
+    "StorageConfig",
+    "TlsConfig",
+    "load_config",
+    "loads_config",
+    "parse_hostport",
+]
+
+Transport = Literal["udp", "tcp", "tls", "ws", "wss"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
+
+TRANSPORTS: Final[tuple[str, ...]] = get_args(Transport)
+LOG_LEVELS: Final[tuple[str, ...]] = get_args(LogLevel)
+LOG_FORMATS: Final[tuple[str, ...]] = get_args(LogFormat)
+STORAGE_SCHEMES: Final = ("memory", "sqlite", "redis", "rediss")
+# Transports that run over TLS and so need our certificate (RFC 3261 §26.2, RFC 7118 §5).
+SECURE_TRANSPORTS: Final = frozenset({"tls", "wss"})
+
+# Literal-typed fields by key name, so "invalid enum value" can list the accepted values.
+_CHOICES: Final[dict[str, tuple[str, ...]]] = {
+    "transport": TRANSPORTS,
+    "log_level": LOG_LEVELS,
+    "log_format": LOG_FORMATS,
+}
+
+_HOSTNAME_RE: Final = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names file, key path and reason."""
+
+
+class _Invalid(ValueError):
+    """A semantic check failed at ``path`` (relative to the struct that raised it)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}" if path else reason)
+        self.path = path
+        self.reason = reason
+
+
+def _check_port(path: str, port: int, *, allow_zero: bool) -> None:
+    low = 0 if allow_zero else 1
+    if not low <= port <= 65535:
+        raise _Invalid(path, f"must be between {low} and 65535, got {port}")
+
+
+def parse_hostport(text: str) -> tuple[str, int | None]:
+    """Split ``host[:port]`` (IPv6 in brackets, RFC 3261 §25.1 hostport); raise ValueError."""
+    host: str = text
+    port_text: str | None = None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"unclosed '[' in {text!r}")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"unexpected {rest!r} after ']'")
+        port_text = rest[1:] if rest else None
+        ipaddress.IPv6Address(host)  # raises ValueError with its own message
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    elif ":" in text:
+        ipaddress.IPv6Address(text)  # a bare IPv6 literal, no port
+    if not host:
+        raise ValueError("empty host")
+    if ":" not in host and not _HOSTNAME_RE.fullmatch(host):
+        raise ValueError(f"{host!r} is not a host name or IP address")
+    if port_text is None:
+        return host, None
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"bad port {port_text!r}")
+    return host, int(port_text)
+
+
+class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """[server]: who we are."""
+
+    # Domains we are registrar and proxy for (requests to them are ours: OPTIONS -> 200,
+    # REGISTER accepted; RFC 3261 §10.3 step 1). Loopback by default so a local test works.
+    domains: tuple[str, ...] = ("localhost", "127.0.0.1")
+    node_id: str = ""  # "" means the host name; see ``node_name``
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "text"
+
+    def __post_init__(self) -> None:
+        if not self.domains:
+            raise _Invalid("domains", "must name at least one domain")
+        for i, domain in enumerate(self.domains):
+            try:
+                _, port = parse_hostport(domain)
+            except ValueError as exc:
+                raise _Invalid(f"domains[{i}]", str(exc)) from None
+            if port is not None:
+                raise _Invalid(f"domains[{i}]", "a domain has no port")
+        if self.node_id != self.node_id.strip() or any(c.isspace() for c in self.node_id):
+            raise _Invalid("node_id", "must not contain white space")
+
+    @property
+    def node_name(self) -> str:
+        """The node id used in logs, cluster messages and generated ids."""
+        return self.node_id or socket.gethostname()
+
+
+class ListenConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One [[listen]] entry: a socket to serve SIP on."""
+
+    transport: Transport = "udp"
+    host: str = "127.0.0.1"  # IPv4 or IPv6 literal; "0.0.0.0" / "::" for all addresses
+    port: int = 5060  # 0 picks a free port (tests, demo)
+    # host[:port] written into Via/Record-Route when the socket address is not what peers
+    # can reach (NAT, public name; RFC 3261 §18.2.1, §16.6 step 4). "" means host:port.
+    advertise: str = ""
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            raise _Invalid("host", f"{self.host!r} is not an IPv4 or IPv6 address") from None
+        _check_port("port", self.port, allow_zero=True)
+        if self.advertise:
+            try:
+                parse_hostport(self.advertise)
+            except ValueError as exc:
+                raise _Invalid("advertise", str(exc)) from None
+
+    @property
+    def secure(self) -> bool:
+        return self.transport in SECURE_TRANSPORTS
+
+    @property
+    def advertised(self) -> tuple[str, int | None]:
+        """(host, port) to put in Via/Record-Route; port None means "use the bound port"."""
+        if self.advertise:
+            return parse_hostport(self.advertise)
+        return self.host, self.port or None
+
+
+def _default_listeners() -> tuple[ListenConfig, ...]:
+    # UDP and TCP both: RFC 3261 §18 requires a proxy to implement both, and TCP is needed
+    # for messages too large for UDP (§18.1.1). Loopback only until a file says otherwise.
+    return (ListenConfig(transport="udp"), ListenConfig(transport="tcp"))
+
+
+class TlsConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """[tls]: certificate for tls/wss listeners and trust for outgoing TLS connections."""
+
+    cert_file: str = ""  # PEM certificate chain; required by tls/wss listeners
+    key_file: str = ""  # PEM private key
+    ca_file: str = ""  # CA bundle; "" means the system trust store
+    verify_client: bool = False  # ask for and check client certificates (mutual TLS)
+    verify_server: bool = True  # check the certificate of servers we connect to
+
+    def __post_init__(self) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            missing = "key_file" if self.cert_file else "cert_file"
+            raise _Invalid(missing, "cert_file and key_file must be set together")
+
+
+class SipConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """[sip]: protocol timers (seconds) and message limits."""
+
+    t1: float = 0.5  # RTT estimate (RFC 3261 §17.1.1.1)
+    t2: float = 4.0  # maximum retransmit interval for non-INVITE requests and INVITE responses
+    t4: float = 5.0  # maximum time a message stays in the network (§17.1.2.2)
+    # Proxy INVITE timer; §16.6 step 11 says it MUST be more than 3 minutes. Only positivity
+    # is enforced here so tests can shorten it.
+    timer_c: float = 180.0
+    max_message_size: int = 65535
+    max_headers: int = 200
+    max_line_length: int = 8192
+    idle_timeout: float = 600.0  # close TCP/TLS/WS connections idle this long
+    user_agent: str = "sipwake"  # Server header (§20.35); "" sends none
+
+    def __post_init__(self) -> None:
+        for name in ("t1", "t2", "t4", "timer_c", "idle_timeout"):
+            value = getattr(self, name)
+            if not value > 0 or value == float("inf"):
+                raise _Invalid(name, f"must be a positive number of seconds, got {value}")
+        if self.t1 > self.t2:
+            # T2 caps the doubling of T1 (§17.1.2.2); T1 above it would invert the backoff.
+            raise _Invalid("t2", f"must be >= t1 ({self.t1}), got {self.t2}")
+        for name in ("max_message_size", "max_headers", "max_line_length"):
+            if getattr(self, name) <= 0:
+                raise _Invalid(name, f"must be positive, got {getattr(self, name)}")
+
+    def limits(self) -> Limits:
+        """Parser limits for sipwake.sip.codec."""
+        return Limits(
+            max_message_size=self.max_message_size,
+            max_headers=self.max_headers,
+            max_line_length=self.max_line_length,
+        )
+
+
+# Relative to the working directory: `sipwake serve` with no file must work for a developer
+# without root (/var/lib needs it) and keep registrations across restarts (memory:// would
+# not). Packaged deployments set an absolute path, as the sample does.
+DEFAULT_STORAGE_URL: Final = "sqlite:var/sipwake.db"
+
+
+class StorageConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """[storage]: where bindings and held calls live.
+
+    URL forms: ``memory://``; ``sqlite:relative/path.db`` or ``sqlite:///absolute/path.db``
+    (the path is the URL path, as in a file: URL, RFC 8089); ``redis://[:password@]host[:port]
+    [/db]`` and ``rediss://`` for Redis over TLS.
+    """
+
+    url: str = DEFAULT_STORAGE_URL
+
+    def __post_init__(self) -> None:
+        try:
+            parts = urlsplit(self.url)
+            port = parts.port  # raises ValueError on a non-numeric or out-of-range port
+        except ValueError as exc:
+            raise _Invalid("url", f"malformed URL: {exc}") from None
+        scheme = parts.scheme.lower()
+        if scheme not in STORAGE_SCHEMES:
+            known = ", ".join(f"{s}:" for s in STORAGE_SCHEMES)
+            raise _Invalid("url", f"unknown scheme in {self.url!r} (known: {known})")
+        if scheme == "sqlite" and (parts.netloc or not parts.path or parts.path == "/"):
+            raise _Invalid("url", "expected sqlite:relative/path.db or sqlite:///absolute/path")
+        if scheme.startswith("redis"):
+            if not parts.hostname:
+                raise _Invalid("url", "redis URL needs a host")
+            if port == 0:
+                raise _Invalid("url", "redis port must be between 1 and 65535")
+            db = parts.path.lstrip("/")
+            if db and not db.isdigit():
+                raise _Invalid("url", f"redis database must be a number, got {db!r}")
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme.lower()
+
+    @property
+    def sqlite_path(self) -> str:
+        """The database file for a sqlite: URL."""
+        if self.scheme != "sqlite":
+            raise ValueError(f"not a sqlite URL: {self.url}")
+        return urlsplit(self.url).path
+
+    def redacted_url(self) -> str:
+        """The URL with any password replaced, for logs and summaries."""
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        user = f"{parts.username}:" if parts.username else ":"
+        return SplitResult(parts.scheme, f"{user}***@{netloc}", *parts[2:]).geturl()
+
+
+class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The whole configuration. ``Config()`` is the embedded development default."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    listen: tuple[ListenConfig, ...] = field(default_factory=_default_listeners)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    sip: SipConfig = field(default_factory=SipConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    def __post_init__(self) -> None:
+        if not self.listen:
+            raise _Invalid("listen", "at least one [[listen]] entry is needed")
+        for i, lst in enumerate(self.listen):
+            if lst.secure and not (self.tls.cert_file and self.tls.key_file):
+                raise _Invalid(
+                    f"listen[{i}].transport",
+                    f"{lst.transport} listener needs tls.cert_file and tls.key_file",
+                )
+            for j, other in enumerate(self.listen[:i]):
+                if _overlaps(lst, other):
+                    raise _Invalid(
+                        f"listen[{i}]",
+                        f"{lst.host} port {lst.port} is already used by listen[{j}]",
+                    )
+
+
+def _overlaps(a: ListenConfig, b: ListenConfig) -> bool:
+    """Would binding both sockets fail? tcp/tls/ws/wss all take a TCP port."""
+    if (a.transport == "udp") != (b.transport == "udp") or a.port != b.port or a.port == 0:
+        return False
+    ha, hb = ipaddress.ip_address(a.host), ipaddress.ip_address(b.host)
+    if ha.version != hb.version:
+        return False  # asyncio sets IPV6_V6ONLY, so :: and 0.0.0.0 do not clash
+    return ha == hb or ha.is_unspecified or hb.is_unspecified
+
+
+_AT_RE: Final = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<at>[^`]*)`)?$", re.DOTALL)
+_UNKNOWN_RE: Final = re.compile(r"^Object contains unknown field `(?P<name>[^`]*)`$")
+_ENUM_RE: Final = re.compile(r"^Invalid enum value (?P<value>.*)$")
+
+
+def _join(base: str, rel: str) -> str:
+    if not rel:
+        return base
+    if not base or rel.startswith("["):
+        return base + rel
+    return f"{base}.{rel}"
+
+
+def _describe(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """(key path, reason) from msgspec's "Expected `int`, got `str` - at `$.a[0].b`"."""
+    match = _AT_RE.match(str(exc))
+    assert match is not None  # the pattern matches any string
+    msg, at = match["msg"], (match["at"] or "").lstrip(".")
+    cause = exc.__cause__
+    if isinstance(cause, _Invalid):
+        return _join(at, cause.path), cause.reason
+    if isinstance(cause, ValueError | TypeError):
+        return at, str(cause)
+    if unknown := _UNKNOWN_RE.match(msg):
+        return _join(at, unknown["name"]), "unknown key"
+    if enum := _ENUM_RE.match(msg):
+        choices = _CHOICES.get(re.split(r"[.\[]", at)[-1])
+        reason = f"invalid value {enum['value']}"
+        return at, f"{reason}, expected one of: {', '.join(choices)}" if choices else reason
+    return at, msg.replace("`", "")[:1].lower() + msg.replace("`", "")[1:]
+
+
+def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:
+    """Build a Config from already-parsed TOML/JSON data; errors name ``source``."""
+    try:
+        return msgspec.convert(data, Config)
+    except msgspec.ValidationError as exc:
+        path, reason = _describe(exc)
+        raise ConfigError(
+            f"{source}: {path}: {reason}" if path else f"{source}: {reason}"
+        ) from None
+
+
+def loads_config(text: str, source: str = "<string>") -> Config:
+    """Parse TOML text into a Config."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    return config_from_dict(data, source)
+
+
+def load_config(path: str | PathLike[str]) -> Config:
+    """Read and validate a TOML file. Relative paths inside it are kept as written (they
+    resolve against the working directory of the server, like the default storage path)."""
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")  # TOML is UTF-8 only (toml.io spec, "Spec")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: not UTF-8 ({exc.reason})") from None
+    return loads_config(text, source)
