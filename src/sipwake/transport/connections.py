@@ -1,0 +1,158 @@
+"""The flow table: live connections by id, and by (transport, remote address) for reuse.
+
+Responses and requests for a registered device go back over the connection the device
+registered on (RFC 3261 §18.2.2, RFC 5626 §5.3); outbound requests reuse a live connection
+to the same peer rather than opening a new one (RFC 3261 §18.1.1, RFC 5923 §4).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sipwake.sip.codec import Limits
+from sipwake.transport.flow import Flow, Sink, TransportStats
+
+log = logging.getLogger("sipwake.transport")
+
+Key = tuple[str, str, int]  # (transport, normalised host, port)
+
+
+class Connection(Protocol):
+    """What the table needs from a stream or WebSocket connection."""
+
+    @property
+    def flow(self) -> Flow: ...
+
+    @property
+    def last_activity(self) -> float: ...
+
+    def write(self, data: bytes) -> bool:
+        """Queue one message; False (and counted as dropped) if it cannot be sent."""
+        ...
+
+    def close(self) -> None:
+        """Flush what is queued, then close."""
+        ...
+
+    def abort(self) -> None:
+        """Close at once, dropping what is queued (shutdown)."""
+        ...
+
+    def is_closing(self) -> bool: ...
+
+
+def normalise_host(host: str) -> str:
+    """Canonical text for an address so "[::1]", "::1" and "0::1" are one key."""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        return ipaddress.ip_address(host).compressed
+    except ValueError:
+        return host.lower()
+
+
+def flow_key(transport: str, host: str, port: int) -> Key:
+    return (transport, normalise_host(host), port)
+
+
+class FlowTable:
+    """conn_id -> connection, and (transport, host, port) -> conn_ids."""
+
+    __slots__ = ("_by_id", "_by_key", "_keys", "_next_id")
+
+    def __init__(self) -> None:
+        self._by_id: dict[int, Connection] = {}
+        self._by_key: dict[Key, list[int]] = {}  # oldest first; usually one
+        self._keys: dict[int, list[Key]] = {}
+        self._next_id = 1
+
+    def new_id(self) -> int:
+        conn_id = self._next_id
+        self._next_id += 1
+        return conn_id
+
+    def add(self, conn: Connection) -> None:
+        flow = conn.flow
+        self._by_id[flow.conn_id] = conn
+        self.alias(flow_key(flow.transport, *flow.remote), flow.conn_id)
+
+    def alias(self, key: Key, conn_id: int) -> None:
+        """Also find ``conn_id`` under ``key`` (e.g. the name:port we dialled)."""
+        if conn_id not in self._by_id:
+            return
+        ids = self._by_key.setdefault(key, [])
+        if conn_id in ids:
+            return
+        ids.append(conn_id)
+        self._keys.setdefault(conn_id, []).append(key)
+
+    def remove(self, conn: Connection) -> bool:
+        """Forget ``conn``; False if it was not in the table."""
+        conn_id = conn.flow.conn_id
+        if self._by_id.get(conn_id) is not conn:
+            return False
+        del self._by_id[conn_id]
+        for key in self._keys.pop(conn_id, ()):
+            ids = self._by_key[key]
+            ids.remove(conn_id)
+            if not ids:
+                del self._by_key[key]
+        return True
+
+    def get(self, conn_id: int) -> Connection | None:
+        conn = self._by_id.get(conn_id)
+        if conn is None or conn.is_closing():
+            return None
+        return conn
+
+    def lookup(self, transport: str, host: str, port: int) -> Connection | None:
+        """A live connection for reuse, or None; the newest wins, as older ones to the same
+        peer may be on their way out."""
+        for conn_id in reversed(self._by_key.get(flow_key(transport, host, port), ())):
+            conn = self.get(conn_id)
+            if conn is not None:
+                return conn
+        return None
+
+    def is_alive(self, flow: Flow) -> bool:
+        return self.get(flow.conn_id) is not None
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self._by_id.values()))
+
+
+@dataclass(slots=True)
+class TransportContext:
+    """Shared by every socket and connection of one TransportManager."""
+
+    sink: Sink
+    limits: Limits
+    clock: Callable[[], float]
+    stats: TransportStats = field(default_factory=TransportStats)
+    table: FlowTable = field(default_factory=FlowTable)
+
+    def deliver(self, data: bytes, flow: Flow) -> None:
+        """Hand one message to the engine; its bugs must not tear down our read loop."""
+        self.stats.messages_in += 1
+        try:
+            self.sink(data, flow)
+        except Exception:
+            self.stats.sink_errors += 1
+            log.exception("sink failed for a message from %s %s", flow.transport, flow.remote)
+
+    def opened(self, conn: Connection) -> None:
+        self.table.add(conn)
+        self.stats.connections_opened += 1
+        self.stats.connections_open += 1
+
+    def closed(self, conn: Connection) -> None:
+        if self.table.remove(conn):
+            self.stats.connections_closed += 1
+            self.stats.connections_open -= 1

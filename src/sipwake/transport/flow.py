@@ -1,0 +1,65 @@
+"""The transport contract the engine sees: a Flow, the Sink callback, and counters.
+
+A Flow names the exact path a message came in on, so the answer can go back over it: the
+same UDP socket to the same source address and port (RFC 3261 §18.2.2 with rport, RFC 3581),
+or the very same TCP/TLS/WebSocket connection (RFC 3261 §18.2.2, RFC 5626 §5.3, RFC 7118 §5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Final
+
+TRANSPORTS: Final = frozenset({"UDP", "TCP", "TLS", "WS", "WSS"})
+STREAM_TRANSPORTS: Final = frozenset({"TCP", "TLS"})
+WS_TRANSPORTS: Final = frozenset({"WS", "WSS"})
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """How a message arrived, or how to send one back."""
+
+    transport: str  # "UDP" | "TCP" | "TLS" | "WS" | "WSS"
+    local: tuple[str, int]  # our listening/local address
+    remote: tuple[str, int]  # peer address as seen on the socket
+    conn_id: int = 0  # 0 for UDP; unique per stream/WS connection
+
+    @property
+    def reliable(self) -> bool:
+        # Only UDP needs retransmissions (RFC 3261 §17.1.1.2 Timer A is not started on a
+        # reliable transport).
+        return self.transport != "UDP"
+
+    @property
+    def secure(self) -> bool:
+        # A request over TLS/WSS may be sips: (RFC 3261 §26.2.2, RFC 7118 §5.2).
+        return self.transport in ("TLS", "WSS")
+
+
+# Called once per complete SIP message (a datagram, a framed stream message or one WS
+# message). Synchronous: it runs inside the read callback, so it must not block.
+Sink = Callable[[bytes, Flow], None]
+
+
+@dataclass(slots=True)
+class TransportStats:
+    """Counters for /metrics; plain ints, incremented in place."""
+
+    messages_in: int = 0
+    messages_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    framing_errors: int = 0  # stream/WS input that could not be framed; connection closed
+    oversize: int = 0  # datagrams over the size limit (also counted in dropped)
+    dropped: int = 0  # incoming or outgoing messages thrown away (oversize, EAGAIN, gone)
+    send_errors: int = 0  # OS errors on send (also counted in dropped)
+    sink_errors: int = 0  # exceptions raised by the sink (a bug above us; logged)
+    pings: int = 0  # RFC 5626 CRLFCRLF keep-alives answered
+    connections_opened: int = 0
+    connections_closed: int = 0
+    connections_open: int = 0
+    idle_closed: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

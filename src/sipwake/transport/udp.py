@@ -1,0 +1,125 @@
+"""UDP: a raw non-blocking socket read with ``loop.add_reader``, drained until EAGAIN.
+
+asyncio's datagram transport reads one datagram per wake-up into a fresh 256 KiB buffer,
+which costs about twice as much per SIP message (DEPENDENCIES.md, "Event loop and sockets").
+Here one wake-up drains the socket into a preallocated buffer, and sends go straight to
+``sendto``: a full socket buffer drops the datagram, as the network would, and the
+transaction layer retransmits (RFC 3261 §17.1.1.2, §17.2.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+from sipwake.transport.connections import TransportContext, normalise_host
+from sipwake.transport.flow import Flow
+
+log = logging.getLogger("sipwake.transport.udp")
+
+RCVBUF_BYTES = 4 * 1024 * 1024  # absorb bursts (the kernel caps it at net.core.rmem_max)
+SNDBUF_BYTES = 1024 * 1024
+MAX_READS_PER_WAKEUP = 512  # fairness: other sockets get a turn; the reader fires again
+
+
+def family_of(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def open_socket(host: str, port: int) -> socket.socket:
+    host = normalise_host(host)
+    family = family_of(host)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if family == socket.AF_INET6:
+            # Separate sockets for :: and 0.0.0.0 instead of v4-mapped addresses, so a Flow's
+            # addresses are always plain IPv4 or IPv6.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        for opt, size in ((socket.SO_RCVBUF, RCVBUF_BYTES), (socket.SO_SNDBUF, SNDBUF_BYTES)):
+            with contextlib.suppress(OSError):  # best effort; the kernel may refuse
+                sock.setsockopt(socket.SOL_SOCKET, opt, size)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class UdpEndpoint:
+    """One bound UDP socket: reads datagrams into the sink, sends without blocking."""
+
+    __slots__ = ("_buf", "_ctx", "_loop", "_view", "local", "sock")
+
+    def __init__(
+        self, sock: socket.socket, ctx: TransportContext, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.sock = sock
+        self._ctx = ctx
+        self._loop = loop
+        addr = sock.getsockname()
+        self.local: tuple[str, int] = (addr[0], addr[1])
+        # One byte more than the limit, so an oversize datagram shows up as oversize instead
+        # of being silently truncated to exactly the limit.
+        self._buf = bytearray(ctx.limits.max_message_size + 1)
+        self._view = memoryview(self._buf)
+        loop.add_reader(sock.fileno(), self._on_readable)
+
+    @property
+    def family(self) -> socket.AddressFamily:
+        return self.sock.family
+
+    def _on_readable(self) -> None:
+        ctx = self._ctx
+        stats = ctx.stats
+        sock = self.sock
+        buf = self._buf
+        view = self._view
+        limit = ctx.limits.max_message_size
+        local = self.local
+        for _ in range(MAX_READS_PER_WAKEUP):
+            try:
+                n, addr = sock.recvfrom_into(buf)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # e.g. ECONNREFUSED from an ICMP port unreachable caused by an earlier
+                # sendto: it concerns that send, not this socket; keep reading.
+                if sock.fileno() < 0:
+                    return
+                log.debug("udp recv error on %s: %s", local, exc)
+                continue
+            stats.bytes_in += n
+            if n > limit:
+                stats.oversize += 1
+                stats.dropped += 1
+                continue
+            data = bytes(view[:n])
+            if not data.strip(b"\r\n\0 "):
+                # RFC 5626 §4.4.2 / common NAT keep-alives over UDP ("\r\n\r\n", a NUL or a
+                # blank): nothing to parse and nothing to answer.
+                continue
+            ctx.deliver(data, Flow("UDP", local, (addr[0], addr[1])))
+
+    def sendto(self, data: bytes, remote: tuple[str, int]) -> bool:
+        stats = self._ctx.stats
+        try:
+            self.sock.sendto(data, remote)
+        except OSError as exc:
+            # EAGAIN (socket buffer full), EMSGSIZE, unreachable...: never raise into the
+            # engine; UDP is lossy anyway and the transaction layer retransmits.
+            stats.dropped += 1
+            if not isinstance(exc, BlockingIOError):
+                stats.send_errors += 1
+                log.debug("udp send to %s failed: %s", remote, exc)
+            return False
+        stats.messages_out += 1
+        stats.bytes_out += len(data)
+        return True
+
+    def close(self) -> None:
+        if self.sock.fileno() >= 0:
+            self._loop.remove_reader(self.sock.fileno())
+            self.sock.close()

@@ -1,0 +1,138 @@
+"""UDP through the manager, with real sockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from sipwake.sip.codec import Limits
+from sipwake.transport.flow import Flow
+from sipwake.transport.manager import TransportManager
+from tests.transport.support import Recorder, needs_ipv6, sip_message
+
+
+def _client(family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+    sock.settimeout(2.0)
+    return sock
+
+
+async def test_udp_echo_through_manager(manager: TransportManager, recorder: Recorder) -> None:
+    addr = await manager.listen("UDP", "127.0.0.1", 0)
+    assert addr[0] == "127.0.0.1" and addr[1] > 0
+    assert manager.local_address("UDP") == addr
+    with _client() as peer:
+        msg = sip_message(1)
+        peer.sendto(msg, addr)
+        got = await recorder.wait_for(1)
+        data, flow = got[0]
+        assert data == msg
+        assert flow == Flow("UDP", addr, peer.getsockname(), 0)
+        assert not flow.reliable and not flow.secure
+        assert manager.is_alive(flow)
+
+        assert manager.send(flow, b"SIP/2.0 200 OK\r\n\r\n")
+        reply, source = peer.recvfrom(65535)
+    assert reply == b"SIP/2.0 200 OK\r\n\r\n"
+    assert source == addr  # answered from the socket it arrived on (RFC 3261 §18.2.2)
+    assert manager.stats.messages_in == 1 and manager.stats.messages_out == 1
+
+
+async def test_udp_burst_is_drained(manager: TransportManager, recorder: Recorder) -> None:
+    addr = await manager.listen("UDP", "127.0.0.1", 0)
+    with _client() as peer:
+        # The datagrams queue in the receive buffer while the loop is busy here; each
+        # readiness callback drains a batch. Batches of 100 stay within even a default
+        # (non-enlargeable) rmem_max, so a loss would be ours, not the kernel's.
+        for i in range(1000):
+            peer.sendto(sip_message(i), addr)
+            if i % 100 == 99:
+                await asyncio.sleep(0)
+        got = await recorder.wait_for(1000)
+    assert [data for data, _ in got] == [sip_message(i) for i in range(1000)]
+    assert manager.stats.dropped == 0
+
+
+async def test_oversize_datagram_dropped_and_counted(recorder: Recorder) -> None:
+    mgr = TransportManager(recorder, limits=Limits(max_message_size=1000))
+    try:
+        addr = await mgr.listen("UDP", "127.0.0.1", 0)
+        with _client() as peer:
+            peer.sendto(sip_message(0, body=b"x" * 2000), addr)
+            peer.sendto(sip_message(1), addr)
+            got = await recorder.wait_for(1)
+        assert got[0][0] == sip_message(1)
+        assert len(got) == 1
+        assert mgr.stats.oversize == 1 and mgr.stats.dropped == 1
+    finally:
+        await mgr.close()
+
+
+async def test_keepalive_datagrams_are_not_delivered(
+    manager: TransportManager, recorder: Recorder
+) -> None:
+    addr = await manager.listen("UDP", "127.0.0.1", 0)
+    with _client() as peer:
+        peer.sendto(b"\r\n\r\n", addr)
+        peer.sendto(sip_message(7), addr)
+        got = await recorder.wait_for(1)
+    assert [data for data, _ in got] == [sip_message(7)]
+
+
+@needs_ipv6
+async def test_udp_ipv6(manager: TransportManager, recorder: Recorder) -> None:
+    addr = await manager.listen("UDP", "::1", 0)
+    assert addr[0] == "::1"
+    with _client(socket.AF_INET6) as peer:
+        peer.sendto(sip_message(2), addr)
+        (_data, flow), *_ = await recorder.wait_for(1)
+        assert flow.remote == peer.getsockname()[:2]
+        assert flow.local == addr
+        assert manager.send(flow, b"pong")
+        assert peer.recvfrom(100)[0] == b"pong"
+
+
+async def test_send_udp_without_listener_uses_ephemeral_socket(
+    manager: TransportManager, recorder: Recorder
+) -> None:
+    with _client() as peer:
+        host, port = peer.getsockname()
+        flow = manager.send_udp(host, port, b"hello")
+        data, source = peer.recvfrom(100)
+        assert data == b"hello"
+        assert flow == Flow("UDP", flow.local, (host, port))
+        assert source[1] == flow.local[1]
+        # The ephemeral socket is read too, so an answer to it reaches the sink.
+        peer.sendto(sip_message(3), ("127.0.0.1", flow.local[1]))
+        (_, inbound), *_ = await recorder.wait_for(1)
+    assert inbound.local == flow.local
+
+
+async def test_send_udp_picks_listener_and_rejects_names(manager: TransportManager) -> None:
+    addr = await manager.listen("UDP", "127.0.0.1", 0)
+    with _client() as peer:
+        host, port = peer.getsockname()
+        flow = manager.send_udp(host, port, b"x")
+        assert flow.local == addr
+        assert peer.recvfrom(10) == (b"x", addr)
+    with pytest.raises(ValueError):
+        manager.send_udp("localhost", 5060, b"x")
+
+
+async def test_send_error_is_counted_not_raised(manager: TransportManager) -> None:
+    await manager.listen("UDP", "127.0.0.1", 0)
+    # Port 0 is not a valid destination: sendto fails with an OSError.
+    flow = manager.send_udp("127.0.0.1", 0, b"x")
+    assert flow.remote == ("127.0.0.1", 0)
+    assert manager.stats.send_errors == 1 and manager.stats.dropped == 1
+
+
+async def test_connect_and_send_udp(manager: TransportManager) -> None:
+    await manager.listen("UDP", "127.0.0.1", 0)
+    with _client() as peer:
+        flow = await manager.connect_and_send("UDP", "127.0.0.1", peer.getsockname()[1], b"hi")
+        assert peer.recvfrom(10)[0] == b"hi"
+    assert flow.transport == "UDP"
