@@ -1,0 +1,271 @@
+"""Embedded default store on stdlib ``sqlite3``, called in-loop.
+
+Why this shape (DEPENDENCIES.md, "embedded store"):
+
+* Stdlib ``sqlite3`` called directly on the event loop, not aiosqlite: a write costs tens
+  of microseconds, a thread hop ~460 µs. Every call here is short and bounded.
+* All bindings are loaded into a dict at open and every read is served from it; every
+  update writes through to SQLite before the dict changes, so the dict never holds state
+  the file lacks. The price: one process per database file. A second process writing the
+  same file's bindings would not be seen (users are the exception, see below).
+* One row per AoR holding the msgpack list of its bindings (codec.py), not one row per
+  binding: the registrar replaces an AoR's binding set as a unit (RFC 3261 §10.3 steps
+  6-8), so the atomic update is a single upsert statement, and a lookup is one key.
+  AoRs rarely hold more than a handful of bindings, so rewriting the whole row is cheap.
+* WAL journal with ``synchronous=NORMAL`` by default: a commit is appended to the WAL
+  without an fsync. Committed data survives the process being killed (kill -9, OOM, a
+  crash: the WAL is in the OS page cache and is replayed at the next open) but the last
+  commits may be lost on a power cut or kernel crash (the database itself stays
+  consistent). ``?synchronous=full`` fsyncs the WAL on every commit and survives power
+  loss too, at the cost of one fsync per REGISTER.
+* Users (digest credentials) are read from the database on every ``get_user`` rather
+  than cached: a primary-key read costs a few microseconds, and this way ``sipwake user
+  add`` run against the file while the server runs takes effect at once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sipwake.policy.bindings import Binding
+
+from .base import StorageError, StorageUnavailable, T, UpdateFn, User, clear_push, live, new_list
+from .codec import decode_bindings, encode_bindings
+
+SYNCHRONOUS_MODES = ("normal", "full", "extra")
+
+# A writer from another process (the CLI editing users) holds the lock for microseconds;
+# waiting longer than this would stall the whole event loop, so give up with a 503.
+BUSY_TIMEOUT_MS = 50
+
+# Numbered migrations: entry i takes the schema from version i to i+1. Append only;
+# never edit a migration that has shipped.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        # A rowid table with a separate key index rather than WITHOUT ROWID: rows hold a
+        # few hundred bytes to a few KB, above the ~1/20 page size where SQLite
+        # recommends WITHOUT ROWID. ``expires_at`` is the latest binding expiry, kept
+        # so the file can be inspected with the sqlite3 shell.
+        """CREATE TABLE bindings (
+            aor TEXT PRIMARY KEY NOT NULL,
+            data BLOB NOT NULL,
+            expires_at REAL NOT NULL
+        )""",
+        """CREATE TABLE users (
+            realm TEXT NOT NULL,
+            username TEXT NOT NULL,
+            ha1_md5 TEXT NOT NULL,
+            ha1_sha256 TEXT NOT NULL,
+            disabled INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (realm, username)
+        )""",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    """Turn sqlite3 errors into the storage error set (ARCHITECTURE.md "Errors")."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        # Locked/busy, disk full, I/O error, read-only file: transient from our view.
+        raise StorageUnavailable(f"sqlite {what}: {exc}") from exc
+    except sqlite3.Error as exc:
+        raise StorageError(f"sqlite {what}: {exc}") from exc
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema to ``SCHEMA_VERSION``; returns the version found before.
+
+    Each migration runs in its own ``BEGIN IMMEDIATE`` transaction (SQLite DDL is
+    transactional), and the version is re-read under the write lock so two processes
+    opening a fresh file at once do not both apply it."""
+    found = -1
+    for target in range(1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+                version = 0
+            else:
+                version = int(row[0])
+            if found < 0:
+                found = version
+            if version > SCHEMA_VERSION:
+                raise StorageError(
+                    f"database schema version {version} is newer than this sipwake "
+                    f"supports ({SCHEMA_VERSION}); refusing to open it"
+                )
+            if version < target:
+                for statement in MIGRATIONS[target - 1]:
+                    conn.execute(statement)
+                conn.execute("UPDATE schema_version SET version = ?", (target,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return max(found, 0)
+
+
+class SQLiteStore:
+    """Implements both ``BindingStore`` and ``UserStore`` over one SQLite file."""
+
+    def __init__(self, conn: sqlite3.Connection, bindings: dict[str, tuple[Binding, ...]]):
+        self._conn = conn
+        self._bindings = bindings
+
+    @classmethod
+    def open(cls, path: str | Path, *, synchronous: str = "normal") -> SQLiteStore:
+        """Open (creating the file and its parent directories) and load all bindings.
+
+        Synchronous on purpose: called once at start-up, before the server serves."""
+        if synchronous.lower() not in SYNCHRONOUS_MODES:
+            raise ValueError(
+                f"sqlite synchronous={synchronous!r}: expected one of {SYNCHRONOUS_MODES}"
+            )
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _mapped("open"):
+            # isolation_level=None: no implicit transactions; we issue BEGIN ourselves,
+            # and a single statement outside one is its own atomic transaction.
+            conn = sqlite3.connect(path, isolation_level=None)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise StorageError(f"sqlite {path}: cannot enable WAL (got {mode!r})")
+                conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+                migrate(conn)
+                bindings = {
+                    aor: tuple(decode_bindings(aor, data))
+                    for aor, data in conn.execute("SELECT aor, data FROM bindings")
+                }
+            except BaseException:
+                conn.close()
+                raise
+        return cls(conn, bindings)
+
+    # BindingStore
+
+    async def lookup(self, aor: str, now: float) -> list[Binding]:
+        return live(self._bindings.get(aor, ()), now)
+
+    async def update(self, aor: str, fn: UpdateFn[T], now: float) -> T:
+        # No await anywhere in here: read, callback and write are one atomic step on the
+        # event loop, and the write is a single statement (its own transaction).
+        new, result = fn(live(self._bindings.get(aor, ()), now))
+        new = new_list(aor, new, now)
+        with _mapped("update"):
+            self._write(aor, new)
+        self._remember(aor, new)
+        return result
+
+    async def remove_push_target(self, aor: str, device_key: str) -> bool:
+        new = clear_push(self._bindings.get(aor, ()), device_key)
+        if new is None:
+            return False
+        with _mapped("remove_push_target"):
+            self._write(aor, new)
+        self._remember(aor, new)
+        return True
+
+    async def purge_expired(self, now: float) -> int:
+        changes: dict[str, list[Binding]] = {}
+        removed = 0
+        for aor, stored in self._bindings.items():
+            kept = live(stored, now)
+            if len(kept) != len(stored):
+                changes[aor] = kept
+                removed += len(stored) - len(kept)
+        if not changes:
+            return 0
+        with _mapped("purge"):
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for aor, kept in changes.items():
+                    self._write(aor, kept)
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        for aor, kept in changes.items():
+            self._remember(aor, kept)
+        return removed
+
+    async def count(self) -> int:
+        return len(self._bindings)
+
+    async def aors(self, prefix: str = "", limit: int = 1000) -> list[str]:
+        # The dict is authoritative and complete; a sort over matching keys is fine for
+        # an admin listing.
+        return sorted(a for a in self._bindings if a.startswith(prefix))[:limit]
+
+    async def close(self) -> None:
+        with _mapped("close"):
+            self._conn.close()
+
+    def _write(self, aor: str, bindings: list[Binding]) -> None:
+        if bindings:
+            self._conn.execute(
+                "INSERT INTO bindings (aor, data, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (aor) DO UPDATE SET data = excluded.data, "
+                "expires_at = excluded.expires_at",
+                (aor, encode_bindings(bindings), max(b.expires_at for b in bindings)),
+            )
+        else:
+            self._conn.execute("DELETE FROM bindings WHERE aor = ?", (aor,))
+
+    def _remember(self, aor: str, bindings: list[Binding]) -> None:
+        if bindings:
+            self._bindings[aor] = tuple(bindings)
+        else:
+            self._bindings.pop(aor, None)
+
+    # UserStore
+
+    async def get_user(self, username: str, realm: str) -> User | None:
+        with _mapped("get_user"):
+            row = self._conn.execute(
+                "SELECT username, realm, ha1_md5, ha1_sha256, disabled FROM users "
+                "WHERE realm = ? AND username = ?",
+                (realm, username),
+            ).fetchone()
+        return None if row is None else _user(row)
+
+    async def put_user(self, user: User) -> None:
+        with _mapped("put_user"):
+            self._conn.execute(
+                "INSERT OR REPLACE INTO users (realm, username, ha1_md5, ha1_sha256, disabled) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (user.realm, user.username, user.ha1_md5, user.ha1_sha256, int(user.disabled)),
+            )
+
+    async def remove_user(self, username: str, realm: str) -> bool:
+        with _mapped("remove_user"):
+            cur = self._conn.execute(
+                "DELETE FROM users WHERE realm = ? AND username = ?", (realm, username)
+            )
+        return cur.rowcount > 0
+
+    async def list_users(self, realm: str | None = None) -> list[User]:
+        query = "SELECT username, realm, ha1_md5, ha1_sha256, disabled FROM users"
+        params: tuple[str, ...] = ()
+        if realm is not None:
+            query += " WHERE realm = ?"
+            params = (realm,)
+        with _mapped("list_users"):
+            rows = self._conn.execute(query + " ORDER BY realm, username", params).fetchall()
+        return [_user(r) for r in rows]
+
+
+def _user(row: tuple[str, str, str, str, int]) -> User:
+    return User(
+        username=row[0], realm=row[1], ha1_md5=row[2], ha1_sha256=row[3], disabled=bool(row[4])
+    )
