@@ -13,9 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sipwake.config import (
+    AuthConfig,
     Config,
     ConfigError,
     ListenConfig,
+    ProxyConfig,
+    RegistrarConfig,
     ServerConfig,
     SipConfig,
     StorageConfig,
@@ -419,6 +422,9 @@ _DEFAULTS: dict[str, msgspec.Struct] = {
     "tls": TlsConfig(),
     "sip": SipConfig(),
     "storage": StorageConfig(),
+    "registrar": RegistrarConfig(),
+    "auth": AuthConfig(),
+    "proxy": ProxyConfig(),
 }
 
 

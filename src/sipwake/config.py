@@ -38,9 +38,12 @@ __all__ = [
     "LOG_LEVELS",
     "STORAGE_SCHEMES",
     "TRANSPORTS",
+    "AuthConfig",
     "Config",
     "ConfigError",
     "ListenConfig",
+    "ProxyConfig",
+    "RegistrarConfig",
     "ServerConfig",
     "SipConfig",
     "StorageConfig",
@@ -57,7 +60,7 @@ LogFormat = Literal["text", "json"]
 TRANSPORTS: Final[tuple[str, ...]] = get_args(Transport)
 LOG_LEVELS: Final[tuple[str, ...]] = get_args(LogLevel)
 LOG_FORMATS: Final[tuple[str, ...]] = get_args(LogFormat)
-STORAGE_SCHEMES: Final = ("memory", "sqlite", "redis", "rediss")
+STORAGE_SCHEMES: Final = ("memory", "sqlite", "redis", "rediss", "redis+sentinel")
 # Transports that run over TLS and so need our certificate (RFC 3261 §26.2, RFC 7118 §5).
 SECURE_TRANSPORTS: Final = frozenset({"tls", "wss"})
 
@@ -252,12 +255,23 @@ class StorageConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
 
     URL forms: ``memory://``; ``sqlite:relative/path.db`` or ``sqlite:///absolute/path.db``
     (the path is the URL path, as in a file: URL, RFC 8089); ``redis://[:password@]host[:port]
-    [/db]`` and ``rediss://`` for Redis over TLS.
+    [/db]`` and ``rediss://`` for Redis over TLS; ``redis+sentinel://h1:26379,h2/service[/db]``
+    for Redis Sentinel.
     """
 
     url: str = DEFAULT_STORAGE_URL
 
     def __post_init__(self) -> None:
+        if self.url.lower().startswith("redis+sentinel:"):
+            # A host list (h1:26379,h2) is no RFC 3986 authority: the storage factory's own
+            # parser is the one authority on this form.
+            from sipwake.storage.factory import parse_sentinel_url
+
+            try:
+                parse_sentinel_url(self.url)
+            except ValueError as exc:
+                raise _Invalid("url", str(exc)) from None
+            return
         try:
             parts = urlsplit(self.url)
             port = parts.port  # raises ValueError on a non-numeric or out-of-range port
@@ -299,6 +313,71 @@ class StorageConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
         return SplitResult(parts.scheme, f"{user}***@{netloc}", *parts[2:]).geturl()
 
 
+class RegistrarConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """[registrar]: binding lifetimes (RFC 3261 §10.3, RFC 8599)."""
+
+    min_expires: int = 60  # below this a REGISTER gets 423 with Min-Expires (§10.3 step 7)
+    max_expires: int = 3600  # longer requests are shortened to this
+    default_expires: int = 3600  # when the REGISTER names none
+    # Bindings with a push target may live this long: a sleeping iOS app cannot refresh.
+    push_max_expires: int = 7 * 86400
+    max_bindings_per_aor: int = 20  # the oldest non-push binding is evicted past this
+    purge_interval: float = 60.0  # seconds between sweeps of expired bindings
+
+    def __post_init__(self) -> None:
+        for name in ("min_expires", "max_expires", "default_expires", "push_max_expires"):
+            if getattr(self, name) <= 0:
+                raise _Invalid(
+                    name, f"must be a positive number of seconds, got {getattr(self, name)}"
+                )
+        if self.min_expires > self.max_expires:
+            raise _Invalid("max_expires", f"must be >= min_expires ({self.min_expires})")
+        if self.max_bindings_per_aor <= 0:
+            raise _Invalid("max_bindings_per_aor", "must be positive")
+        if not self.purge_interval > 0:
+            raise _Invalid("purge_interval", "must be positive")
+
+
+class AuthConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """[auth]: digest authentication of local users (RFC 3261 §22, RFC 8760)."""
+
+    enabled: bool = True  # challenge REGISTER (401) and INVITE from our domains (407)
+    realm: str = ""  # "" means the first of server.domains
+    # HMAC key for nonces and Record-Route flow tokens. "" draws a random one at start:
+    # nonces then die with the process and nodes cannot share them; set it for clusters.
+    secret: str = ""
+    nonce_ttl: float = 300.0  # seconds a nonce stays valid; older ones get stale=true
+    algorithms: tuple[str, ...] = ("SHA-256", "MD5")  # offered in this order (RFC 8760 §2.4)
+    trusted: tuple[str, ...] = ()  # CIDRs of peers (PBX, trunk) that are not challenged
+    max_failures: int = 10  # failed attempts from one source within failure_window ...
+    failure_window: float = 60.0  # ... before it gets 403 without a check for that long
+    # 404 for users that are not provisioned (only after the caller authenticated, so an
+    # outsider learns nothing); false: 480 for every user without a binding.
+    reveal_unknown_users: bool = True
+
+    def __post_init__(self) -> None:
+        for alg in self.algorithms:
+            if alg.upper() not in ("SHA-256", "MD5", "SHA-256-SESS", "MD5-SESS"):
+                raise _Invalid("algorithms", f"unknown digest algorithm {alg!r}")
+        if not self.algorithms:
+            raise _Invalid("algorithms", "at least one algorithm is needed")
+        for i, cidr in enumerate(self.trusted):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise _Invalid(f"trusted[{i}]", f"not an IP network: {cidr!r}") from None
+        if not self.nonce_ttl > 0 or not self.failure_window > 0 or self.max_failures <= 0:
+            raise _Invalid("nonce_ttl", "nonce_ttl, failure_window, max_failures must be positive")
+
+
+class ProxyConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """[proxy]: forwarding behaviour (RFC 3261 §16)."""
+
+    record_route: bool = True  # stay in the dialog path (needed for phones behind NAT)
+    relay_foreign: bool = False  # forward requests for domains that are not ours
+    decline_ends_all: bool = True  # a 603 from one device ends the whole call (§16.7)
+
+
 class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole configuration. ``Config()`` is the embedded development default."""
 
@@ -307,6 +386,9 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     tls: TlsConfig = field(default_factory=TlsConfig)
     sip: SipConfig = field(default_factory=SipConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    registrar: RegistrarConfig = field(default_factory=RegistrarConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
 
     def __post_init__(self) -> None:
         if not self.listen:
