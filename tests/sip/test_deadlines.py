@@ -1,0 +1,108 @@
+"""The deadline heap: replace/cancel by key, lazy deletion, ordering."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sipwake.sip.deadlines import Deadlines
+
+
+def test_empty() -> None:
+    d: Deadlines[str] = Deadlines()
+    assert d.earliest() is None
+    assert d.pop_due(1e9) == []
+    assert len(d) == 0
+
+
+def test_pop_due_in_time_order_and_only_due() -> None:
+    d: Deadlines[str] = Deadlines()
+    d.set("c", 3.0)
+    d.set("a", 1.0)
+    d.set("b", 2.0)
+    assert d.earliest() == 1.0
+    assert d.pop_due(2.0) == ["a", "b"]
+    assert d.earliest() == 3.0
+    assert "c" in d and "a" not in d
+    assert d.pop_due(2.9) == []
+    assert d.pop_due(3.0) == ["c"]
+    assert d.earliest() is None
+
+
+def test_ties_fire_in_the_order_set() -> None:
+    d: Deadlines[str] = Deadlines()
+    for key in "xyzw":
+        d.set(key, 5.0)
+    assert d.pop_due(5.0) == ["x", "y", "z", "w"]
+
+
+def test_replace_moves_the_deadline() -> None:
+    d: Deadlines[str] = Deadlines()
+    d.set("a", 1.0)
+    d.set("b", 2.0)
+    d.set("a", 3.0)
+    assert d.get("a") == 3.0
+    assert d.earliest() == 2.0
+    assert d.pop_due(2.5) == ["b"]
+    assert d.pop_due(10) == ["a"]
+    # Earlier than before works too.
+    d.set("a", 9.0)
+    d.set("a", 0.5)
+    assert d.pop_due(1.0) == ["a"]
+    assert d.pop_due(100) == []
+
+
+def test_cancel() -> None:
+    d: Deadlines[str] = Deadlines()
+    d.set("a", 1.0)
+    d.set("b", 2.0)
+    assert d.cancel("a") is True
+    assert d.cancel("a") is False
+    assert d.cancel("never") is False
+    assert d.earliest() == 2.0
+    assert d.pop_due(5) == ["b"]
+    assert len(d) == 0
+
+
+def test_heap_is_compacted_under_churn() -> None:
+    d: Deadlines[int] = Deadlines()
+    for i in range(10):
+        d.set(i, float(i))
+    for _ in range(1000):  # re-arming a retransmit timer over and over
+        d.set(3, 50.0)
+    assert len(d._heap) < 200
+    assert d.pop_due(100) == [0, 1, 2, 4, 5, 6, 7, 8, 9, 3]
+
+
+ops = st.lists(
+    st.tuples(
+        st.sampled_from(["set", "cancel", "pop"]),
+        st.integers(0, 6),
+        st.floats(0, 100, allow_nan=False),
+    ),
+    max_size=200,
+)
+
+
+@given(ops)
+def test_matches_a_dict_model(operations: list[tuple[str, int, float]]) -> None:
+    d: Deadlines[int] = Deadlines()
+    model: dict[int, float] = {}
+    for op, key, when in operations:
+        if op == "set":
+            d.set(key, when)
+            model[key] = when
+        elif op == "cancel":
+            assert d.cancel(key) == (key in model)
+            model.pop(key, None)
+        else:
+            due = d.pop_due(when)
+            expected = sorted((t, k) for k, t in model.items() if t <= when)
+            assert sorted(model[k] for k in due) == [t for t, _ in expected]
+            assert set(due) == {k for _, k in expected}
+            times = [model[k] for k in due]
+            assert times == sorted(times)
+            for k in due:
+                del model[k]
+        assert len(d) == len(model)
+        assert d.earliest() == (min(model.values()) if model else None)
