@@ -1,0 +1,381 @@
+"""The asyncio heart: transport bytes -> parse -> transaction layer -> application, and back.
+
+This is the single place a ProtocolError becomes a response (ARCHITECTURE.md, "Errors"),
+and the single ``loop.call_at`` for the transaction layer's earliest deadline (the aioquic
+shape: ``get_timer()`` / ``handle_timer(now)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol, cast
+
+from sipwake.logs import call_context
+from sipwake.sip.codec import DEFAULT_LIMITS, Limits, parse_head, parse_message
+from sipwake.sip.errors import ParseError, ProtocolError
+from sipwake.sip.events import (
+    CancelReceived,
+    Event,
+    RequestReceived,
+    ResponseReceived,
+    StrayResponse,
+    TransactionTerminated,
+    TransactionTimeout,
+)
+from sipwake.sip.flows import response_address, stamp_received
+from sipwake.sip.headers import Headers
+from sipwake.sip.message import Request, Response, make_response
+from sipwake.sip.status import reason_phrase
+from sipwake.sip.transactions.layer import TransactionGone, TransactionLayer
+from sipwake.transport.flow import Flow
+
+log = logging.getLogger("sipwake.engine")
+
+
+class Sender(Protocol):
+    """What the engine needs of the transport layer."""
+
+    def send(self, flow: Flow, data: bytes) -> bool: ...
+
+
+@dataclasses.dataclass(slots=True)
+class EngineStats:
+    received: int = 0
+    parse_errors: int = 0  # answered with 4xx/5xx
+    dropped: int = 0  # could not be answered (no usable headers, or a bad response)
+    handler_errors: int = 0
+
+
+class Incoming:
+    """A request handed to the application, with the means to answer it once."""
+
+    __slots__ = ("_engine", "answered", "flow", "received_at", "request", "txn_id")
+
+    def __init__(
+        self, engine: Engine, request: Request, txn_id: str | None, flow: Flow, now: float
+    ) -> None:
+        self._engine = engine
+        self.request = request
+        self.txn_id = txn_id
+        self.flow = flow
+        self.received_at = now
+        self.answered = 0  # last status sent (0: none yet)
+
+    def respond(
+        self,
+        status: int,
+        reason: str | None = None,
+        *,
+        extra: list[tuple[str, str]] | None = None,
+        response: Response | None = None,
+    ) -> Response:
+        """Answer through the server transaction (stateless for ACK-less cases)."""
+        if response is None:
+            response = make_response(
+                self.request, status, reason, to_tag=self._engine.to_tag(self), extra=extra
+            )
+            if self._engine.server_header:
+                response.headers.add("Server", self._engine.server_header)
+        self._engine.send_response(self, response)
+        return response
+
+
+class Application(Protocol):
+    """What the engine dispatches to. Handlers may be sync or return an awaitable; errors
+    they raise are ProtocolErrors answered here, or bugs answered 500 and logged."""
+
+    def on_request(self, incoming: Incoming) -> Awaitable[None] | None: ...
+
+    def on_cancel(self, incoming: Incoming, invite_txn_id: str | None) -> None: ...
+
+    def on_response(self, response: Response, txn_id: str) -> None: ...
+
+    def on_stray_response(self, response: Response, flow: Flow) -> None: ...
+
+    def on_timeout(self, txn_id: str) -> None: ...
+
+    def on_terminated(self, txn_id: str) -> None: ...
+
+
+class Engine:
+    def __init__(
+        self,
+        txn: TransactionLayer,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        server_header: str = "sipwake",
+        log_transactions: bool = False,
+        tag_source: Callable[[], str],
+    ) -> None:
+        self.txn = txn
+        self.limits = limits
+        self.server_header = server_header
+        self.log_transactions = log_transactions
+        self.tag_source = tag_source
+        self.stats = EngineStats()
+        self.app: Application | None = None
+        self.sender: Sender | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- clocks ----------------------------------------------------------------------------
+    def now(self) -> float:
+        """Monotonic clock the transaction deadlines run on."""
+        return self.loop.time()
+
+    @staticmethod
+    def wall() -> float:
+        """Wall clock for what outlives the process (binding expiry)."""
+        return time.time()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def to_tag(self, incoming: Incoming) -> str | None:
+        return None if incoming.request.to.tag else self.tag_source()
+
+    # -- inbound ---------------------------------------------------------------------------
+    def on_message(self, data: bytes, flow: Flow) -> None:
+        """Transport sink: one complete message."""
+        self.stats.received += 1
+        try:
+            msg = parse_message(data, self.limits, stream=flow.reliable)
+        except ParseError as err:
+            self._reject_unparsed(data, flow, err)
+            return
+        if isinstance(msg, Request):
+            self._on_request(msg, flow)
+        else:
+            try:
+                msg.validate()
+            except ParseError as err:
+                # RFC 3261 §18.1.2: a malformed response is discarded.
+                self.stats.dropped += 1
+                log.debug("dropped malformed response from %s: %s", flow, err.detail)
+                return
+            self.txn.receive(msg, flow, self.now())
+            self._pump()
+
+    def _on_request(self, request: Request, flow: Flow) -> None:
+        try:
+            request.validate()
+            via = stamp_received(request, flow.remote[0], flow.remote[1])
+        except ParseError as err:
+            self.stats.parse_errors += 1
+            if request.method != "ACK":
+                self._send_stateless(make_error_response(request, err), flow)
+            return
+        # Responses over UDP go where §18.2.2/RFC 3581 say; over a stream, back over it.
+        dest = flow
+        if not flow.reliable:
+            addr = response_address(via)
+            if addr != flow.remote:
+                dest = dataclasses.replace(flow, remote=addr)
+        try:
+            self.txn.receive(request, dest, self.now())
+        except ParseError as err:
+            self.stats.parse_errors += 1
+            self._send_stateless(make_error_response(request, err), flow)
+            return
+        self._pump()
+
+    def _reject_unparsed(self, data: bytes, flow: Flow, err: ParseError) -> None:
+        """Answer a request we could not parse when its Via/From/To/Call-ID/CSeq lines can
+        still be read (RFC 3261 §8.2: 400 with the fault in the reason phrase); otherwise
+        drop and count (nothing to address a response to)."""
+        response = error_response_from_bytes(data, err, self.limits)
+        if response is None:
+            self.stats.dropped += 1
+            log.debug("dropped unparseable message from %s: %s", flow, err.detail)
+            return
+        self.stats.parse_errors += 1
+        self._send_stateless(response, flow)
+
+    def _send_stateless(self, response: Response, flow: Flow) -> None:
+        if self.sender is not None:
+            self.sender.send(flow, response.serialise())
+
+    # -- events ----------------------------------------------------------------------------
+    def _pump(self) -> None:
+        txn = self.txn
+        while (event := txn.next_event()) is not None:
+            self._dispatch(event)
+        self._flush()
+
+    def _dispatch(self, event: Event) -> None:
+        app = self.app
+        if app is None:
+            return
+        if isinstance(event, RequestReceived):
+            flow = cast(Flow, event.flow)
+            incoming = Incoming(self, event.request, event.txn_id, flow, self.now())
+            self._run(incoming, lambda: app.on_request(incoming))
+        elif isinstance(event, CancelReceived):
+            flow = cast(Flow, event.flow)
+            incoming = Incoming(self, event.cancel, event.txn_id, flow, self.now())
+            self._run(incoming, lambda: app.on_cancel(incoming, event.invite_txn_id))
+        elif isinstance(event, ResponseReceived):
+            app.on_response(event.response, event.txn_id)
+        elif isinstance(event, StrayResponse):
+            app.on_stray_response(event.response, cast(Flow, event.flow))
+        elif isinstance(event, TransactionTimeout):
+            app.on_timeout(event.txn_id)
+        elif isinstance(event, TransactionTerminated):
+            app.on_terminated(event.txn_id)
+
+    def _run(self, incoming: Incoming, call: Callable[[], Awaitable[None] | None]) -> None:
+        with call_context(incoming.request.headers.get("call-id") or ""):
+            try:
+                result = call()
+            except ProtocolError as err:
+                self._answer_error(incoming, err)
+                return
+            except Exception:
+                self._answer_bug(incoming)
+                return
+        if result is not None:
+            task = self.loop.create_task(self._finish(incoming, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, incoming: Incoming, awaitable: Awaitable[None]) -> None:
+        with call_context(incoming.request.headers.get("call-id") or ""):
+            try:
+                await awaitable
+            except ProtocolError as err:
+                self._answer_error(incoming, err)
+            except Exception:
+                self._answer_bug(incoming)
+
+    def _answer_error(self, incoming: Incoming, err: ProtocolError) -> None:
+        if incoming.answered >= 200 or incoming.request.method == "ACK":
+            return
+        incoming.respond(0, response=make_error_response(incoming.request, err, self.tag_source()))
+
+    def _answer_bug(self, incoming: Incoming) -> None:
+        self.stats.handler_errors += 1
+        log.exception("handler failed on %s", incoming.request)
+        if incoming.answered < 200 and incoming.request.method != "ACK":
+            incoming.respond(500)
+
+    # -- outbound --------------------------------------------------------------------------
+    def send_response(self, incoming: Incoming, response: Response) -> None:
+        if response.status >= incoming.answered:
+            incoming.answered = response.status
+        if incoming.txn_id is None:
+            self._send_stateless(response, incoming.flow)
+        else:
+            try:
+                self.txn.send_response(incoming.txn_id, response, self.now())
+            except TransactionGone:
+                # A 2xx from another branch after the server transaction ended still goes
+                # upstream, statelessly (RFC 3261 §16.7 step 5, RFC 6026 §8.5).
+                if 200 <= response.status < 300 and incoming.request.method == "INVITE":
+                    self._send_stateless(response, incoming.flow)
+                return
+            self._flush()
+        if self.log_transactions and response.status >= 200:
+            req = incoming.request
+            log.info(
+                "%s %s from %s %s:%d -> %d %s (%.1f ms)",
+                req.method,
+                req.uri,
+                incoming.flow.transport,
+                incoming.flow.remote[0],
+                incoming.flow.remote[1],
+                response.status,
+                response.reason,
+                (self.now() - incoming.received_at) * 1000,
+            )
+
+    def send_request(self, request: Request, flow: Flow) -> str:
+        """Start a client transaction towards ``flow``; returns its id."""
+        txn_id = self.txn.send_request(request, flow, self.now())
+        self._flush()
+        return txn_id
+
+    def send_stateless(self, data: bytes, flow: Flow) -> bool:
+        """Forward without a transaction (ACK for 2xx, 2xx retransmissions: §16.7 step 10)."""
+        return self.sender.send(flow, data) if self.sender is not None else False
+
+    def _flush(self) -> None:
+        sender = self.sender
+        for data, dest in self.txn.outbox():
+            if sender is not None:
+                # The transaction layer hands back the Flow objects we gave it.
+                sender.send(cast(Flow, dest), data)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        when = self.txn.get_timer()
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None:
+            self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.txn.handle_timer(self.now())
+        self._pump()
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def make_error_response(
+    request: Request, err: ProtocolError, to_tag: str | None = None
+) -> Response:
+    """Response for a request that failed with ``err``; copies only what parses."""
+    try:
+        return make_response(request, err.status, err.response_reason(), to_tag=to_tag)
+    except ParseError:
+        headers = Headers()
+        for key in ("via", "from", "to", "call-id", "cseq"):
+            for line in request.headers.get_lines(key):
+                headers.add(key, line)
+        headers.add("Content-Length", "0")
+        return Response(err.status, err.response_reason(), headers)
+
+
+def error_response_from_bytes(data: bytes, err: ParseError, limits: Limits) -> Response | None:
+    """Build the error response for bytes that did not parse as a message, if they look
+    like a request and carry the headers a response must echo (RFC 3261 §8.2.6.2)."""
+    if data.startswith(b"SIP/"):
+        return None  # a response: never answered
+    end = data.find(b"\r\n\r\n")
+    head = data[: end if end >= 0 else min(len(data), limits.max_message_size)]
+    try:
+        start, entries = parse_head(head.decode("utf-8", "surrogateescape"), limits)
+    except ParseError:
+        return None
+    if start.startswith("ACK ") or len(start.split(" ")) < 2:
+        return None
+    headers = Headers._from_parsed(entries)
+    out = Headers()
+    for key in ("via", "from", "to", "call-id", "cseq"):
+        lines = headers.get_lines(key)
+        if not lines:
+            return None
+        for line in lines:
+            out.add(key, line)
+    out.add("Content-Length", "0")
+    return Response(err.status, err.response_reason() or reason_phrase(err.status), out)

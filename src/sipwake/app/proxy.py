@@ -1,0 +1,306 @@
+"""Stateful forking proxy (RFC 3261 §16): forward to targets, relay the best response,
+CANCEL, Timer C, and route in-dialog requests back over the flows they belong to.
+
+The decisions are the pure ``policy.fork.Fork``; this module is the asyncio side: it opens
+flows, builds the forwarded copies and applies the fork's actions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sipwake.app.engine import Engine, Incoming
+from sipwake.policy.flowtoken import FlowKey, decode_pair, encode_pair, other_side
+from sipwake.policy.fork import Action, CancelBranch, Fork, Forward, Respond
+from sipwake.policy.proxying import ForwardPlan, Me, forward_copy, make_branch
+from sipwake.sip.flows import DEFAULT_PORTS
+from sipwake.sip.message import Response
+from sipwake.sip.transactions.layer import TransactionGone
+from sipwake.sip.uri import URI
+from sipwake.transport.flow import Flow
+
+log = logging.getLogger("sipwake.proxy")
+
+
+class Connector(Protocol):
+    """What the proxy needs of the transport layer."""
+
+    def is_alive(self, flow: Flow) -> bool: ...
+
+    async def connect(self, transport: str, host: str, port: int) -> Flow: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where one branch goes: the Request-URI, the device it reaches, and the flow it
+    registered over (None: resolve the URI)."""
+
+    uri: str
+    device: str
+    flow: Flow | None = None
+    path: tuple[str, ...] = ()
+
+
+@dataclass(eq=False, slots=True)
+class CallContext:
+    """One forwarded request: the caller's server transaction and its fork."""
+
+    incoming: Incoming
+    fork: Fork
+    lhash: str
+    record_route: bool = True
+    branches: dict[str, Flow] = field(default_factory=dict)
+    reserved: set[str] = field(default_factory=set)  # devices with a branch being opened
+    timer: asyncio.TimerHandle | None = None
+    on_final: list[Callable[[CallContext], None]] = field(default_factory=list)
+
+
+def flow_key(flow: Flow) -> FlowKey:
+    return FlowKey(flow.transport, flow.local, flow.remote, flow.conn_id)
+
+
+class Proxy:
+    def __init__(
+        self,
+        engine: Engine,
+        connector: Connector,
+        me: Me,
+        *,
+        advertised: dict[str, tuple[str, int]],
+        secret: bytes,
+        id_source: Callable[[], str],
+        timer_c: float = 180.0,
+        decline_ends_all: bool = True,
+    ) -> None:
+        self.engine = engine
+        self.connector = connector
+        self.me = me
+        self.advertised = advertised  # transport -> (host, port) we put in Via / RR
+        self.secret = secret
+        self.id_source = id_source
+        self.timer_c = timer_c
+        self.decline_ends_all = decline_ends_all
+        self.by_server: dict[str, CallContext] = {}
+        self.by_client: dict[str, CallContext] = {}
+
+    # -- initial requests -------------------------------------------------------------------
+    def new_context(self, incoming: Incoming, lhash: str, *, record_route: bool = True) -> CallContext:
+        fork = Fork(
+            is_invite=incoming.request.method == "INVITE",
+            timer_c=self.timer_c,
+            decline_ends_all=self.decline_ends_all,
+        )
+        ctx = CallContext(incoming, fork, lhash, record_route)
+        if incoming.txn_id is not None:
+            self.by_server[incoming.txn_id] = ctx
+        return ctx
+
+    async def add_target(self, ctx: CallContext, target: Target) -> bool:
+        """Open one branch towards ``target``; False if that device already has one, the
+        call is over, or the target cannot be reached."""
+        fork = ctx.fork
+        if fork.finished or fork.cancelled or fork.has_device(target.device):
+            return False
+        if target.device in ctx.reserved:
+            return False
+        ctx.reserved.add(target.device)
+        try:
+            try:
+                flow = await self.flow_for(target.flow, target.path[0] if target.path else target.uri)
+            except (OSError, ValueError) as exc:
+                log.info("target %s unreachable: %s", target.uri, exc)
+                return False
+            if fork.finished or fork.cancelled:
+                return False
+            request = ctx.incoming.request
+            inbound = ctx.incoming.flow
+            plan = ForwardPlan(
+                target=target.uri,
+                via=self.via_for(flow, make_branch(self.id_source(), ctx.lhash)),
+                record_route=self.record_route_for(inbound, flow) if ctx.record_route else (),
+                path=target.path,
+            )
+            txn_id = self.engine.send_request(forward_copy(request, plan), flow)
+            fork.add_branch(txn_id, target.device, self.engine.now())
+            ctx.branches[txn_id] = flow
+            self.by_client[txn_id] = ctx
+            self._arm(ctx)
+            return True
+        finally:
+            ctx.reserved.discard(target.device)
+
+    def finish_if_idle(self, ctx: CallContext) -> None:
+        """No branch could be opened and none is awaited: let the fork give its answer."""
+        self._apply(ctx, ctx.fork.stop_waiting(0))
+
+    # -- flows ------------------------------------------------------------------------------
+    async def flow_for(self, flow: Flow | None, uri_text: str) -> Flow:
+        """The registered flow when it still works, else a flow to the URI (§18.1.1)."""
+        if flow is not None and (flow.transport == "UDP" or self.connector.is_alive(flow)):
+            return flow
+        uri = URI.parse(uri_text.strip("<>").split(">")[0] if uri_text.startswith("<") else uri_text)
+        transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).upper()
+        host = uri.host.strip("[]")
+        port = uri.port or DEFAULT_PORTS.get(transport, 5060)
+        ip = await self._resolve(host, port)
+        if transport == "UDP":
+            local = self.advertised_local("UDP")
+            return Flow("UDP", local, (ip, port))
+        return await self.connector.connect(transport, ip, port)
+
+    def advertised_local(self, transport: str) -> tuple[str, int]:
+        try:
+            return self.advertised[transport]
+        except KeyError:
+            raise ValueError(f"no {transport} listener to send from") from None
+
+    @staticmethod
+    async def _resolve(host: str, port: int) -> str:
+        try:
+            socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+            return host
+        except OSError:
+            pass
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        if not infos:
+            raise OSError(f"cannot resolve {host}")
+        return str(infos[0][4][0])
+
+    def via_for(self, flow: Flow, branch: str) -> str:
+        host, port = self.advertised.get(flow.transport, flow.local)
+        host = f"[{host}]" if ":" in host else host
+        return f"SIP/2.0/{flow.transport} {host}:{port};branch={branch}"
+
+    def _rr(self, transport: str, user: str) -> str:
+        host, port = self.advertised.get(transport, ("127.0.0.1", 5060))
+        host = f"[{host}]" if ":" in host else host
+        tparam = "" if transport == "UDP" else f";transport={transport.lower()}"
+        return f"<sip:{user}@{host}:{port}{tparam};lr>"
+
+    def record_route_for(self, inbound: Flow, outbound: Flow) -> tuple[str, ...]:
+        """Our Record-Route (§16.6 step 4) carrying both flows; two entries when the
+        transport changes, the one facing the callee on top (RFC 5658 §3.4)."""
+        user = encode_pair(self.secret, flow_key(inbound), flow_key(outbound))
+        if inbound.transport == outbound.transport:
+            return (self._rr(outbound.transport, user),)
+        return (self._rr(outbound.transport, user), self._rr(inbound.transport, user))
+
+    # -- in-dialog requests -----------------------------------------------------------------
+    async def route_in_dialog(self, incoming: Incoming, lhash: str) -> None:
+        """Loose routing (§16.4, §16.12): pop our Route entries; forward over the flow the
+        token names (the other side of the dialog), else to the next Route or the
+        Request-URI."""
+        request = incoming.request
+        pair = None
+        while True:
+            routes = request.routes
+            if not routes or not self.me.is_me(routes[0].uri):
+                break
+            pair = pair or decode_pair(self.secret, routes[0].uri.user)
+            request.headers.pop_first_value("route")
+        flow: Flow | None = None
+        if pair is not None:
+            fk = other_side(pair, flow_key(incoming.flow))
+            if fk is not None:
+                flow = Flow(fk.transport, fk.local, fk.remote, fk.conn_id)
+                if flow.transport != "UDP" and not self.connector.is_alive(flow):
+                    flow = None
+        routes = request.routes
+        if flow is None:
+            flow = await self.flow_for(None, str(routes[0].uri) if routes else request.uri)
+        if request.method == "ACK":
+            # ACK for a 2xx: its own transaction, forwarded statelessly (§16.11, RFC 6026).
+            plan = ForwardPlan(target="", via=self.via_for(flow, make_branch("ack", lhash)))
+            self.engine.send_stateless(forward_copy(request, plan).serialise(), flow)
+            return
+        ctx = self.new_context(incoming, lhash, record_route=False)
+        device = f"dialog:{flow.transport}:{flow.remote}"
+        if not await self.add_target(ctx, Target(uri=request.uri, device=device, flow=flow)):
+            incoming.respond(480)
+
+    # -- events from the transaction layer --------------------------------------------------
+    def on_response(self, response: Response, txn_id: str) -> None:
+        ctx = self.by_client.get(txn_id)
+        if ctx is None:
+            return
+        response.headers.pop_first_value("via")  # ours (§16.7 step 3)
+        if "via" not in response.headers:
+            return  # it was addressed to us alone: nothing to relay
+        self._apply(ctx, ctx.fork.on_response(txn_id, response, self.engine.now()))
+
+    def on_timeout(self, txn_id: str) -> None:
+        ctx = self.by_client.get(txn_id)
+        if ctx is not None:
+            self._apply(ctx, ctx.fork.on_timeout(txn_id))
+
+    def on_terminated(self, txn_id: str) -> None:
+        ctx = self.by_client.pop(txn_id, None)
+        if ctx is not None:
+            ctx.branches.pop(txn_id, None)
+            if not ctx.branches and ctx.fork.finished:
+                self._drop(ctx)
+            return
+        ctx = self.by_server.get(txn_id)
+        if ctx is not None and ctx.fork.finished and not ctx.branches:
+            self._drop(ctx)
+
+    def on_cancel(self, cancel: Incoming, invite_txn_id: str | None) -> bool:
+        """A CANCEL from the caller (§16.10). False when it matches no call of ours."""
+        ctx = self.by_server.get(invite_txn_id) if invite_txn_id else None
+        if ctx is None:
+            return False
+        cancel.respond(200)
+        self._apply(ctx, ctx.fork.on_cancel())
+        return True
+
+    # -- applying the fork's decisions ------------------------------------------------------
+    def apply(self, ctx: CallContext, actions: list[Action]) -> None:
+        self._apply(ctx, actions)
+
+    def _apply(self, ctx: CallContext, actions: list[Action]) -> None:
+        was_final = ctx.incoming.answered >= 200
+        for action in actions:
+            if isinstance(action, Forward):
+                ctx.incoming.respond(0, response=action.response)
+            elif isinstance(action, CancelBranch):
+                self._send_cancel(ctx, action.key, action.reason)
+            elif isinstance(action, Respond):
+                ctx.incoming.respond(action.status, extra=list(action.headers))
+        if not was_final and ctx.incoming.answered >= 200:
+            for hook in ctx.on_final:
+                hook(ctx)
+        self._arm(ctx)
+
+    def _send_cancel(self, ctx: CallContext, key: str, reason: str | None) -> None:
+        flow = ctx.branches.get(key)
+        if flow is None:
+            return
+        try:
+            cancel = self.engine.txn.make_cancel(key, reason)
+        except TransactionGone:
+            return
+        self.engine.send_request(cancel, flow)
+
+    def _arm(self, ctx: CallContext) -> None:
+        if ctx.timer is not None:
+            ctx.timer.cancel()
+            ctx.timer = None
+        when = ctx.fork.next_deadline()
+        if when is not None:
+            ctx.timer = self.engine.loop.call_at(when, self._on_timer_c, ctx)
+
+    def _on_timer_c(self, ctx: CallContext) -> None:
+        ctx.timer = None
+        self._apply(ctx, ctx.fork.on_timer(self.engine.now()))
+
+    def _drop(self, ctx: CallContext) -> None:
+        if ctx.timer is not None:
+            ctx.timer.cancel()
+            ctx.timer = None
+        if ctx.incoming.txn_id is not None:
+            self.by_server.pop(ctx.incoming.txn_id, None)

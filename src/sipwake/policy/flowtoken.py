@@ -1,0 +1,82 @@
+"""Flow tokens in our Record-Route user part (RFC 5626 §5.2 style).
+
+A phone behind NAT registers over a connection; the Contact it puts in its dialogs is often
+unreachable. So when we forward an initial request, the Record-Route we insert carries both
+flows of the hop pair, the one the request came in on and the one it went out on, signed so
+nobody can make us send over a flow of their choosing. An in-dialog request that comes back
+on one of them goes out on the other.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FlowKey:
+    """The parts of a transport flow that identify it (a Flow without its types)."""
+
+    transport: str
+    local: tuple[str, int]
+    remote: tuple[str, int]
+    conn_id: int = 0
+
+    def same_path(self, other: FlowKey) -> bool:
+        """Same flow: the same connection, or for UDP the same peer address and socket."""
+        if self.transport != other.transport:
+            return False
+        if self.transport == "UDP":
+            return self.remote == other.remote and self.local[1] == other.local[1]
+        return self.conn_id == other.conn_id
+
+
+def _enc(f: FlowKey) -> str:
+    return f"{f.transport},{f.local[0]},{f.local[1]},{f.remote[0]},{f.remote[1]},{f.conn_id}"
+
+
+def _dec(text: str) -> FlowKey:
+    t, lh, lp, rh, rp, cid = text.split(",")
+    return FlowKey(t, (lh, int(lp)), (rh, int(rp)), int(cid))
+
+
+_PREFIX = "sw-"
+
+
+def encode_pair(secret: bytes, inbound: FlowKey, outbound: FlowKey) -> str:
+    """User part for our Record-Route: ``sw-<base64url(payload)>-<mac>``."""
+    payload = f"{_enc(inbound)}|{_enc(outbound)}".encode()
+    mac = hmac.new(secret, payload, hashlib.sha256).hexdigest()[:16]
+    b64 = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+    return f"{_PREFIX}{b64}-{mac}"
+
+
+def decode_pair(secret: bytes, user: str | None) -> tuple[FlowKey, FlowKey] | None:
+    """The two flows of a token we issued; None for anything else (forged, foreign)."""
+    if not user or not user.startswith(_PREFIX):
+        return None
+    body, _, mac = user[len(_PREFIX) :].rpartition("-")
+    try:
+        payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (ValueError, TypeError):
+        return None
+    want = hmac.new(secret, payload, hashlib.sha256).hexdigest()[:16]
+    if not hmac.compare_digest(want, mac):
+        return None
+    try:
+        a, b = payload.decode().split("|")
+        return _dec(a), _dec(b)
+    except ValueError:
+        return None
+
+
+def other_side(pair: tuple[FlowKey, FlowKey], arrived: FlowKey) -> FlowKey | None:
+    """The flow to forward on, given the one the request arrived on."""
+    a, b = pair
+    if arrived.same_path(a):
+        return b
+    if arrived.same_path(b):
+        return a
+    return None

@@ -1,0 +1,194 @@
+"""Run the real server and SIPp for end-to-end tests (and benchmarks)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (SIPp binds both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        other = socket.SOCK_STREAM if kind == socket.SOCK_DGRAM else socket.SOCK_DGRAM
+        try:
+            with socket.socket(socket.AF_INET, other) as s2:
+                s2.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")
+
+
+@dataclass
+class RunningServer:
+    proc: subprocess.Popen[str]
+    addresses: dict[str, tuple[str, int]]
+    config_path: Path
+    output: list[str]
+
+    def addr(self, transport: str) -> tuple[str, int]:
+        return self.addresses[transport.lower()]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def write_config(path: Path, body: str) -> Path:
+    path.write_text(body)
+    return path
+
+
+@contextmanager
+def serve(
+    config_text: str, tmp: Path, *, env: dict[str, str] | None = None, ready_timeout: float = 15.0
+) -> Iterator[RunningServer]:
+    """Start ``sipwake serve --config`` and wait for its ready line."""
+    cfg = write_config(tmp / "sipwake.toml", config_text)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sipwake", "serve", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    output: list[str] = []
+    addresses: dict[str, tuple[str, int]] = {}
+    ready = threading.Event()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+
+    def pump() -> None:
+        # Drain the pipe for the server's whole life so it never blocks on a full pipe.
+        for line in stdout:
+            output.append(line)
+            if line.startswith("sipwake ready:") and not ready.is_set():
+                for m in re.finditer(r"(\w+):\[?([0-9a-fA-F.:]+?)\]?:(\d+)(?:\s|$)", line[14:]):
+                    addresses[m.group(1)] = (m.group(2), int(m.group(3)))
+                ready.set()
+        ready.set()
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    ready.wait(ready_timeout)
+    if not addresses:
+        proc.kill()
+        reader.join(5)
+        raise RuntimeError("server did not start:\n" + "".join(output))
+    server = RunningServer(proc, addresses, cfg, output)
+    try:
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        reader.join(5)
+
+
+def sipp_path() -> str:
+    path = shutil.which("sipp")
+    if path is None:
+        raise RuntimeError("sipp not installed: run scripts/system-deps (Debian sip-tester)")
+    return path
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    successful: int
+    failed: int
+    retransmissions: int
+    output: str
+    elapsed: float
+
+
+def run_sipp(
+    scenario: str | Path,
+    target: tuple[str, int],
+    *,
+    transport: str = "udp",
+    calls: int = 1,
+    rate: float = 10.0,
+    limit: int | None = None,
+    timeout: float = 30.0,
+    extra: list[str] | None = None,
+    workdir: Path | None = None,
+) -> SippResult:
+    """Run a SIPp client scenario to completion and parse its final statistics."""
+    scen = Path(scenario)
+    if not scen.is_absolute():
+        scen = SCENARIOS / scen
+    mode = {"udp": "u1", "tcp": "t1"}[transport]
+    local_port = free_port(socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM)
+    host, port = target
+    cmd = [
+        sipp_path(),
+        f"{host}:{port}",
+        "-sf",
+        str(scen),
+        "-t",
+        mode,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(local_port),
+        "-m",
+        str(calls),
+        "-r",
+        str(rate),
+        "-timeout",
+        f"{int(timeout)}s",
+        "-timeout_error",
+        "-nostdin",
+        "-trace_stat",
+        "-fd",
+        "3600",
+        "-stf",
+        str((workdir or Path("/tmp")) / f"sipp-{local_port}.csv"),
+    ]
+    if limit is not None:
+        cmd += ["-l", str(limit)]
+    cmd += extra or []
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        cmd,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout + 30,
+        cwd=workdir or "/tmp",
+    )
+    elapsed = time.monotonic() - t0
+    out = proc.stdout + proc.stderr
+    stat_file = (workdir or Path("/tmp")) / f"sipp-{local_port}.csv"
+    ok = failed = retrans = 0
+    if stat_file.exists():
+        rows = stat_file.read_text().splitlines()
+        if len(rows) >= 2:
+            head = rows[0].split(";")
+            last = rows[-1].split(";")
+            col = dict(zip(head, last, strict=False))
+            ok = int(col.get("SuccessfulCall(C)", 0) or 0)
+            failed = int(col.get("FailedCall(C)", 0) or 0)
+            retrans = int(col.get("Retransmissions(C)", 0) or 0)
+        stat_file.unlink()
+    return SippResult(proc.returncode, ok, failed, retrans, out, elapsed)
