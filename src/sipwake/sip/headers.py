@@ -98,6 +98,20 @@ class Headers:
                 return self._value(e)
         return default
 
+    def get_unique(self, name: str) -> str | None:
+        """Value of a header that may appear once; repeats with the same value are
+        tolerated, different values are a ParseError (RFC 4475 §3.3.9 "mcl01")."""
+        key = header_key(name)
+        found: str | None = None
+        for e in self._entries:
+            if e[0] == key:
+                v = self._value(e)
+                if found is None:
+                    found = v
+                elif v != found:
+                    raise ParseError(f"conflicting {name} headers")
+        return found
+
     def get_lines(self, name: str) -> list[str]:
         """Values of every line with this name, unsplit."""
         key = header_key(name)
@@ -227,7 +241,21 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        proto, _, rest = text.strip().partition(" ")
+        text = text.strip()
+        proto, _, rest = text.partition(" ")
+        if proto.count("/") != 2 or proto.endswith("/") or "\t" in proto:
+            # SLASH allows LWS on both sides (RFC 3261 §25.1; RFC 4475 §3.1.1.1 "wsinv":
+            # "SIP  /   2.0 /UDP"): rebuild the protocol, then take the transport token.
+            first = text.find("/")
+            second = text.find("/", first + 1) if first >= 0 else -1
+            if second < 0:
+                raise ParseError("bad Via protocol")
+            tail = text[second + 1 :].lstrip(" \t")
+            end = 0
+            while end < len(tail) and tail[end] not in " \t":
+                end += 1
+            proto = "".join(text[:second].split()) + "/" + tail[:end]
+            rest = tail[end:]
         parts = proto.split("/")
         if len(parts) != 3 or not all(p.strip() for p in parts):
             raise ParseError("bad Via protocol")

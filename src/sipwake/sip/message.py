@@ -54,6 +54,10 @@ def _int_header(h: Headers, name: str) -> int | None:
     value = h.get(name)
     if value is None:
         return None
+    return _int_value(value, name)
+
+
+def _int_value(value: str, name: str) -> int:
     value = value.strip()
     if not value.isdigit() or len(value) > 10:
         raise ParseError(f"bad {name}")
@@ -121,7 +125,9 @@ class Message:
 
     @property
     def content_length(self) -> int | None:
-        return _int_header(self.headers, "Content-Length")
+        # Two different lengths leave the body unframeable (RFC 4475 §3.3.9 "mcl01").
+        value = self.headers.get_unique("Content-Length")
+        return None if value is None else _int_value(value, "Content-Length")
 
     def validate(self) -> None:
         """Check the headers every message needs (RFC 3261 §8.1.1) parse; raise ParseError
@@ -188,7 +194,10 @@ class Request(Message):
         # RFC 3261 §8.2: the CSeq method must match the request method.
         if self.cseq.method != self.method:
             raise ParseError("CSeq method does not match request method")
-        self.ruri  # noqa: B018
+        # RFC 3261 §19.1.1 Table 1: headers are not allowed in a Request-URI (RFC 4475
+        # §3.1.2.11 "escruri").
+        if self.ruri.headers is not None:
+            raise ParseError("headers in Request-URI")
         self.max_forwards  # noqa: B018
 
     def __repr__(self) -> str:

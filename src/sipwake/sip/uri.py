@@ -84,7 +84,7 @@ class URI:
             if any(c in rest for c in " \t<>"):
                 raise ParseError(f"bad URI {text[:60]!r}")
             return cls(scheme=scheme, opaque=rest)
-        if any(c in rest for c in " \t<>\""):
+        if any(c in rest for c in ' \t<>"'):
             raise ParseError(f"bad SIP URI {text[:60]!r}")
         user = password = None
         at = rest.find("@")
@@ -133,7 +133,11 @@ class URI:
         if self.opaque is not None:
             return f"{self.scheme}:{self.opaque}"
         scheme = "sip" if self.scheme == "sips" else self.scheme
-        return f"{scheme}:{self.user}@{self.host}" if self.user is not None else f"{scheme}:{self.host}"
+        return (
+            f"{scheme}:{self.user}@{self.host}"
+            if self.user is not None
+            else f"{scheme}:{self.host}"
+        )
 
 
 def _find_unquoted(text: str, chars: str, start: int = 0) -> int:
@@ -227,6 +231,9 @@ class NameAddr:
             uri_text, rest = (text, "") if semi < 0 else (text[:semi], text[semi:])
             if not uri_text.strip():
                 raise ParseError("empty name-addr")
+            if "?" in uri_text or "," in uri_text:
+                # RFC 3261 §20.10: such a URI must be in <>; RFC 4475 §3.1.2.13 "regbadct".
+                raise ParseError("URI with ? or , outside <...>")
             uri = URI.parse(uri_text)
             display = None
         if rest:
