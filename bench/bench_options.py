@@ -16,8 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.sipp_rate import step_search  # noqa: E402
-from tests.e2e.harness import run_sipp, serve  # noqa: E402
+from tests.e2e.harness import run_sipp, serve
+
+from bench.sipp_rate import step_search
 
 CONFIG = """
 [server]
@@ -42,14 +43,25 @@ def main() -> int:
         print(f"OPTIONS over UDP to sipwake at {target[0]}:{target[1]}")
 
         def run(rate: int, calls: int):  # type: ignore[no-untyped-def]
-            return run_sipp("options.xml", target, calls=calls, rate=rate, limit=rate,
-                            timeout=args.seconds * 4 + 10, workdir=Path(tmp))
+            return run_sipp(
+                "options.xml",
+                target,
+                calls=calls,
+                rate=rate,
+                limit=rate,
+                timeout=args.seconds * 4 + 10,
+                workdir=Path(tmp),
+            )
 
         best, steps = step_search(run, rates, args.seconds, allow_retrans=False)
     print(f"highest clean rate: {best} OPTIONS/s")
     out = Path(__file__).parent / "results" / "options.json"
-    out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "best": best,
-                               "steps": [s.__dict__ for s in steps]}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"date": time.strftime("%Y-%m-%d"), "best": best, "steps": [s.__dict__ for s in steps]},
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.harness import SippResult  # noqa: E402
+from tests.e2e.harness import SippResult
 
 
 @dataclass
@@ -41,13 +41,21 @@ def step_search(
     for rate in rates:
         calls = int(rate * seconds)
         res = run(rate, calls)
-        st = Step(rate, calls, res.successful, res.failed, res.retransmissions,
-                  res.successful / res.elapsed if res.elapsed else 0.0)
+        st = Step(
+            rate,
+            calls,
+            res.successful,
+            res.failed,
+            res.retransmissions,
+            res.successful / res.elapsed if res.elapsed else 0.0,
+        )
         steps.append(st)
         ok = st.clean and (allow_retrans or st.retransmissions == 0)
-        log(f"  rate {rate:>6}/s  calls {calls:>7}  ok {st.successful:>7}  failed {st.failed:>5}"
+        log(
+            f"  rate {rate:>6}/s  calls {calls:>7}  ok {st.successful:>7}  failed {st.failed:>5}"
             f"  retrans {st.retransmissions:>5}  achieved {st.achieved:8.0f}/s  "
-            f"{'clean' if ok else 'NOT CLEAN'}")
+            f"{'clean' if ok else 'NOT CLEAN'}"
+        )
         if not ok:
             break
         best = rate

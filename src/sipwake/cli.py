@@ -117,8 +117,83 @@ def demo(json_output: bool) -> None:
     raise SystemExit(run_demo(json_output=json_output))
 
 
+_CONFIG_OPTION = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="SIPWAKE_CONFIG",
+    help="Configuration file (its [storage] url says where users live).",
+)
+
+
+def _with_stores(config: Config, action: Any) -> Any:
+    """Open the configured stores, run ``action(stores)``, close them."""
+    from sipwake.storage import open_stores
+
+    async def run() -> Any:
+        stores = await open_stores(config.storage.url, node_id="cli")
+        try:
+            return await action(stores)
+        finally:
+            await stores.close()
+
+    return asyncio.run(run())
+
+
+@main.group()
+def user() -> None:
+    """Manage digest credentials (RFC 3261 §22). Only HA1 hashes are stored."""
+
+
+@user.command("add")
+@click.argument("username")
+@_CONFIG_OPTION
+@click.option("--realm", help="Digest realm (default: auth.realm or the first domain).")
+@click.password_option("--password", help="Password (prompted for when omitted).")
+def user_add(username: str, config_path: str | None, realm: str | None, password: str) -> None:
+    """Add USERNAME, or replace its password."""
+    from sipwake.policy.auth import ha1
+    from sipwake.storage import User
+
+    config = _load(config_path)
+    realm = realm or config.auth.realm or config.server.domains[0]
+    entry = User(
+        username=username,
+        realm=realm,
+        ha1_md5=ha1(username, realm, password, "MD5"),
+        ha1_sha256=ha1(username, realm, password, "SHA-256"),
+    )
+    _with_stores(config, lambda stores: stores.users.put_user(entry))
+    click.echo(f"{username}@{realm}: saved")
+
+
+@user.command("remove")
+@click.argument("username")
+@_CONFIG_OPTION
+@click.option("--realm", help="Digest realm (default: auth.realm or the first domain).")
+def user_remove(username: str, config_path: str | None, realm: str | None) -> None:
+    """Remove USERNAME."""
+    config = _load(config_path)
+    realm = realm or config.auth.realm or config.server.domains[0]
+    removed = _with_stores(config, lambda stores: stores.users.remove_user(username, realm))
+    if not removed:
+        _fail(f"{username}@{realm}: no such user")
+    click.echo(f"{username}@{realm}: removed")
+
+
+@user.command("list")
+@_CONFIG_OPTION
+@click.option("--realm", help="Only this realm.")
+def user_list(config_path: str | None, realm: str | None) -> None:
+    """List users (name and realm; never the hashes)."""
+    config = _load(config_path)
+    users = _with_stores(config, lambda stores: stores.users.list_users(realm))
+    for u in users:
+        click.echo(f"{u.username}@{u.realm}{'  (disabled)' if u.disabled else ''}")
+
+
 # Later subcommands slot in here, each a @main.command() or a @main.group() of its own:
-#   user add|remove|list     digest credentials (needs [users]/[auth])
 #   bindings                 list/remove registrations in the store
 #   emulate apns|fcm         run the push service emulators standalone
 #   phone                    a simulated device that registers and waits for a push

@@ -8,15 +8,22 @@ import logging
 import os
 import signal
 import socket
+import time
 from dataclasses import dataclass
 
+from sipwake.app.auth import Authenticator
 from sipwake.app.engine import Engine
-from sipwake.app.local import LocalApp
+from sipwake.app.proxy import Proxy
+from sipwake.app.register import Registrar
+from sipwake.app.router import SipApp
 from sipwake.config import Config
-from sipwake.sip.codec import Limits
+from sipwake.policy.proxying import Me
+from sipwake.policy.pushparams import parse_push_target
+from sipwake.policy.registrar import RegistrarPolicy
 from sipwake.sip.timers import TimerConfig
 from sipwake.sip.transactions.layer import TransactionLayer
-from sipwake.sip.uri import split_hostport
+from sipwake.storage import Stores, open_stores
+from sipwake.storage.base import StorageError
 from sipwake.transport import tls
 from sipwake.transport.manager import TransportManager
 
@@ -41,14 +48,16 @@ class Bound:
 
 
 class Server:
+    """Everything one node runs. ``start()`` opens the stores and sockets."""
+
     def __init__(self, config: Config) -> None:
         self.config = config
         sip = config.sip
-        self.limits = Limits(
-            max_message_size=sip.max_message_size,
-            max_headers=sip.max_headers,
-            max_line_length=sip.max_line_length,
-        )
+        self.limits = sip.limits()
+        self.domains = {d.lower() for d in config.server.domains}
+        self.realm = config.auth.realm or config.server.domains[0]
+        # One key for nonces and Record-Route flow tokens; random when not configured.
+        self.secret = config.auth.secret.encode() if config.auth.secret else os.urandom(32)
         self.txn = TransactionLayer(TimerConfig(t1=sip.t1, t2=sip.t2, t4=sip.t4), new_id)
         self.engine = Engine(
             self.txn,
@@ -57,10 +66,8 @@ class Server:
             log_transactions=config.server.log_level == "debug",
             tag_source=new_id,
         )
-        self.app = LocalApp(config.server.domains, _local_names())
-        self.engine.app = self.app
         tls_cfg = config.tls
-        needs_tls = any(lst.transport in ("tls", "wss") for lst in config.listen)
+        needs_tls = any(lst.secure for lst in config.listen)
         server_ctx = (
             tls.server_context(
                 tls_cfg.cert_file,
@@ -83,19 +90,94 @@ class Server:
         )
         self.engine.sender = self.transport
         self.bound: list[Bound] = []
+        self.stores: Stores | None = None
+        self.app: SipApp | None = None
+        self._purger: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        for lst in self.config.listen:
-            host, port = await self.transport.listen(lst.transport.upper(), lst.host, lst.port)
-            self.bound.append(Bound(lst.transport.upper(), host, port))
-            self.app.add_own_host(host)
-            if lst.advertise:
-                self.app.add_own_host(split_hostport(lst.advertise, "advertise")[0])
+        cfg = self.config
+        self.stores = await open_stores(cfg.storage.url, node_id=cfg.server.node_name)
+        advertised: dict[str, tuple[str, int]] = {}
+        hosts = set(self.domains) | {h.lower() for h in _local_names()}
+        ports: set[int] = set()
+        for lst in cfg.listen:
+            transport = lst.transport.upper()
+            host, port = await self.transport.listen(transport, lst.host, lst.port)
+            self.bound.append(Bound(transport, host, port))
+            adv_host, adv_port = lst.advertised if lst.advertise else (host, port)
+            if adv_host in ("0.0.0.0", "::"):
+                adv_host = cfg.server.domains[0]
+            adv = (adv_host.strip("[]"), adv_port or port)
+            advertised.setdefault(transport, adv)
+            hosts |= {host.strip("[]").lower(), adv[0].lower()}
+            ports |= {port, adv[1]}
+        me = Me(frozenset(hosts), frozenset(ports))
+        stores = self.stores
+        auth = Authenticator(cfg.auth, stores.users, self.realm, self.secret)
+        reg = cfg.registrar
+        providers: frozenset[str] = frozenset()  # push providers arrive with push support
+        policy = RegistrarPolicy(
+            min_expires=reg.min_expires,
+            max_expires=reg.max_expires,
+            default_expires=reg.default_expires,
+            push_max_expires=reg.push_max_expires,
+            max_bindings_per_aor=reg.max_bindings_per_aor,
+            push_parser=parse_push_target,
+            supported_providers=providers,
+        )
+        registrar = Registrar(
+            stores.bindings,
+            policy,
+            auth if cfg.auth.enabled else None,
+            hosts,
+            cfg.server.node_name,
+        )
+        proxy = Proxy(
+            self.engine,
+            self.transport,
+            me,
+            advertised=advertised,
+            secret=self.secret,
+            id_source=new_id,
+            timer_c=cfg.sip.timer_c,
+            decline_ends_all=cfg.proxy.decline_ends_all,
+        )
+        self.app = SipApp(
+            me=me,
+            domains=hosts,
+            registrar=registrar,
+            proxy=proxy,
+            bindings=stores.bindings,
+            users=stores.users,
+            auth=auth if cfg.auth.enabled else None,
+            relay_foreign=cfg.proxy.relay_foreign,
+            reveal_unknown_users=cfg.auth.reveal_unknown_users,
+        )
+        self.engine.app = self.app
+        self._purger = asyncio.get_running_loop().create_task(self._purge_loop())
         log.info("listening on %s", ", ".join(str(b) for b in self.bound))
 
+    async def _purge_loop(self) -> None:
+        """Delete expired bindings from the store now and then (they are already invisible
+        to lookups; this only reclaims space)."""
+        assert self.stores is not None
+        while True:
+            await asyncio.sleep(self.config.registrar.purge_interval)
+            try:
+                removed = await self.stores.bindings.purge_expired(time.time())
+            except StorageError as exc:
+                log.warning("purge of expired bindings failed: %s", exc)
+                continue
+            if removed:
+                log.info("purged %d expired bindings", removed)
+
     async def stop(self) -> None:
+        if self._purger is not None:
+            self._purger.cancel()
         await self.transport.close()
         await self.engine.close()
+        if self.stores is not None:
+            await self.stores.close()
 
     def address(self, transport: str) -> tuple[str, int]:
         for b in self.bound:

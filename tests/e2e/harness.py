@@ -192,3 +192,78 @@ def run_sipp(
             retrans = int(col.get("Retransmissions(C)", 0) or 0)
         stat_file.unlink()
     return SippResult(proc.returncode, ok, failed, retrans, out, elapsed)
+
+
+def scenario(name: str, workdir: Path, **subs: str) -> Path:
+    """A scenario file with ``{{key}}`` placeholders filled (for what SIPp cannot take as a
+    -key, such as an expected response code or a regexp)."""
+    text = (SCENARIOS / name).read_text()
+    for key, value in subs.items():
+        text = text.replace("{{" + key + "}}", value)
+    out = workdir / f"{Path(name).stem}-{abs(hash(tuple(subs.items())))}.xml"
+    out.write_text(text)
+    return out
+
+
+def keys(**values: object) -> list[str]:
+    """SIPp ``-key name value`` arguments."""
+    out: list[str] = []
+    for k, v in values.items():
+        out += ["-key", k, str(v)]
+    return out
+
+
+@dataclass
+class Uas:
+    proc: subprocess.Popen[str]
+    port: int
+    transport: str
+
+    def wait(self, timeout: float = 30.0) -> tuple[int, str]:
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+            return -1, out
+        return self.proc.returncode, out
+
+
+def start_uas(
+    scenario_path: str | Path,
+    *,
+    transport: str = "udp",
+    calls: int = 1,
+    extra: list[str] | None = None,
+    timeout: float = 30.0,
+) -> Uas:
+    """A SIPp callee listening on a free port of 127.0.0.1; exits after ``calls`` calls."""
+    scen = Path(scenario_path)
+    if not scen.is_absolute():
+        scen = SCENARIOS / scen
+    port = free_port(socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM)
+    mode = {"udp": "u1", "tcp": "t1"}[transport]
+    cmd = [
+        sipp_path(),
+        "-sf",
+        str(scen),
+        "-t",
+        mode,
+        "-i",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-m",
+        str(calls),
+        "-timeout",
+        f"{int(timeout)}s",
+        "-timeout_error",
+        "-nostdin",
+        "-fd",
+        "3600",
+    ] + (extra or [])
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/tmp"
+    )
+    time.sleep(0.2)  # let it bind before anyone sends to it
+    return Uas(proc, port, transport)

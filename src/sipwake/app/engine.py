@@ -269,8 +269,7 @@ class Engine:
 
     # -- outbound --------------------------------------------------------------------------
     def send_response(self, incoming: Incoming, response: Response) -> None:
-        if response.status >= incoming.answered:
-            incoming.answered = response.status
+        incoming.answered = max(response.status, incoming.answered)
         if incoming.txn_id is None:
             self._send_stateless(response, incoming.flow)
         else:

@@ -89,7 +89,9 @@ class Proxy:
         self.by_client: dict[str, CallContext] = {}
 
     # -- initial requests -------------------------------------------------------------------
-    def new_context(self, incoming: Incoming, lhash: str, *, record_route: bool = True) -> CallContext:
+    def new_context(
+        self, incoming: Incoming, lhash: str, *, record_route: bool = True
+    ) -> CallContext:
         fork = Fork(
             is_invite=incoming.request.method == "INVITE",
             timer_c=self.timer_c,
@@ -111,7 +113,9 @@ class Proxy:
         ctx.reserved.add(target.device)
         try:
             try:
-                flow = await self.flow_for(target.flow, target.path[0] if target.path else target.uri)
+                flow = await self.flow_for(
+                    target.flow, target.path[0] if target.path else target.uri
+                )
             except (OSError, ValueError) as exc:
                 log.info("target %s unreachable: %s", target.uri, exc)
                 return False
@@ -134,16 +138,18 @@ class Proxy:
         finally:
             ctx.reserved.discard(target.device)
 
-    def finish_if_idle(self, ctx: CallContext) -> None:
-        """No branch could be opened and none is awaited: let the fork give its answer."""
-        self._apply(ctx, ctx.fork.stop_waiting(0))
+    def discard(self, ctx: CallContext) -> None:
+        """Forget a context that never got a branch (the caller answers the request)."""
+        self._drop(ctx)
 
     # -- flows ------------------------------------------------------------------------------
     async def flow_for(self, flow: Flow | None, uri_text: str) -> Flow:
         """The registered flow when it still works, else a flow to the URI (§18.1.1)."""
         if flow is not None and (flow.transport == "UDP" or self.connector.is_alive(flow)):
             return flow
-        uri = URI.parse(uri_text.strip("<>").split(">")[0] if uri_text.startswith("<") else uri_text)
+        uri = URI.parse(
+            uri_text.strip("<>").split(">")[0] if uri_text.startswith("<") else uri_text
+        )
         transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).upper()
         host = uri.host.strip("[]")
         port = uri.port or DEFAULT_PORTS.get(transport, 5060)

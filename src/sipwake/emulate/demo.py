@@ -12,7 +12,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from sipwake.config import Config, ListenConfig, StorageConfig
+from sipwake.config import AuthConfig, Config, ListenConfig, StorageConfig
 from sipwake.emulate.client import SipClient, build_request
 from sipwake.server import Server
 
@@ -32,6 +32,7 @@ def demo_config() -> Config:
             ListenConfig(transport="tcp", host="127.0.0.1", port=0),
         ),
         storage=StorageConfig(url="memory://"),
+        auth=AuthConfig(enabled=False),
     )
 
 

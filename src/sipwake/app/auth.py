@@ -1,0 +1,112 @@
+"""Digest authentication at the edge (RFC 3261 §22): challenge, verify, throttle.
+
+The pure rules are in policy/auth.py; this class holds the per-process state (nonce
+counters, failure throttle), reads credentials from the user store and answers 401/407/403
+itself. ``check`` returns the authenticated user name, or None when it has answered."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from sipwake.app.engine import Incoming
+from sipwake.config import AuthConfig
+from sipwake.policy import auth as digest
+from sipwake.sip.errors import ParseError
+from sipwake.storage.base import UserStore
+
+log = logging.getLogger("sipwake.auth")
+
+TRUSTED = "<trusted>"  # what check() returns for a trusted peer or with auth disabled
+
+
+class Authenticator:
+    def __init__(self, cfg: AuthConfig, users: UserStore, realm: str, secret: bytes) -> None:
+        self.cfg = cfg
+        self.users = users
+        self.realm = realm
+        self.secret = secret
+        self.trusted = digest.TrustedPeers(cfg.trusted)
+        self.counter = digest.NonceCounter()
+        self.throttle = digest.FailureThrottle(cfg.max_failures, cfg.failure_window)
+        self.failures = 0
+        self.challenged = 0
+
+    def skips(self, incoming: Incoming) -> bool:
+        """No challenge for this request: auth off, or a trusted peer (PBX, trunk)."""
+        return not self.cfg.enabled or self.trusted.contains(incoming.flow.remote[0])
+
+    async def check(self, incoming: Incoming, *, proxy: bool) -> str | None:
+        """Authenticate ``incoming``. ``proxy`` selects 407/Proxy-Authorization (requests
+        we forward) over 401/Authorization (REGISTER, RFC 3261 §22.1)."""
+        if self.skips(incoming):
+            return TRUSTED
+        ip = incoming.flow.remote[0]
+        now = time.time()
+        if self.throttle.is_blocked(ip, now):
+            incoming.respond(403, "Too Many Failed Attempts")
+            return None
+        request = incoming.request
+        header = "Proxy-Authorization" if proxy else "Authorization"
+        creds = None
+        for value in request.headers.get_lines(header):
+            try:
+                parsed = digest.parse_authorization(value)
+            except ParseError:
+                continue
+            if parsed.realm == self.realm:
+                creds = parsed
+                break
+        if creds is None:
+            self._challenge(incoming, proxy, stale=False)
+            return None
+        user = await self.users.get_user(creds.username, self.realm)
+        result = digest.AuthResult.FAILED
+        if user is not None and not user.disabled:
+            alg = digest.hash_algorithm(creds.algorithm)
+            ha1 = user.ha1_sha256 if alg == "SHA-256" else user.ha1_md5
+            if ha1:
+                result = digest.verify(
+                    creds,
+                    request.method,
+                    ha1,
+                    now=now,
+                    secret=self.secret,
+                    max_age=self.cfg.nonce_ttl,
+                    counter=self.counter,
+                )
+        if result is digest.AuthResult.STALE:
+            self._challenge(incoming, proxy, stale=True)
+            return None
+        if result is digest.AuthResult.FAILED or not _uri_matches(creds.uri, request.uri):
+            self.failures += 1
+            self.throttle.record_failure(ip, now)
+            log.info("authentication failed for %r from %s", creds.username, ip)
+            incoming.respond(403)
+            return None
+        self.throttle.record_success(ip)
+        return creds.username
+
+    def _challenge(self, incoming: Incoming, proxy: bool, *, stale: bool) -> None:
+        self.challenged += 1
+        name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        values = digest.challenges(
+            self.realm,
+            time.time(),
+            self.secret,
+            self.cfg.algorithms,
+            stale=stale,
+            salt=os.urandom(8),
+        )
+        incoming.respond(407 if proxy else 401, extra=[(name, v) for v in values])
+
+
+def _uri_matches(digest_uri: str, request_uri: str) -> bool:
+    """RFC 3261 §22.4 / RFC 2617 §3.2.2: the digest-uri must be the Request-URI. Clients
+    differ in escaping and parameters, so compare without parameters, case-insensitively."""
+
+    def bare(u: str) -> str:
+        return u.strip().split(";", 1)[0].split("?", 1)[0].lower()
+
+    return bare(digest_uri) == bare(request_uri)

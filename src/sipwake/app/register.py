@@ -1,0 +1,86 @@
+"""REGISTER handling (RFC 3261 §10.3): authorise, let the pure registrar decide, store
+atomically per AoR, answer with the current bindings."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+
+from sipwake.app.auth import TRUSTED, Authenticator
+from sipwake.app.engine import Incoming
+from sipwake.policy.bindings import Binding, FlowRef
+from sipwake.policy.registrar import (
+    RegisterOutcome,
+    RegistrarPolicy,
+    aor_of,
+    contact_header_values,
+    decide_register,
+)
+from sipwake.storage.base import BindingStore
+
+log = logging.getLogger("sipwake.registrar")
+
+# Called after a successful REGISTER with the AoR and the bindings it added or refreshed
+# (the wake-up path listens here: a woken phone's REGISTER releases its held call).
+RegisteredHook = Callable[[str, tuple[Binding, ...]], None]
+
+
+class Registrar:
+    def __init__(
+        self,
+        store: BindingStore,
+        policy: RegistrarPolicy,
+        auth: Authenticator | None,
+        domains: set[str],
+        node_id: str = "",
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.auth = auth
+        self.domains = domains
+        self.node_id = node_id
+        self.hooks: list[RegisteredHook] = []
+
+    async def handle(self, incoming: Incoming) -> None:
+        request = incoming.request
+        aor = aor_of(request)
+        to_uri = request.to.uri
+        if to_uri.host not in self.domains:
+            # §10.3 step 3: we are not the registrar for that domain.
+            incoming.respond(403, "Not Our Domain")
+            return
+        if self.auth is not None:
+            user = await self.auth.check(incoming, proxy=False)
+            if user is None:
+                return
+            if user not in (TRUSTED, to_uri.user):
+                # §10.3 step 4: the authenticated user may only change its own bindings.
+                incoming.respond(403, "Not Authorised For This AoR")
+                return
+        flow = incoming.flow
+        ref = FlowRef(
+            transport=flow.transport,
+            remote_host=flow.remote[0],
+            remote_port=flow.remote[1],
+            local_host=flow.local[0],
+            local_port=flow.local[1],
+            conn_id=flow.conn_id,
+            node_id=self.node_id,
+        )
+        now = time.time()
+        policy = self.policy
+        outcome: RegisterOutcome = await self.store.update(
+            aor, lambda current: decide_register(policy, current, request, aor, ref, now), now
+        )
+        extra = list(outcome.headers)
+        if outcome.ok:
+            extra += [("Contact", v) for v in contact_header_values(outcome.bindings, now)]
+            extra.append(("Date", formatdate(now, usegmt=True)))  # §10.3 step 8
+        incoming.respond(outcome.status, outcome.reason, extra=extra)
+        if outcome.evicted:
+            log.info("%s: evicted %d bindings over the cap", aor, len(outcome.evicted))
+        if outcome.ok and outcome.added:
+            for hook in self.hooks:
+                hook(aor, outcome.added)

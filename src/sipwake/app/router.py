@@ -1,0 +1,224 @@
+"""The SIP application: what to do with each request the engine hands over.
+
+OPTIONS pings to us are answered here; REGISTER goes to the registrar; requests inside a
+dialog are routed by their Route set (§16.12); initial requests for our domains are
+authenticated and forked to the callee's bindings (§16.5); everything else is refused
+with the answer that fits (RFC 3261 §8.2.1, §21.4)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable
+
+from sipwake.app.auth import TRUSTED, Authenticator
+from sipwake.app.engine import Incoming
+from sipwake.app.proxy import Proxy, Target
+from sipwake.app.register import Registrar
+from sipwake.policy.bindings import Binding
+from sipwake.policy.proxying import BadExtension, Me, loop_hash, validate_request
+from sipwake.sip.errors import ParseError
+from sipwake.sip.flows import DEFAULT_PORTS
+from sipwake.sip.message import Response
+from sipwake.sip.uri import URI
+from sipwake.storage.base import BindingStore, StorageUnavailable, UserStore
+from sipwake.transport.flow import Flow
+
+log = logging.getLogger("sipwake.router")
+
+# RFC 3261 §27.4 and the later method RFCs.
+KNOWN_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH INFO REFER "
+    "MESSAGE UPDATE".split()
+)
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, PRACK, MESSAGE, REFER, NOTIFY"
+# Requests that are never challenged: they belong to a transaction or dialog already
+# authorised (RFC 3261 §22.1: CANCEL and ACK cannot be challenged).
+UNCHALLENGED = frozenset({"ACK", "CANCEL", "PRACK", "BYE", "NOTIFY", "UPDATE", "INFO"})
+
+
+def binding_flow(b: Binding) -> Flow | None:
+    """The flow to reach a binding over, or None to send to its Contact URI.
+
+    RFC 3261 sends to the Contact. The registration's own flow is used instead when the
+    contact cannot be reached directly: the UA asked for it (RFC 5626 outbound: reg-id),
+    the contact names another host than the packet came from (NAT, as nathelper does), or
+    the contact is the very address the REGISTER came from (same socket or connection).
+    A UA that registers on behalf of another listener on its host gets the Contact."""
+    ref = b.flow
+    if ref is None:
+        return None
+    flow = Flow(
+        ref.transport,
+        (ref.local_host, ref.local_port),
+        (ref.remote_host, ref.remote_port),
+        ref.conn_id,
+    )
+    if b.reg_id:
+        return flow
+    try:
+        uri = URI.parse(b.contact)
+    except ParseError:
+        return flow
+    if uri.host.strip("[]").lower() != ref.remote_host.strip("[]").lower():
+        return flow
+    transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).upper()
+    port = uri.port or DEFAULT_PORTS.get(transport, 5060)
+    if port == ref.remote_port and transport == ref.transport:
+        return flow
+    return None
+
+
+def binding_target(b: Binding) -> Target:
+    return Target(uri=b.contact, device=b.device_key, flow=binding_flow(b), path=b.path)
+
+
+class SipApp:
+    def __init__(
+        self,
+        *,
+        me: Me,
+        domains: set[str],
+        registrar: Registrar,
+        proxy: Proxy,
+        bindings: BindingStore,
+        users: UserStore,
+        auth: Authenticator | None,
+        relay_foreign: bool = False,
+        reveal_unknown_users: bool = True,
+    ) -> None:
+        self.me = me
+        self.domains = domains
+        self.registrar = registrar
+        self.proxy = proxy
+        self.bindings = bindings
+        self.users = users
+        self.auth = auth
+        self.relay_foreign = relay_foreign
+        self.reveal_unknown_users = reveal_unknown_users
+        self.stray_responses = 0
+
+    def is_local_domain(self, host: str) -> bool:
+        host = host.strip("[]").lower()
+        return host in self.domains or host in self.me.hosts
+
+    # -- requests ---------------------------------------------------------------------------
+    def on_request(self, incoming: Incoming) -> Awaitable[None] | None:
+        req = incoming.request
+        method = req.method
+        if method == "ACK":
+            if incoming.txn_id is None and req.to.tag:
+                # The ACK for a 2xx: end to end, routed like any in-dialog request.
+                return self.proxy.route_in_dialog(incoming, loop_hash(req))
+            return None
+        if method not in KNOWN_METHODS:
+            incoming.respond(501, extra=[("Allow", ALLOW)])  # §21.5.2
+            return None
+        uri = req.ruri
+        if uri.scheme not in ("sip", "sips"):
+            incoming.respond(416)  # §21.4.16 Unsupported URI Scheme
+            return None
+        if method == "OPTIONS" and uri.user is None and self.me.is_me(uri) and not req.to.tag:
+            incoming.respond(
+                200,
+                extra=[
+                    ("Allow", ALLOW),
+                    ("Accept", "application/sdp"),
+                    ("Supported", "path, outbound, gruu"),
+                ],
+            )
+            return None
+        lhash = loop_hash(req)
+        try:
+            validate_request(req, self.me, lhash)
+        except BadExtension as err:
+            incoming.respond(420, extra=[("Unsupported", ", ".join(err.unsupported))])
+            return None
+        if req.to.tag:
+            return self.proxy.route_in_dialog(incoming, lhash)
+        if method == "REGISTER":
+            if not self.is_local_domain(uri.host):
+                incoming.respond(403, "Not Our Domain")
+                return None
+            return self.registrar.handle(incoming)
+        # Initial request: strip Route entries that point at us (a preloaded outbound proxy
+        # route, §16.4); anything left names the next hop.
+        while (routes := req.routes) and self.me.is_me(routes[0].uri):
+            req.headers.pop_first_value("route")
+        if req.routes:
+            return self.proxy.route_in_dialog(incoming, lhash)
+        if self.is_local_domain(uri.host):
+            return self._call(incoming, lhash)
+        if self.relay_foreign:
+            return self._relay(incoming, lhash)
+        incoming.respond(403, "Relaying Denied")
+        return None
+
+    async def _call(self, incoming: Incoming, lhash: str) -> None:
+        """A request for one of our users: authenticate a local caller, look the callee
+        up and fork to every binding in parallel (§16.5, §16.6)."""
+        req = incoming.request
+        caller: str | None = TRUSTED
+        if (
+            self.auth is not None
+            and req.method not in UNCHALLENGED
+            and self.is_local_domain(req.from_.uri.host)
+        ):
+            caller = await self.auth.check(incoming, proxy=True)
+            if caller is None:
+                return
+            if caller not in (TRUSTED, req.from_.uri.user):
+                incoming.respond(403, "From Does Not Match The Authenticated User")
+                return
+        aor = req.ruri.aor()
+        try:
+            bindings = await self.bindings.lookup(aor, time.time())
+        except StorageUnavailable as exc:
+            incoming.respond(503, extra=[("Retry-After", str(exc.retry_after))])
+            return
+        if not bindings:
+            incoming.respond(await self._no_binding_status(req.ruri.user, caller))
+            return
+        bindings.sort(key=lambda b: -b.q)
+        ctx = self.proxy.new_context(incoming, lhash)
+        for b in bindings:
+            await self.proxy.add_target(ctx, binding_target(b))
+        if not ctx.branches:
+            self.proxy.discard(ctx)
+            incoming.respond(480)
+
+    async def _no_binding_status(self, user: str | None, caller: str | None) -> int:
+        """404 for a user that does not exist, but only to a caller who authenticated (or
+        a trusted peer) and only if config allows it; otherwise 480 for everyone, so an
+        outsider cannot probe which users exist."""
+        if not (self.reveal_unknown_users and self.auth is not None and self.auth.cfg.enabled):
+            return 480
+        if caller is None or user is None:
+            return 480
+        known = await self.users.get_user(user, self.auth.realm)
+        return 480 if known is not None else 404
+
+    async def _relay(self, incoming: Incoming, lhash: str) -> None:
+        ctx = self.proxy.new_context(incoming, lhash)
+        target = Target(uri=incoming.request.uri, device="relay")
+        if not await self.proxy.add_target(ctx, target):
+            self.proxy.discard(ctx)
+            incoming.respond(502)
+
+    def on_cancel(self, incoming: Incoming, invite_txn_id: str | None) -> None:
+        if not self.proxy.on_cancel(incoming, invite_txn_id):
+            incoming.respond(481)  # §9.2: nothing to cancel
+
+    # -- transaction events -----------------------------------------------------------------
+    def on_response(self, response: Response, txn_id: str) -> None:
+        self.proxy.on_response(response, txn_id)
+
+    def on_stray_response(self, response: Response, flow: Flow) -> None:
+        # RFC 6026 §8.4: a stateful proxy discards responses that match no transaction.
+        self.stray_responses += 1
+
+    def on_timeout(self, txn_id: str) -> None:
+        self.proxy.on_timeout(txn_id)
+
+    def on_terminated(self, txn_id: str) -> None:
+        self.proxy.on_terminated(txn_id)
