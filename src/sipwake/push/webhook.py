@@ -1,0 +1,109 @@
+"""Webhook provider: hand the push to the operator's own HTTP endpoint.
+
+For push services sipwake does not speak (an in-house gateway, a vendor SDK) the operator
+runs a small HTTP endpoint; sipwake POSTs each :class:`PushRequest` to it as JSON. The body
+is signed with HMAC-SHA-256 under a shared secret (``X-Sipwake-Signature: sha256=<hex>``)
+so the endpoint can reject forgeries. The signed body carries the same ``timestamp`` as the
+``X-Sipwake-Timestamp`` header, so the signature covers it and a receiver can refuse
+replays outside a few minutes' window.
+
+HTTP/1.1 via the small client in oauth.py: operator endpoints are commonly HTTP/1.1-only,
+and a webhook adds no h2 requirement of its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import ssl
+from urllib.parse import urlsplit
+
+from sipwake.push.base import (
+    Delivered,
+    Permanent,
+    PushOutcome,
+    PushRequest,
+    TokenRejected,
+    Transient,
+)
+from sipwake.push.oauth import Http1Error, http1_request, parse_retry_after
+
+SIGNATURE_HEADER = "x-sipwake-signature"
+TIMESTAMP_HEADER = "x-sipwake-timestamp"
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    """The ``X-Sipwake-Signature`` value for ``body``."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: bytes, body: bytes, signature: str) -> bool:
+    """For receivers (and tests): constant-time check of a signature header value."""
+    return hmac.compare_digest(sign(secret, body), signature)
+
+
+def encode_request(request: PushRequest, now: float) -> bytes:
+    """The JSON body: the push request as data, plus the signing timestamp."""
+    document = {
+        "target": dataclasses.asdict(request.target),
+        "kind": request.kind,
+        "payload": request.payload,
+        "expires_at": request.expires_at,
+        "collapse_id": request.collapse_id,
+        "alert_text": request.alert_text,
+        "timestamp": int(now),
+    }
+    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+
+
+class WebhookProvider:
+    """``PushProvider`` POSTing to an operator URL (module doc)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str,
+        secret: str | bytes,
+        timeout: float = 5.0,
+        ca_file: str | None = None,
+    ) -> None:
+        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+            raise ValueError(f"webhook {name}: url must be http(s)://host/..., not {url!r}")
+        if not secret:
+            raise ValueError(f"webhook {name}: an empty secret would sign nothing")
+        self.name = name
+        self.url = url
+        self._secret = secret.encode() if isinstance(secret, str) else secret
+        self._timeout = timeout
+        self._ssl = ssl.create_default_context(cafile=ca_file) if url.startswith("https") else None
+
+    async def send(self, request: PushRequest, now: float) -> PushOutcome:
+        body = encode_request(request, now)
+        headers = [
+            ("content-type", "application/json"),
+            (SIGNATURE_HEADER, sign(self._secret, body)),
+            (TIMESTAMP_HEADER, str(int(now))),
+        ]
+        try:
+            reply = await http1_request(
+                "POST", self.url, headers, body, ssl_context=self._ssl, timeout=self._timeout
+            )
+        except Http1Error as exc:
+            return Transient(str(exc))
+        return classify(reply.status, reply.headers.get("retry-after"))
+
+    async def close(self) -> None:
+        return None  # one connection per request: nothing is kept open
+
+
+def classify(status: int, retry_after: str | None = None) -> PushOutcome:
+    if 200 <= status < 300:
+        return Delivered()
+    if status in (404, 410):
+        return TokenRejected(f"HTTP {status}")  # the operator says the device is gone
+    if status == 429 or status >= 500:
+        return Transient(f"HTTP {status}", parse_retry_after(retry_after))
+    return Permanent(f"HTTP {status}")
