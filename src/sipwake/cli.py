@@ -193,7 +193,41 @@ def user_list(config_path: str | None, realm: str | None) -> None:
         click.echo(f"{u.username}@{u.realm}{'  (disabled)' if u.disabled else ''}")
 
 
-# Later subcommands slot in here, each a @main.command() or a @main.group() of its own:
+_PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+
+
+@main.group()
+def emulate() -> None:
+    """Run a push service emulator (for tests, demos and app development)."""
+
+
+@emulate.command("apns", context_settings=_PASSTHROUGH)
+@click.pass_context
+def emulate_apns(ctx: click.Context) -> None:
+    """APNs over HTTP/2 + TLS with JWT checks (options: sipwake emulate apns --help)."""
+    from sipwake.emulate.apns import main as apns_main
+
+    raise SystemExit(apns_main(ctx.args))
+
+
+@emulate.command("fcm", context_settings=_PASSTHROUGH)
+@click.pass_context
+def emulate_fcm(ctx: click.Context) -> None:
+    """FCM HTTP v1 with OAuth2 checks (options: sipwake emulate fcm --help)."""
+    from sipwake.emulate.fcm import main as fcm_main
+
+    raise SystemExit(fcm_main(ctx.args))
+
+
+@main.command("phone", context_settings=_PASSTHROUGH)
+@click.pass_context
+def phone(ctx: click.Context) -> None:
+    """A simulated device: registers with a push token, sleeps, wakes on push, answers or
+    declines (options: sipwake phone --help)."""
+    from sipwake.emulate.phone import main as phone_main
+
+    raise SystemExit(phone_main(ctx.args))
+
+
+# Later subcommands slot in here:
 #   bindings                 list/remove registrations in the store
-#   emulate apns|fcm         run the push service emulators standalone
-#   phone                    a simulated device that registers and waits for a push

@@ -38,16 +38,22 @@ __all__ = [
     "LOG_LEVELS",
     "STORAGE_SCHEMES",
     "TRANSPORTS",
+    "ApiConfig",
+    "ApnsConfig",
     "AuthConfig",
     "Config",
     "ConfigError",
+    "FcmConfig",
     "ListenConfig",
     "ProxyConfig",
+    "PushConfig",
     "RegistrarConfig",
     "ServerConfig",
     "SipConfig",
     "StorageConfig",
     "TlsConfig",
+    "WebPushConfig",
+    "WebhookConfig",
     "load_config",
     "loads_config",
     "parse_hostport",
@@ -378,6 +384,123 @@ class ProxyConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True)
     decline_ends_all: bool = True  # a 603 from one device ends the whole call (§16.7)
 
 
+class ApnsConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """[[push.apns]]: one iOS app (bundle id) on APNs; token (.p8) or certificate auth."""
+
+    name: str = "apns"  # for logs and metrics
+    bundle_id: str = ""  # the app's bundle id; VoIP pushes go to topic "<bundle_id>.voip"
+    team_id: str = ""  # token auth: Apple developer team id ...
+    key_id: str = ""  # ... the key's id ...
+    key_file: str = ""  # ... and the AuthKey_XXXX.p8 file
+    cert_file: str = ""  # certificate auth instead: PEM certificate and key
+    cert_key_file: str = ""
+    environment: Literal["production", "sandbox"] = "production"  # pn-provider apns.dev: sandbox
+    base_url: str = ""  # a custom endpoint (the emulator); overrides environment
+    ca_file: str = ""  # CA to trust for base_url
+
+    def __post_init__(self) -> None:
+        if not self.bundle_id:
+            raise _Invalid("bundle_id", "is required")
+        token = bool(self.key_file)
+        if token and not (self.team_id and self.key_id):
+            raise _Invalid("key_file", "token auth needs team_id and key_id too")
+        if token == bool(self.cert_file):
+            raise _Invalid(
+                "key_file", "set key_file (token auth) or cert_file, not both or neither"
+            )
+
+
+class FcmConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """[[push.fcm]]: one Firebase project, HTTP v1 API with a service account."""
+
+    name: str = "fcm"
+    service_account_file: str = ""  # the JSON key file downloaded from the Firebase console
+    project_id: str = ""  # "" means the service account's project
+    app_id: str = ""  # the Android package this entry serves; "" for any
+    base_url: str = "https://fcm.googleapis.com"
+    ca_file: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.service_account_file:
+            raise _Invalid("service_account_file", "is required")
+
+
+class WebPushConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """[[push.webpush]]: Web Push (RFC 8030) with VAPID (RFC 8292)."""
+
+    name: str = "webpush"
+    vapid_private_key_file: str = ""
+    subject: str = ""  # mailto: or https: contact for the push service operator
+    allowed_hosts: tuple[str, ...] = ()  # push service hosts we may POST to; () allows any
+    ca_file: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.vapid_private_key_file:
+            raise _Invalid("vapid_private_key_file", "is required")
+        if not self.subject.startswith(("mailto:", "https:")):
+            raise _Invalid("subject", "must be a mailto: or https: URI")
+
+
+class WebhookConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """[[push.webhook]]: an in-house push service reached by an HMAC-signed JSON POST."""
+
+    provider: str = ""  # the pn-provider value devices register with, e.g. "acme"
+    url: str = ""
+    secret: str = ""  # HMAC-SHA256 key for the X-Sipwake-Signature header
+    ca_file: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.provider or self.provider in ("apns", "apns.dev", "fcm", "webpush"):
+            raise _Invalid("provider", "must name an operator provider (not apns/fcm/webpush)")
+        if not self.url.startswith(("http://", "https://")):
+            raise _Invalid("url", "must be an http(s) URL")
+        if not self.secret:
+            raise _Invalid("secret", "is required")
+
+
+class PushConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """[push]: holding calls for sleeping devices and waking them (RFC 8599)."""
+
+    hold_window: float = 30.0  # how long a call waits for pushed devices (bounded by timer_c)
+    send_180: bool = False  # send 180 Ringing after 110 Push sent
+    unanswered_status: int = 480  # final answer when no device woke in time
+    retry_after: int = 0  # Retry-After on that answer (0: none)
+    cancel_grace: float = 30.0  # a device pushed for a call that ended since gets INVITE+CANCEL
+    missed_call_alert: bool = False  # alert push to the app's non-VoIP token for missed calls
+    max_in_flight: int = 500  # concurrent pushes per provider
+    apns: tuple[ApnsConfig, ...] = ()
+    fcm: tuple[FcmConfig, ...] = ()
+    webpush: tuple[WebPushConfig, ...] = ()
+    webhook: tuple[WebhookConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 < self.hold_window <= 3600:
+            raise _Invalid("hold_window", "must be between 0 and 3600 seconds")
+        if not 400 <= self.unanswered_status <= 699:
+            raise _Invalid("unanswered_status", "must be a 4xx-6xx status")
+        if self.cancel_grace < 0 or self.retry_after < 0 or self.max_in_flight <= 0:
+            raise _Invalid("cancel_grace", "cancel_grace/retry_after >= 0, max_in_flight > 0")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.apns or self.fcm or self.webpush or self.webhook)
+
+
+class ApiConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """[api]: the HTTP API (decline links in pushes, /healthz, /metrics, admin)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080  # 0 picks a free port
+    tls: bool = False  # serve HTTPS with [tls] cert_file/key_file
+    # Base URL apps use for decline links (what the Internet sees); "" means our own address.
+    public_url: str = ""
+    admin_token: str = ""  # bearer token for /admin; "" disables the admin routes
+
+    def __post_init__(self) -> None:
+        _check_port("port", self.port, allow_zero=True)
+
+
 class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole configuration. ``Config()`` is the embedded development default."""
 
@@ -389,10 +512,17 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     registrar: RegistrarConfig = field(default_factory=RegistrarConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    push: PushConfig = field(default_factory=PushConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     def __post_init__(self) -> None:
         if not self.listen:
             raise _Invalid("listen", "at least one [[listen]] entry is needed")
+        if self.api.tls and not (self.tls.cert_file and self.tls.key_file):
+            raise _Invalid("api.tls", "needs tls.cert_file and tls.key_file")
+        if self.push.hold_window > self.sip.timer_c:
+            # The hold is a pending INVITE branch: Timer C bounds it (RFC 3261 §16.6 step 11).
+            raise _Invalid("push.hold_window", f"must not exceed sip.timer_c ({self.sip.timer_c})")
         for i, lst in enumerate(self.listen):
             if lst.secure and not (self.tls.cert_file and self.tls.key_file):
                 raise _Invalid(

@@ -164,3 +164,35 @@ def test_2xx_after_final_still_forwarded(late: int) -> None:
     f.on_response("a", resp(200), 2)
     r = resp(late)
     assert f.on_response("b", r, 3) == [Forward(r)]
+
+
+def test_nobody_woke_gives_the_configured_answer() -> None:
+    f = Fork(is_invite=True, unanswered=Respond(480, (("Retry-After", "60"),)))
+    f.waiting = 2
+    assert f.stop_waiting() == []
+    assert f.stop_waiting() == [Respond(480, (("Retry-After", "60"),))]
+
+
+def test_decline_link_603_ends_the_call() -> None:
+    f = fork_with("a")
+    f.on_response("a", resp(180), 1)
+    f.waiting = 1
+    actions = f.device_answered("sleeper", 603)
+    assert CancelBranch("a", 'SIP;cause=603;text="Declined"') in actions
+    assert actions[-1] == Respond(603)
+
+
+def test_decline_link_busy_counts_as_that_devices_answer() -> None:
+    f = Fork(is_invite=True)
+    f.waiting = 2
+    assert f.device_answered("one", 486) == []
+    assert f.device_answered("one", 486) == []  # once per device
+    assert f.stop_waiting() == [Respond(486)]
+
+
+def test_real_answer_beats_virtual_busy_only_by_rank() -> None:
+    f = fork_with("a")
+    f.waiting = 1
+    assert f.device_answered("sleeper", 486) == []
+    r = resp(404)
+    assert f.on_response("a", r, 1) == [Forward(r)]  # 404 and 486 same class: first best kept

@@ -72,7 +72,11 @@ class Fork:
     waiting: int = 0  # devices being woken that may still add a branch
     final_sent: int = 0  # status of the final response sent upstream (0: none)
     cancelled: bool = False
+    # Answer when no branch was ever opened and nobody is awaited any more (every device
+    # slept through its push): RFC 8599 §5.3.2 bucket-timer expiry -> 480 by default.
+    unanswered: Respond = field(default_factory=lambda: Respond(480))
     _best: Response | None = None
+    _virtual: int = 0  # best final given by a device without a branch (decline link)
     _challenges: list[tuple[str, str]] = field(default_factory=list)
 
     # -- adding branches --------------------------------------------------------------------
@@ -164,6 +168,30 @@ class Fork:
             actions.append(Respond(487))
         return actions
 
+    def device_answered(self, device: str, status: int) -> list[Action]:
+        """A device that has no branch answered out of band (the decline link in its push:
+        486 busy or 603 decline): counted as that device's final response (§16.7)."""
+        if self.final_sent or device in self.devices:
+            return []
+        self.devices.add(device)
+        self.waiting = max(0, self.waiting - 1)
+        if status >= 600 and (status != 603 or self.decline_ends_all):
+            reason = DECLINED_ELSEWHERE if status == 603 else BUSY_ELSEWHERE
+            actions = self._cancel_others(reason)
+            self.final_sent = status
+            actions.append(Respond(status))
+            return actions
+        if not self._virtual or _rank(status) < _rank(self._virtual):
+            self._virtual = status
+        return self._maybe_finish()
+
+    def cancel_all(self, reason: str | None) -> list[Action]:
+        """End every branch with CANCEL and ``reason``, nothing upstream (a call delivered
+        only to be cancelled)."""
+        self.cancelled = True
+        self.waiting = 0
+        return self._cancel_others(reason)
+
     def stop_waiting(self, count: int = 1) -> list[Action]:
         """A device we waited for will not join (push failed, hold window over)."""
         self.waiting = max(0, self.waiting - count)
@@ -226,7 +254,13 @@ class Fork:
             # The caller cancelled: whatever the branches ended with, it gets 487 (§16.10).
             self.final_sent = 487
             return [Respond(487)]
+        if self._virtual and (best is None or _rank(self._virtual) < _rank(best.status)):
+            self.final_sent = self._virtual
+            return [Respond(self._virtual)]
         if best is None:
+            if not self.branches:
+                self.final_sent = self.unanswered.status
+                return [self.unanswered]
             self.final_sent = 408
             return [Respond(408)]
         self.final_sent = best.status

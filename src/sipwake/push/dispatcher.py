@@ -1,0 +1,139 @@
+"""Route a push to the provider configured for it: ``pn-provider`` family plus app id.
+
+Every provider is wrapped in a concurrency cap and a retry loop for transient errors
+(Sygnal style, push/limits.py); the retry loop never runs past the push's expiry, which is
+the end of the call's hold window."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from sipwake.config import PushConfig
+from sipwake.policy.bindings import PushTarget
+from sipwake.policy.pushparams import provider_family, split_apns_param
+from sipwake.push.apns import ApnsProvider
+from sipwake.push.base import Permanent, PushOutcome, PushProvider, PushRequest
+from sipwake.push.fcm import FcmProvider
+from sipwake.push.limits import ConcurrencyLimited, Retrying
+from sipwake.push.webhook import WebhookProvider
+from sipwake.push.webpush import WebPushProvider
+
+log = logging.getLogger("sipwake.push")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    family: str  # apns | fcm | webpush | an operator's webhook provider name
+    app: str  # bundle id / package; "" matches any
+    provider: PushProvider
+
+
+class PushDispatcher:
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+
+    @classmethod
+    def from_config(cls, cfg: PushConfig) -> PushDispatcher:
+        """Build every configured provider; key files are read now, so a missing or bad
+        one stops start-up (ValueError naming the entry) rather than the first call."""
+        raw: list[tuple[str, str, PushProvider]] = []
+        for i, a in enumerate(cfg.apns):
+            try:
+                provider: PushProvider = ApnsProvider(
+                    a.name,
+                    topic_bundle_id=a.bundle_id,
+                    team_id=a.team_id,
+                    key_id=a.key_id,
+                    key_file=a.key_file or a.cert_key_file,
+                    cert_file=a.cert_file,
+                    environment=a.environment,
+                    base_url=a.base_url,
+                    ca_file=a.ca_file,
+                )
+            except (ValueError, OSError) as exc:
+                raise ValueError(f"push.apns[{i}] ({a.name}): {exc}") from None
+            raw.append(("apns", a.bundle_id, provider))
+        for i, f in enumerate(cfg.fcm):
+            try:
+                provider = FcmProvider(
+                    f.name,
+                    service_account_file=f.service_account_file,
+                    project_id=f.project_id or None,
+                    base_url=f.base_url,
+                    ca_file=f.ca_file or None,
+                )
+            except (ValueError, OSError) as exc:
+                raise ValueError(f"push.fcm[{i}] ({f.name}): {exc}") from None
+            raw.append(("fcm", f.app_id, provider))
+        for i, w in enumerate(cfg.webpush):
+            try:
+                provider = WebPushProvider(
+                    w.name,
+                    vapid_private_key_file=w.vapid_private_key_file,
+                    subject=w.subject,
+                    ca_file=w.ca_file or None,
+                    allowed_hosts=w.allowed_hosts,
+                )
+            except (ValueError, OSError) as exc:
+                raise ValueError(f"push.webpush[{i}] ({w.name}): {exc}") from None
+            raw.append(("webpush", "", provider))
+        for h in cfg.webhook:
+            provider = WebhookProvider(
+                h.provider, url=h.url, secret=h.secret, ca_file=h.ca_file or None
+            )
+            raw.append((h.provider, "", provider))
+        routes = [
+            Route(
+                family,
+                app,
+                Retrying(ConcurrencyLimited(p, cfg.max_in_flight), time.time, max_attempts=10),
+            )
+            for family, app, p in raw
+        ]
+        return cls(routes)
+
+    def supported(self) -> frozenset[str]:
+        """pn-provider values we can serve (the registrar answers 555 for others)."""
+        out: set[str] = set()
+        for r in self.routes:
+            out.add(r.family)
+            if r.family == "apns":
+                out.add("apns.dev")
+        return frozenset(out)
+
+    def provider_for(self, target: PushTarget) -> PushProvider | None:
+        family = provider_family(target.provider)
+        candidates = [r for r in self.routes if r.family == family]
+        if len(candidates) <= 1:
+            return candidates[0].provider if candidates else None
+        app = _app_of(target)
+        for r in candidates:
+            if r.app and r.app == app:
+                return r.provider
+        for r in candidates:
+            if not r.app:
+                return r.provider
+        return None
+
+    async def send(self, request: PushRequest) -> PushOutcome:
+        provider = self.provider_for(request.target)
+        if provider is None:
+            return Permanent("NoProviderForApp")
+        return await provider.send(request, time.time())
+
+    async def close(self) -> None:
+        for r in self.routes:
+            await r.provider.close()
+
+
+def _app_of(target: PushTarget) -> str:
+    if target.app_id:
+        return target.app_id
+    if provider_family(target.provider) == "apns" and target.param:
+        try:
+            return split_apns_param(target.param).bundle_id
+        except ValueError:
+            return ""
+    return ""
