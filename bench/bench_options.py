@@ -27,6 +27,8 @@ log_level = "warning"
 transport = "udp"
 host = "127.0.0.1"
 port = 0
+[api]
+port = 0
 [storage]
 url = "memory://"
 """

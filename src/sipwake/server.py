@@ -4,22 +4,29 @@ and the application together. Nothing else constructs these."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
+from sipwake.api.metrics import Metrics
+from sipwake.api.server import ApiServer
 from sipwake.app.auth import Authenticator
 from sipwake.app.engine import Engine
 from sipwake.app.proxy import Proxy
 from sipwake.app.register import Registrar
-from sipwake.app.router import SipApp
+from sipwake.app.router import SipApp, binding_target
+from sipwake.app.wake import WakeService
 from sipwake.config import Config
+from sipwake.policy.decline import DeclineResult
 from sipwake.policy.proxying import Me
 from sipwake.policy.pushparams import parse_push_target
 from sipwake.policy.registrar import RegistrarPolicy
+from sipwake.push.dispatcher import PushDispatcher
 from sipwake.sip.timers import TimerConfig
 from sipwake.sip.transactions.layer import TransactionLayer
 from sipwake.storage import Stores, open_stores
@@ -92,11 +99,32 @@ class Server:
         self.bound: list[Bound] = []
         self.stores: Stores | None = None
         self.app: SipApp | None = None
+        self.wake: WakeService | None = None
+        self.dispatcher: PushDispatcher | None = None
+        self.decline_base = config.api.public_url
+        self.metrics = Metrics()
+        self.api: ApiServer | None = None
+        self.api_address: tuple[str, int] | None = None
         self._purger: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         cfg = self.config
         self.stores = await open_stores(cfg.storage.url, node_id=cfg.server.node_name)
+        if cfg.api.enabled:
+            self.api = ApiServer(
+                host=cfg.api.host,
+                port=cfg.api.port,
+                decline=_Services(self),
+                admin=_Services(self),
+                metrics=self.metrics,
+                health=lambda: True,
+                tls_cert=cfg.tls.cert_file if cfg.api.tls else "",
+                tls_key=cfg.tls.key_file if cfg.api.tls else "",
+                admin_token=cfg.api.admin_token,
+            )
+            api_host, api_port = await self.api.start()
+            self.api_address = (api_host, api_port)
+            self.decline_base = cfg.api.public_url or self.api.url
         advertised: dict[str, tuple[str, int]] = {}
         hosts = set(self.domains) | {h.lower() for h in _local_names()}
         ports: set[int] = set()
@@ -115,7 +143,9 @@ class Server:
         stores = self.stores
         auth = Authenticator(cfg.auth, stores.users, self.realm, self.secret)
         reg = cfg.registrar
-        providers: frozenset[str] = frozenset()  # push providers arrive with push support
+        # Key files are read here: a missing one stops start-up with the entry's name.
+        self.dispatcher = PushDispatcher.from_config(cfg.push)
+        providers = self.dispatcher.supported()
         policy = RegistrarPolicy(
             min_expires=reg.min_expires,
             max_expires=reg.max_expires,
@@ -142,6 +172,25 @@ class Server:
             timer_c=cfg.sip.timer_c,
             decline_ends_all=cfg.proxy.decline_ends_all,
         )
+        wake: WakeService | None = None
+        if cfg.push.configured:
+            wake = WakeService(
+                proxy=proxy,
+                dispatcher=self.dispatcher,
+                store=stores.bindings,
+                cfg=cfg.push,
+                is_alive=self.transport.is_alive,
+                target_of=binding_target,
+                sip_address=_preferred_address(advertised),
+                secret=self.secret,
+                decline_base=self.decline_base,
+            )
+            registrar.hooks.append(wake.on_registered)
+        self.wake = wake
+        metrics = self.metrics
+        for part in (self.engine, registrar, auth, wake):
+            if part is not None:
+                part.metrics = metrics
         self.app = SipApp(
             me=me,
             domains=hosts,
@@ -152,8 +201,10 @@ class Server:
             auth=auth if cfg.auth.enabled else None,
             relay_foreign=cfg.proxy.relay_foreign,
             reveal_unknown_users=cfg.auth.reveal_unknown_users,
+            wake=wake,
         )
         self.engine.app = self.app
+        self.app.metrics = metrics
         self._purger = asyncio.get_running_loop().create_task(self._purge_loop())
         log.info("listening on %s", ", ".join(str(b) for b in self.bound))
 
@@ -174,6 +225,12 @@ class Server:
     async def stop(self) -> None:
         if self._purger is not None:
             self._purger.cancel()
+        if self.api is not None:
+            await self.api.close()
+        if self.wake is not None:
+            await self.wake.close()
+        elif self.dispatcher is not None:
+            await self.dispatcher.close()
         await self.transport.close()
         await self.engine.close()
         if self.stores is not None:
@@ -184,6 +241,38 @@ class Server:
             if b.transport == transport.upper():
                 return b.host, b.port
         raise LookupError(f"no {transport} listener")
+
+
+class _Services:
+    """The API's view of the server: decline links and read-only admin listings."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+    def decline(self, call_id: str, token: str, reason: str) -> DeclineResult:
+        wake = self.server.wake
+        if wake is None:
+            return DeclineResult(404, "push is not configured")
+        return wake.decline(call_id, token, reason)
+
+    async def bindings(self, aor: str) -> list[dict[str, Any]]:
+        assert self.server.stores is not None
+        found = await self.server.stores.bindings.lookup(aor, time.time())
+        return [dataclasses.asdict(b) for b in found]
+
+    def held_calls(self) -> list[dict[str, Any]]:
+        wake = self.server.wake
+        return wake.held_calls() if wake is not None else []
+
+
+def _preferred_address(advertised: dict[str, tuple[str, int]]) -> tuple[str, int, str]:
+    """Where a woken app should register (put in the push payload): the most secure
+    transport we offer."""
+    for transport in ("TLS", "WSS", "TCP", "WS", "UDP"):
+        if transport in advertised:
+            host, port = advertised[transport]
+            return host, port, transport
+    raise ValueError("no listener")
 
 
 def _local_names() -> list[str]:
@@ -204,7 +293,10 @@ async def run(config: Config) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     # Tests and supervisors wait for this line on stdout before sending traffic.
-    print(f"sipwake ready: {' '.join(str(b) for b in server.bound)}", flush=True)
+    ready = " ".join(str(b) for b in server.bound)
+    if server.api_address is not None:
+        ready += f" api:{server.api_address[0]}:{server.api_address[1]}"
+    print(f"sipwake ready: {ready}", flush=True)
     try:
         await stop.wait()
     finally:

@@ -22,6 +22,8 @@ transport = "tcp"
 host = "127.0.0.1"
 port = 0
 
+[api]
+port = 0
 [storage]
 url = "memory://"
 """

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,54 +54,133 @@ def write_config(path: Path, body: str) -> Path:
     return path
 
 
-@contextmanager
-def serve(
-    config_text: str, tmp: Path, *, env: dict[str, str] | None = None, ready_timeout: float = 15.0
-) -> Iterator[RunningServer]:
-    """Start ``sipwake serve --config`` and wait for its ready line."""
-    cfg = write_config(tmp / "sipwake.toml", config_text)
+@dataclass
+class Child:
+    """A long-running subprocess whose output is drained by a thread."""
+
+    proc: subprocess.Popen[str]
+    output: list[str]
+    reader: threading.Thread
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.reader.join(5)
+
+
+def spawn(
+    cmd: list[str],
+    ready: Callable[[str], bool],
+    *,
+    timeout: float = 15.0,
+    env: dict[str, str] | None = None,
+) -> Child:
+    """Start ``cmd`` and wait until ``ready`` accepts a line of its output. The pipe is
+    drained for the child's whole life so it never blocks on a full pipe."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sipwake", "serve", "--config", str(cfg)],
+        cmd,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, **(env or {})},
     )
     output: list[str] = []
-    addresses: dict[str, tuple[str, int]] = {}
-    ready = threading.Event()
+    seen = threading.Event()
     assert proc.stdout is not None
     stdout = proc.stdout
 
     def pump() -> None:
-        # Drain the pipe for the server's whole life so it never blocks on a full pipe.
         for line in stdout:
             output.append(line)
-            if line.startswith("sipwake ready:") and not ready.is_set():
-                for m in re.finditer(r"(\w+):\[?([0-9a-fA-F.:]+?)\]?:(\d+)(?:\s|$)", line[14:]):
-                    addresses[m.group(1)] = (m.group(2), int(m.group(3)))
-                ready.set()
-        ready.set()
+            if not seen.is_set() and ready(line):
+                seen.set()
+        seen.set()
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    ready.wait(ready_timeout)
-    if not addresses:
-        proc.kill()
-        reader.join(5)
-        raise RuntimeError("server did not start:\n" + "".join(output))
-    server = RunningServer(proc, addresses, cfg, output)
+    child = Child(proc, output, reader)
+    if not seen.wait(timeout) or proc.poll() is not None:
+        child.stop()
+        raise RuntimeError(f"{cmd[3:5]} did not start:\n" + child.text())
+    return child
+
+
+@contextmanager
+def serve(
+    config_text: str, tmp: Path, *, env: dict[str, str] | None = None, ready_timeout: float = 15.0
+) -> Iterator[RunningServer]:
+    """Start ``sipwake serve --config`` and wait for its ready line."""
+    cfg = write_config(tmp / "sipwake.toml", config_text)
+    child = spawn(
+        [sys.executable, "-m", "sipwake", "serve", "--config", str(cfg)],
+        lambda line: line.startswith("sipwake ready:"),
+        timeout=ready_timeout,
+        env=env,
+    )
+    addresses: dict[str, tuple[str, int]] = {}
+    for line in child.output:
+        if line.startswith("sipwake ready:"):
+            for m in re.finditer(r"(\w+):\[?([0-9a-fA-F.:]+?)\]?:(\d+)(?:\s|$)", line[14:]):
+                addresses[m.group(1)] = (m.group(2), int(m.group(3)))
+    server = RunningServer(child.proc, addresses, cfg, child.output)
     try:
         yield server
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        reader.join(5)
+        child.stop()
+
+
+@dataclass
+class ApnsEmulator:
+    child: Child
+    port: int
+    ca_file: str
+    key_file: str
+    key_id: str
+    team_id: str
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def config(self, bundle_id: str = "com.example.phone") -> str:
+        """The [[push.apns]] entry that points sipwake at this emulator."""
+        return (
+            "[[push.apns]]\n"
+            f'bundle_id = "{bundle_id}"\nteam_id = "{self.team_id}"\nkey_id = "{self.key_id}"\n'
+            f'key_file = "{self.key_file}"\nbase_url = "{self.url}"\nca_file = "{self.ca_file}"\n'
+        )
+
+
+@contextmanager
+def apns_emulator(*args: str) -> Iterator[ApnsEmulator]:
+    """``sipwake emulate apns`` on a free port with a generated CA and signing key."""
+    child = spawn(
+        [sys.executable, "-m", "sipwake", "emulate", "apns", "--port", "0", *args],
+        lambda line: "pushes: GET" in line,
+    )
+    text = child.text()
+    port = re.search(r"https://127\.0\.0\.1:(\d+) \(HTTP/2\)", text)
+    ca = re.search(r"trust this CA: (\S+)", text)
+    key = re.search(r"signing key \(\.p8\): (\S+)\s+key id (\S+)\s+team id (\S+)", text)
+    assert port and ca and key, text
+    emu = ApnsEmulator(
+        child, int(port.group(1)), ca.group(1), key.group(1), key.group(2), key.group(3)
+    )
+    try:
+        yield emu
+    finally:
+        child.stop()
 
 
 def sipp_path() -> str:
@@ -267,3 +346,44 @@ def start_uas(
     )
     time.sleep(0.2)  # let it bind before anyone sends to it
     return Uas(proc, port, transport)
+
+
+PHONE_PARAM = "EMULATORTM.com.example.phone.voip"  # pn-param: TEAMID.bundle.voip
+
+
+def start_phone(
+    server: tuple[str, int],
+    push_port: int,
+    *args: str,
+    transport: str = "udp",
+    ready: str = "slept",
+) -> Child:
+    """`sipwake phone`, registered with a push token and asleep (or ``ready`` reached)."""
+    return spawn(
+        [
+            sys.executable,
+            "-m",
+            "sipwake",
+            "phone",
+            "--server",
+            f"{server[0]}:{server[1]}",
+            "--transport",
+            transport,
+            "--push-listen",
+            f"127.0.0.1:{push_port}",
+            "--param",
+            PHONE_PARAM,
+            *args,
+        ],
+        lambda line: ready in line,
+    )
+
+
+def wait_output(child: Child, text: str, timeout: float = 10.0) -> bool:
+    """Wait until ``text`` appears in the child's output."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in child.text():
+            return True
+        time.sleep(0.02)
+    return False

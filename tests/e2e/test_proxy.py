@@ -27,6 +27,8 @@ port = 0
 transport = "tcp"
 host = "127.0.0.1"
 port = 0
+[api]
+port = 0
 [storage]
 url = "{storage}"
 [auth]

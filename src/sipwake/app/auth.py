@@ -11,6 +11,7 @@ import os
 import time
 
 from sipwake.app.engine import Incoming
+from sipwake.app.ports import MetricsPort, NullMetrics
 from sipwake.config import AuthConfig
 from sipwake.policy import auth as digest
 from sipwake.sip.errors import ParseError
@@ -32,6 +33,7 @@ class Authenticator:
         self.throttle = digest.FailureThrottle(cfg.max_failures, cfg.failure_window)
         self.failures = 0
         self.challenged = 0
+        self.metrics: MetricsPort = NullMetrics()
 
     def skips(self, incoming: Incoming) -> bool:
         """No challenge for this request: auth off, or a trusted peer (PBX, trunk)."""
@@ -81,6 +83,7 @@ class Authenticator:
             return None
         if result is digest.AuthResult.FAILED or not _uri_matches(creds.uri, request.uri):
             self.failures += 1
+            self.metrics.auth_failure()
             self.throttle.record_failure(ip, now)
             log.info("authentication failed for %r from %s", creds.username, ip)
             incoming.respond(403)

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
+from sipwake.app.ports import MetricsPort, NullMetrics
 from sipwake.logs import call_context
 from sipwake.sip.codec import DEFAULT_LIMITS, Limits, parse_head, parse_message
 from sipwake.sip.errors import ParseError, ProtocolError
@@ -117,6 +118,7 @@ class Engine:
         self.log_transactions = log_transactions
         self.tag_source = tag_source
         self.stats = EngineStats()
+        self.metrics: MetricsPort = NullMetrics()
         self.app: Application | None = None
         self.sender: Sender | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -147,6 +149,7 @@ class Engine:
     def on_message(self, data: bytes, flow: Flow) -> None:
         """Transport sink: one complete message."""
         self.stats.received += 1
+        self.metrics.message_received()
         try:
             msg = parse_message(data, self.limits, stream=flow.reliable)
         except ParseError as err:
@@ -160,6 +163,7 @@ class Engine:
             except ParseError as err:
                 # RFC 3261 §18.1.2: a malformed response is discarded.
                 self.stats.dropped += 1
+                self.metrics.dropped()
                 log.debug("dropped malformed response from %s: %s", flow, err.detail)
                 return
             self.txn.receive(msg, flow, self.now())
@@ -171,6 +175,7 @@ class Engine:
             via = stamp_received(request, flow.remote[0], flow.remote[1])
         except ParseError as err:
             self.stats.parse_errors += 1
+            self.metrics.parse_error()
             if request.method != "ACK":
                 self._send_stateless(make_error_response(request, err), flow)
             return
@@ -184,6 +189,7 @@ class Engine:
             self.txn.receive(request, dest, self.now())
         except ParseError as err:
             self.stats.parse_errors += 1
+            self.metrics.parse_error()
             self._send_stateless(make_error_response(request, err), flow)
             return
         self._pump()
@@ -195,9 +201,11 @@ class Engine:
         response = error_response_from_bytes(data, err, self.limits)
         if response is None:
             self.stats.dropped += 1
+            self.metrics.dropped()
             log.debug("dropped unparseable message from %s: %s", flow, err.detail)
             return
         self.stats.parse_errors += 1
+        self.metrics.parse_error()
         self._send_stateless(response, flow)
 
     def _send_stateless(self, response: Response, flow: Flow) -> None:
@@ -270,6 +278,7 @@ class Engine:
     # -- outbound --------------------------------------------------------------------------
     def send_response(self, incoming: Incoming, response: Response) -> None:
         incoming.answered = max(response.status, incoming.answered)
+        self.metrics.response_sent(response.status)
         if incoming.txn_id is None:
             self._send_stateless(response, incoming.flow)
         else:

@@ -58,6 +58,9 @@ class CallContext:
     reserved: set[str] = field(default_factory=set)  # devices with a branch being opened
     timer: asyncio.TimerHandle | None = None
     on_final: list[Callable[[CallContext], None]] = field(default_factory=list)
+    # A ghost delivers a call that already ended to a device woken for it, then cancels
+    # it (the iOS-safe path): nothing it produces goes to the caller.
+    ghost: bool = False
 
 
 def flow_key(flow: Flow) -> FlowKey:
@@ -90,17 +93,24 @@ class Proxy:
 
     # -- initial requests -------------------------------------------------------------------
     def new_context(
-        self, incoming: Incoming, lhash: str, *, record_route: bool = True
+        self, incoming: Incoming, lhash: str, *, record_route: bool = True, ghost: bool = False
     ) -> CallContext:
         fork = Fork(
             is_invite=incoming.request.method == "INVITE",
             timer_c=self.timer_c,
             decline_ends_all=self.decline_ends_all,
         )
-        ctx = CallContext(incoming, fork, lhash, record_route)
-        if incoming.txn_id is not None:
+        ctx = CallContext(incoming, fork, lhash, record_route, ghost=ghost)
+        if incoming.txn_id is not None and not ghost:
             self.by_server[incoming.txn_id] = ctx
         return ctx
+
+    async def deliver_and_cancel(self, ctx: CallContext, target: Target, reason: str) -> None:
+        """Send the (ended) call to a device woken for it and CANCEL it at once, with
+        ``reason``; the CANCEL waits for the device's first provisional answer (§9.1)."""
+        ghost = self.new_context(ctx.incoming, ctx.lhash, ghost=True)
+        if await self.add_target(ghost, target):
+            self._apply(ghost, ghost.fork.cancel_all(reason))
 
     async def add_target(self, ctx: CallContext, target: Target) -> bool:
         """Open one branch towards ``target``; False if that device already has one, the
@@ -271,13 +281,15 @@ class Proxy:
     def _apply(self, ctx: CallContext, actions: list[Action]) -> None:
         was_final = ctx.incoming.answered >= 200
         for action in actions:
-            if isinstance(action, Forward):
-                ctx.incoming.respond(0, response=action.response)
-            elif isinstance(action, CancelBranch):
+            if isinstance(action, CancelBranch):
                 self._send_cancel(ctx, action.key, action.reason)
+            elif ctx.ghost:
+                continue  # the caller is long gone
+            elif isinstance(action, Forward):
+                ctx.incoming.respond(0, response=action.response)
             elif isinstance(action, Respond):
                 ctx.incoming.respond(action.status, extra=list(action.headers))
-        if not was_final and ctx.incoming.answered >= 200:
+        if not was_final and ctx.incoming.answered >= 200 and not ctx.ghost:
             for hook in ctx.on_final:
                 hook(ctx)
         self._arm(ctx)
@@ -308,5 +320,6 @@ class Proxy:
         if ctx.timer is not None:
             ctx.timer.cancel()
             ctx.timer = None
-        if ctx.incoming.txn_id is not None:
-            self.by_server.pop(ctx.incoming.txn_id, None)
+        txn_id = ctx.incoming.txn_id
+        if txn_id is not None and self.by_server.get(txn_id) is ctx:
+            del self.by_server[txn_id]

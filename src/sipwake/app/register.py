@@ -10,6 +10,7 @@ from email.utils import formatdate
 
 from sipwake.app.auth import TRUSTED, Authenticator
 from sipwake.app.engine import Incoming
+from sipwake.app.ports import MetricsPort, NullMetrics
 from sipwake.policy.bindings import Binding, FlowRef
 from sipwake.policy.registrar import (
     RegisterOutcome,
@@ -42,6 +43,7 @@ class Registrar:
         self.domains = domains
         self.node_id = node_id
         self.hooks: list[RegisteredHook] = []
+        self.metrics: MetricsPort = NullMetrics()
 
     async def handle(self, incoming: Incoming) -> None:
         request = incoming.request
@@ -54,6 +56,7 @@ class Registrar:
         if self.auth is not None:
             user = await self.auth.check(incoming, proxy=False)
             if user is None:
+                self.metrics.registration("unauthorized")
                 return
             if user not in (TRUSTED, to_uri.user):
                 # §10.3 step 4: the authenticated user may only change its own bindings.
@@ -79,6 +82,12 @@ class Registrar:
             extra += [("Contact", v) for v in contact_header_values(outcome.bindings, now)]
             extra.append(("Date", formatdate(now, usegmt=True)))  # §10.3 step 8
         incoming.respond(outcome.status, outcome.reason, extra=extra)
+        if not outcome.ok:
+            self.metrics.registration("rejected")
+        elif outcome.added:
+            self.metrics.registration("ok")
+        elif outcome.removed:
+            self.metrics.registration("unregistered")
         if outcome.evicted:
             log.info("%s: evicted %d bindings over the cap", aor, len(outcome.evicted))
         if outcome.ok and outcome.added:

@@ -13,8 +13,10 @@ from collections.abc import Awaitable
 
 from sipwake.app.auth import TRUSTED, Authenticator
 from sipwake.app.engine import Incoming
+from sipwake.app.ports import MetricsPort, NullMetrics, call_result
 from sipwake.app.proxy import Proxy, Target
 from sipwake.app.register import Registrar
+from sipwake.app.wake import WakeService
 from sipwake.policy.bindings import Binding
 from sipwake.policy.proxying import BadExtension, Me, loop_hash, validate_request
 from sipwake.sip.errors import ParseError
@@ -86,6 +88,7 @@ class SipApp:
         auth: Authenticator | None,
         relay_foreign: bool = False,
         reveal_unknown_users: bool = True,
+        wake: WakeService | None = None,
     ) -> None:
         self.me = me
         self.domains = domains
@@ -96,7 +99,9 @@ class SipApp:
         self.auth = auth
         self.relay_foreign = relay_foreign
         self.reveal_unknown_users = reveal_unknown_users
+        self.wake = wake
         self.stray_responses = 0
+        self.metrics: MetricsPort = NullMetrics()
 
     def is_local_domain(self, host: str) -> bool:
         host = host.strip("[]").lower()
@@ -181,9 +186,19 @@ class SipApp:
             return
         bindings.sort(key=lambda b: -b.q)
         ctx = self.proxy.new_context(incoming, lhash)
+        if req.method == "INVITE":
+            ctx.on_final.append(lambda c: self.metrics.call(call_result(c.incoming.answered)))
+        wake = self.wake
+        sleeping = [b for b in bindings if wake is not None and wake.sleeping(b)]
+        if sleeping and wake is not None and req.method == "INVITE":
+            # Push first: every millisecond before the push is one the caller waits.
+            wake.hold(ctx, aor, sleeping)
+        else:
+            sleeping = []
         for b in bindings:
-            await self.proxy.add_target(ctx, binding_target(b))
-        if not ctx.branches:
+            if b not in sleeping:
+                await self.proxy.add_target(ctx, binding_target(b))
+        if not ctx.branches and not ctx.fork.waiting and not ctx.fork.finished:
             self.proxy.discard(ctx)
             incoming.respond(480)
 

@@ -560,6 +560,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--goaway-after", type=int, default=0)
     parser.add_argument("--reset-after", type=int, default=0)
     parser.add_argument("--sandbox", action="store_true")
+    parser.add_argument(
+        "--token-error",
+        action="append",
+        default=[],
+        metavar="TOKEN=STATUS:REASON",
+        help="answer pushes to TOKEN with this error, e.g. ab12..=410:Unregistered",
+    )
     args = parser.parse_args(argv)
     config = ApnsEmulatorConfig(
         host=args.host,
@@ -575,6 +582,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         reset_after=args.reset_after,
         sandbox=args.sandbox,
     )
+    for spec in args.token_error:
+        token, _, answer = spec.partition("=")
+        status, _, reason = answer.partition(":")
+        config.tokens[token.lower()] = TokenError(int(status), reason)
     for spec in args.signing_key:
         kid, team, pem = spec.split(":", 2)
         config.keys[kid] = ApnsKey(team, load_public_key(Path(pem)))

@@ -12,7 +12,7 @@ import socket
 import time
 from dataclasses import dataclass
 
-from sipwake.config import AuthConfig, Config, ListenConfig, StorageConfig
+from sipwake.config import ApiConfig, AuthConfig, Config, ListenConfig, StorageConfig
 from sipwake.emulate.client import SipClient, build_request
 from sipwake.server import Server
 
@@ -33,6 +33,7 @@ def demo_config() -> Config:
         ),
         storage=StorageConfig(url="memory://"),
         auth=AuthConfig(enabled=False),
+        api=ApiConfig(port=0),
     )
 
 

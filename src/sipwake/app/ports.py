@@ -1,0 +1,88 @@
+"""What the app layer needs from the outside that is not SIP: the metrics sink.
+
+``api.metrics.Metrics`` implements it for Prometheus; ``NullMetrics`` is the default so the
+core runs (and is tested) without it."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Gauge(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+    def dec(self, amount: float = 1) -> None: ...
+
+
+class MetricsPort(Protocol):
+    @property
+    def held_calls(self) -> Gauge: ...
+
+    def message_received(self) -> None: ...
+
+    def parse_error(self) -> None: ...
+
+    def dropped(self) -> None: ...
+
+    def response_sent(self, status: int) -> None: ...
+
+    def registration(self, result: str) -> None: ...
+
+    def call(self, result: str) -> None: ...
+
+    def push(self, provider: str, outcome: str, latency: float | None = None) -> None: ...
+
+    def auth_failure(self) -> None: ...
+
+
+class _NullGauge:
+    def inc(self, amount: float = 1) -> None:
+        return None
+
+    def dec(self, amount: float = 1) -> None:
+        return None
+
+
+class NullMetrics:
+    """Counts nothing."""
+
+    held_calls = _NullGauge()
+
+    def message_received(self) -> None:
+        return None
+
+    def parse_error(self) -> None:
+        return None
+
+    def dropped(self) -> None:
+        return None
+
+    def response_sent(self, status: int) -> None:
+        return None
+
+    def registration(self, result: str) -> None:
+        return None
+
+    def call(self, result: str) -> None:
+        return None
+
+    def push(self, provider: str, outcome: str, latency: float | None = None) -> None:
+        return None
+
+    def auth_failure(self) -> None:
+        return None
+
+
+def call_result(status: int) -> str:
+    """The calls_total label for the final status a caller got."""
+    if 200 <= status < 300:
+        return "answered"
+    if status in (486, 600):
+        return "busy"
+    if status == 603:
+        return "declined"
+    if status == 487:
+        return "cancelled"
+    if status in (408, 480):
+        return "no_answer"
+    return "failed"

@@ -1,0 +1,348 @@
+"""End to end, push wake-up: SIPp caller -> sipwake -> APNs emulator (TLS, HTTP/2, real
+ES256 JWT checks) -> forwarded push -> `sipwake phone` wakes, registers from a new port,
+and the held call is delivered over that connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from sipwake.emulate.tlsutil import client_context, make_test_certs
+from sipwake.push.http2 import H2Client
+from tests.e2e.harness import (
+    ApnsEmulator,
+    Child,
+    RunningServer,
+    apns_emulator,
+    free_port,
+    keys,
+    run_sipp,
+    scenario,
+    serve,
+    start_phone,
+    start_uas,
+    wait_output,
+)
+
+pytestmark = pytest.mark.e2e
+
+DOMAIN = "127.0.0.1"
+TOKEN_A = "a1" * 32
+TOKEN_B = "b2" * 32
+
+
+def push_config(emu: ApnsEmulator, tls: tuple[str, str] | None = None, **push: object) -> str:
+    settings = "\n".join(f"{k} = {json.dumps(v)}" for k, v in push.items())
+    tls_part = (
+        f'[tls]\ncert_file = "{tls[0]}"\nkey_file = "{tls[1]}"\n'
+        '[[listen]]\ntransport = "tls"\nhost = "127.0.0.1"\nport = 0\n'
+        if tls
+        else ""
+    )
+    return (
+        tls_part
+        + f"""
+[server]
+domains = ["127.0.0.1"]
+log_level = "info"
+[[listen]]
+transport = "udp"
+host = "127.0.0.1"
+port = 0
+[[listen]]
+transport = "tcp"
+host = "127.0.0.1"
+port = 0
+[api]
+port = 0
+[storage]
+url = "memory://"
+[auth]
+enabled = false
+[push]
+{settings}
+{emu.config()}
+"""
+    )
+
+
+class Relay:
+    """Stands in for APNs' delivery to devices: the emulator forwards every push here,
+    and the relay passes it on to the phone whose token it is addressed to."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, int] = {}
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                token = str(json.loads(body).get("token", "")).lower()
+                port = relay.routes.get(token)
+                self.send_response(200 if port else 404)
+                self.end_headers()
+                if port:
+                    req = urllib.request.Request(
+                        f"http://127.0.0.1:{port}/push",
+                        body,
+                        {"content-type": "application/json"},
+                    )
+                    with contextlib.suppress(OSError):
+                        urllib.request.urlopen(req, timeout=5).close()
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.http.server_address[1]
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@dataclass
+class Rig:
+    server: RunningServer
+    emu: ApnsEmulator
+    relay: Relay
+    tmp: Path
+
+    def phone(self, token: str, *args: str, transport: str = "udp", ready: str = "slept") -> Child:
+        port = free_port(socket.SOCK_STREAM)
+        self.relay.routes[token] = port
+        return start_phone(
+            self.server.addr(transport),
+            port,
+            "--token",
+            token,
+            *args,
+            transport=transport,
+            ready=ready,
+        )
+
+    def call(
+        self,
+        scen: str | Path = "uac_call.xml",
+        transport: str = "udp",
+        user: str = "bob",
+        delay_ms: int = 100,
+        **kw: object,
+    ):  # type: ignore[no-untyped-def]
+        return run_sipp(
+            scen,
+            self.server.addr(transport),
+            transport=transport,
+            extra=["-s", user, "-d", str(delay_ms), *keys(domain=DOMAIN)],
+            **kw,
+        )
+
+    def pushes(self) -> list[dict[str, object]]:
+        """What the emulator received (its inspection endpoint, over HTTP/2)."""
+
+        async def get() -> list[dict[str, object]]:
+            client = H2Client(self.emu.url, ssl_context=client_context(self.emu.ca_file))
+            try:
+                resp = await client.request("GET", "/_emulator/pushes", [])
+                data = json.loads(resp.body)
+                return data["pushes"] if isinstance(data, dict) else data  # type: ignore[no-any-return]
+            finally:
+                await client.close()
+
+        return asyncio.run(get())
+
+
+@contextmanager
+def rig(
+    tmp: Path, *emu_args: str, tls: tuple[str, str] | None = None, **push: object
+) -> Iterator[Rig]:
+    relay = Relay()
+    try:
+        forward = f"http://127.0.0.1:{relay.port}/"
+        with (
+            apns_emulator("--forward-url", forward, *emu_args) as emu,
+            serve(push_config(emu, tls, **push), tmp) as server,
+        ):
+            yield Rig(server, emu, relay, tmp)
+            assert server.alive()
+    finally:
+        relay.close()
+
+
+def events(phone: Child) -> str:
+    phone.stop()
+    return phone.text()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_sleeping_phone_is_woken_and_takes_the_call(tmp_path: Path, transport: str) -> None:
+    with rig(tmp_path) as r:
+        phone = r.phone(TOKEN_A, transport=transport)
+        res = r.call(scenario("uac_call.xml", tmp_path), transport=transport)
+        log = events(phone)
+        assert res.returncode == 0 and res.successful == 1, res.output + log
+        order = [
+            "slept",
+            "push received",
+            "woke",
+            "registered (wake)",
+            "INVITE received",
+            "200 sent",
+            "ACK received",
+            "BYE received",
+        ]
+        positions = [log.find(e) for e in order]
+        assert all(p >= 0 for p in positions) and positions == sorted(positions), log
+        pushes = r.pushes()
+        assert len(pushes) == 1
+        push = pushes[0]
+        headers = {k.lower(): v for k, v in dict(push["headers"]).items()}  # type: ignore[call-overload]
+        assert headers["apns-push-type"] == "voip"
+        assert headers["apns-topic"] == "com.example.phone.voip"
+        assert headers["apns-priority"] == "10"
+        payload = push["payload"]
+        assert isinstance(payload, dict)
+        # Stale-push guard: the expiry the app checks is the one APNs enforces.
+        assert int(headers["apns-expiration"]) == int(payload["expires_at"])
+        assert 25 <= payload["expires_at"] - payload["sent_at"] <= 31
+        assert payload["callee"] == "sip:bob@127.0.0.1"
+        assert payload["caller"]["uri"].startswith("sip:caller@")
+        assert payload["decline_url"].startswith("http://127.0.0.1:")
+
+
+def test_caller_gets_110_push_sent(tmp_path: Path) -> None:
+    strict = scenario("uac_call.xml", tmp_path)
+    strict.write_text(
+        strict.read_text().replace(
+            '<recv response="110" optional="true" />', '<recv response="110" />'
+        )
+    )
+    with rig(tmp_path) as r:
+        phone = r.phone(TOKEN_A)
+        res = r.call(strict)
+        log = events(phone)
+        assert res.returncode == 0, res.output + log
+
+
+def test_nobody_wakes_gives_480_after_the_hold_window(tmp_path: Path) -> None:
+    with rig(tmp_path, hold_window=1.0) as r:
+        phone = r.phone(TOKEN_A, "--action", "ignore")
+        t0 = time.monotonic()
+        res = r.call(scenario("uac_reject.xml", tmp_path, expect="480"))
+        elapsed = time.monotonic() - t0
+        log = events(phone)
+        assert res.returncode == 0, res.output + log
+        assert 0.9 <= elapsed < 5, elapsed
+        assert "push received" in log and "INVITE received" not in log
+
+
+@pytest.mark.parametrize(("reason", "status"), [("busy", "486"), ("decline", "603")])
+def test_decline_link_in_the_push_ends_the_call(tmp_path: Path, reason: str, status: str) -> None:
+    with rig(tmp_path) as r:
+        phone = r.phone(TOKEN_A, "--action", "decline-url", "--decline-reason", reason)
+        res = r.call(scenario("uac_reject.xml", tmp_path, expect=status))
+        assert wait_output(phone, "decline posted")
+        log = events(phone)
+        assert res.returncode == 0, res.output + log
+        assert "decline posted 200" in log, log
+        assert "registered (wake)" not in log
+
+
+def test_caller_cancel_while_held_then_late_wake_gets_invite_and_cancel(tmp_path: Path) -> None:
+    with rig(tmp_path, send_180=True) as r:
+        phone = r.phone(TOKEN_A, "--wake-delay", "0.6")
+        res = r.call("uac_cancel.xml", delay_ms=300)
+        assert res.returncode == 0, res.output
+        # The woken phone registers after the caller left: INVITE, then CANCEL at once.
+        assert wait_output(phone, "CANCEL received", 10), phone.text()
+        log = events(phone)
+        assert log.find("INVITE received") < log.find("CANCEL received")
+
+
+def test_dead_token_is_removed_and_caller_answered_at_once(tmp_path: Path) -> None:
+    with rig(tmp_path, "--token-error", f"{TOKEN_A}=410:Unregistered", hold_window=20.0) as r:
+        phone = r.phone(TOKEN_A)
+        t0 = time.monotonic()
+        res = r.call(scenario("uac_reject.xml", tmp_path, expect="480"))
+        assert res.returncode == 0, res.output
+        assert time.monotonic() - t0 < 5  # not the 20 s hold window
+        # The push target is gone: the next call is not held at all.
+        t1 = time.monotonic()
+        res = r.call(scenario("uac_reject.xml", tmp_path, expect="480"))
+        assert res.returncode == 0, res.output
+        assert time.monotonic() - t1 < 2
+        assert len(r.pushes()) == 0  # the emulator only records delivered pushes
+        events(phone)
+
+
+def test_push_service_failing_ends_the_call_cleanly(tmp_path: Path) -> None:
+    with rig(tmp_path, "--fail-rate", "1.0", hold_window=2.0) as r:
+        phone = r.phone(TOKEN_A)
+        t0 = time.monotonic()
+        res = r.call(scenario("uac_reject.xml", tmp_path, expect="480"))
+        elapsed = time.monotonic() - t0
+        log = events(phone)
+        assert res.returncode == 0, res.output + log
+        assert elapsed < 6, elapsed  # retried within the hold window, then a clean 480
+        assert "push received" not in log
+
+
+def test_live_phone_and_two_sleeping_phones_one_answers(tmp_path: Path) -> None:
+    with rig(tmp_path) as r:
+        live = start_uas(
+            scenario(
+                "uas_ring.xml",
+                tmp_path,
+                cancel_reason='Reason: SIP;cause=200;text="Call completed elsewhere"',
+            ),
+            extra=keys(user="bob"),
+        )
+        res = run_sipp(
+            "register.xml",
+            r.server.addr("udp"),
+            extra=keys(
+                user="bob", domain=DOMAIN, contact_port=live.port, ctransport="udp", expires=3600
+            ),
+        )
+        assert res.returncode == 0, res.output
+        answering = r.phone(TOKEN_A, "--answer-after", "0.3")
+        ringing = r.phone(TOKEN_B, "--action", "ring")
+        res = r.call()
+        log_a = events(answering)
+        rc, out = live.wait()
+        assert res.returncode == 0 and res.successful == 1, res.output + log_a
+        assert rc == 0, out  # the live phone got CANCEL with "Call completed elsewhere"
+        assert wait_output(ringing, "CANCEL received"), ringing.text()
+        log_b = events(ringing)
+        assert "200 sent" in log_a
+        assert "INVITE received" in log_b and "200 sent" not in log_b
+
+
+@pytest.mark.parametrize("asleep", [False, True])
+def test_tls_phone_live_rings_at_once_or_woken_over_new_tls_connection(
+    tmp_path: Path, asleep: bool
+) -> None:
+    certs = make_test_certs(tmp_path / "certs")
+    with rig(tmp_path, tls=(certs.cert_file, certs.key_file)) as r:
+        extra = ["--ca-file", certs.ca_file, "--tls-name", "localhost"]
+        if not asleep:
+            extra.append("--stay-awake")
+        phone = r.phone(TOKEN_A, *extra, transport="tls", ready="slept" if asleep else "registered")
+        res = r.call()
+        log = events(phone)
+        assert res.returncode == 0 and res.successful == 1, res.output + log
+        assert "INVITE received" in log and "BYE received" in log
+        assert ("push received" in log) is asleep  # a live TLS connection needs no push
