@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -284,10 +285,22 @@ def _local_names() -> list[str]:
     return names
 
 
+def tune_gc() -> None:
+    """Keep the cycle collector off the hot path. Everything alive after start-up (modules,
+    the loaded bindings) is moved out of its reach with ``gc.freeze()``, and young
+    collections run every 50 000 net allocations instead of 700: per message we allocate
+    hundreds of short-lived objects that reference counting frees anyway. Measured on the
+    REGISTER path: 236 -> 153 us per request (bench/README.md)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 async def run(config: Config) -> None:
     """Run until SIGINT/SIGTERM."""
     server = Server(config)
     await server.start()
+    tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

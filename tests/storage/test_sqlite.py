@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import signal
@@ -164,3 +165,59 @@ async def test_locked_database_is_unavailable_and_memory_unchanged(tmp_path: Pat
         other.execute("ROLLBACK")
         other.close()
         await store.close()
+
+
+async def test_group_commit_shares_one_commit_and_is_durable(tmp_path: Path) -> None:
+    """Updates staged in one event-loop turn share one COMMIT, and each caller returns only
+    after it: reopening finds every binding."""
+    path = tmp_path / "g.db"
+    store = SQLiteStore.open(path)
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    aors = [f"sip:u{i}@example.com" for i in range(50)]
+    await asyncio.gather(*(store.update(a, append(binding(a, i)), NOW) for i, a in enumerate(aors)))
+    assert statements.count("COMMIT") == 1
+    assert sum(s.startswith("INSERT INTO bindings") for s in statements) == 50
+    await store.close()
+    reopened = SQLiteStore.open(path)
+    for a in aors:
+        assert [b.aor for b in await reopened.lookup(a, NOW)] == [a]
+    await reopened.close()
+
+
+class _FailingCommit:
+    """A connection whose COMMIT fails like a full disk would."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.conn.execute(sql, *args)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+async def test_failed_commit_rolls_back_memory_and_fails_every_caller(tmp_path: Path) -> None:
+    path = tmp_path / "f.db"
+    store = SQLiteStore.open(path)
+    a = "sip:a@example.com"
+    await store.update(a, append(binding(a, 1)), NOW)
+    real = store._conn
+    store._conn = _FailingCommit(real)  # type: ignore[assignment]
+    results = await asyncio.gather(
+        store.update(a, append(binding(a, 2)), NOW),
+        store.update("sip:b@example.com", append(binding("sip:b@example.com", 3)), NOW),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, StorageError) for r in results), results
+    # Memory is back to what was committed, and so is the file.
+    assert [b.call_id for b in await store.lookup(a, NOW)] == ["call-1@phone"]
+    assert await store.lookup("sip:b@example.com", NOW) == []
+    store._conn = real
+    await store.close()
+    reopened = SQLiteStore.open(path)
+    assert [b.call_id for b in await reopened.lookup(a, NOW)] == ["call-1@phone"]
+    await reopened.close()

@@ -133,6 +133,12 @@ class SipApp:
                 ],
             )
             return None
+        if method == "REGISTER" and not req.routes:
+            # For us as registrar (§10.3), not proxied: no loop or hop checks apply.
+            if not self.is_local_domain(uri.host):
+                incoming.respond(403, "Not Our Domain")
+                return None
+            return self.registrar.handle(incoming)
         lhash = loop_hash(req)
         try:
             validate_request(req, self.me, lhash)
@@ -141,11 +147,6 @@ class SipApp:
             return None
         if req.to.tag:
             return self.proxy.route_in_dialog(incoming, lhash)
-        if method == "REGISTER":
-            if not self.is_local_domain(uri.host):
-                incoming.respond(403, "Not Our Domain")
-                return None
-            return self.registrar.handle(incoming)
         # Initial request: strip Route entries that point at us (a preloaded outbound proxy
         # route, §16.4); anything left names the next hop.
         while (routes := req.routes) and self.me.is_me(routes[0].uri):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sipwake.sip.headers import Via
+from sipwake.sip.headers import TOP_VIA, Via
 from sipwake.sip.message import Request
 
 DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "SCTP": 5060, "TLS": 5061, "WS": 80, "WSS": 443}
@@ -27,8 +27,10 @@ def stamp_received(request: Request, source_host: str, source_port: int) -> Via:
         changed = True
     if changed:
         # Replace only the first value; the header may hold several comma-separated Vias.
-        request.headers.pop_first_value("via")
-        request.headers.prepend("Via", str(via))
+        headers = request.headers
+        headers.pop_first_value("via")
+        headers.prepend("Via", str(via))
+        headers.seed(TOP_VIA, via)  # the parsed view is still right: no second parse
     return via
 
 

@@ -56,9 +56,22 @@ def canonical_name(key: str) -> str:
     return name
 
 
+_KEYS: dict[str, str] = {}
+
+# Cache slot of the top-Via view: it is dropped whenever "via" changes (see _invalidate).
+TOP_VIA = "via#top"
+
+
 def header_key(name: str) -> str:
-    key = name.strip().lower()
-    return COMPACT.get(key, key)
+    """Canonical lower-case key for a header name (compact forms expanded). Memoised:
+    the same few dozen names are asked for on every message."""
+    key = _KEYS.get(name)
+    if key is None:
+        low = name.strip().lower()
+        key = COMPACT.get(low, low)
+        if len(_KEYS) < 4096:
+            _KEYS[name] = key
+    return key
 
 
 class Headers:
@@ -68,18 +81,35 @@ class Headers:
     raw text (written back verbatim) and ``value`` the stripped value, computed on demand.
     """
 
-    __slots__ = ("_cache", "_entries")
+    __slots__ = ("_cache", "_entries", "_index")
 
     def __init__(self) -> None:
         self._entries: list[list[Any]] = []
         self._cache: dict[str, Any] = {}
+        self._index: dict[str, list[list[Any]]] | None = None
 
     @classmethod
     def _from_parsed(cls, entries: list[list[Any]]) -> Headers:
         h = cls.__new__(cls)
         h._entries = entries
         h._cache = {}
+        h._index = None
         return h
+
+    def _idx(self) -> dict[str, list[list[Any]]]:
+        """key -> its entries in order; built on first lookup, dropped on any change that
+        is not a plain append or prepend."""
+        idx = self._index
+        if idx is None:
+            idx = {}
+            for e in self._entries:
+                lst = idx.get(e[0])
+                if lst is None:
+                    idx[e[0]] = [e]
+                else:
+                    lst.append(e)
+            self._index = idx
+        return idx
 
     # -- reading ---------------------------------------------------------------------------
     @staticmethod
@@ -92,30 +122,25 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Value of the first line with this name."""
-        key = header_key(name)
-        for e in self._entries:
-            if e[0] == key:
-                return self._value(e)
-        return default
+        lst = self._idx().get(header_key(name))
+        return self._value(lst[0]) if lst else default
 
     def get_unique(self, name: str) -> str | None:
         """Value of a header that may appear once; repeats with the same value are
         tolerated, different values are a ParseError (RFC 4475 §3.3.9 "mcl01")."""
-        key = header_key(name)
         found: str | None = None
-        for e in self._entries:
-            if e[0] == key:
-                v = self._value(e)
-                if found is None:
-                    found = v
-                elif v != found:
-                    raise ParseError(f"conflicting {name} headers")
+        for e in self._idx().get(header_key(name), ()):
+            v = self._value(e)
+            if found is None:
+                found = v
+            elif v != found:
+                raise ParseError(f"conflicting {name} headers")
         return found
 
     def get_lines(self, name: str) -> list[str]:
         """Values of every line with this name, unsplit."""
-        key = header_key(name)
-        return [self._value(e) for e in self._entries if e[0] == key]
+        value = self._value
+        return [value(e) for e in self._idx().get(header_key(name), ())]
 
     def get_all(self, name: str) -> list[str]:
         """Every value, comma-separated lists split (RFC 3261 §7.3.1)."""
@@ -125,14 +150,12 @@ class Headers:
         return out
 
     def count(self, name: str) -> int:
-        key = header_key(name)
-        return sum(1 for e in self._entries if e[0] == key)
+        return len(self._idx().get(header_key(name), ()))
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = header_key(name)
-        return any(e[0] == key for e in self._entries)
+        return header_key(name) in self._idx()
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         """(display name as written, value) for every line, in order."""
@@ -146,14 +169,26 @@ class Headers:
     def keys(self) -> list[str]:
         return [e[0] for e in self._entries]
 
-    def parsed(self, name: str, parser: Callable[[Headers], T]) -> T:
-        """Typed view of a header, cached until that header is modified."""
-        key = header_key(name)
+    def parsed(self, key: str, parser: Callable[[Headers], T]) -> T:
+        """Typed view of a header (``key``: canonical lower-case name), cached until that
+        header is modified."""
         try:
             return self._cache[key]  # type: ignore[no-any-return]
         except KeyError:
             value = self._cache[key] = parser(self)
             return value
+
+    def _invalidate(self, key: str) -> None:
+        cache = self._cache
+        if cache:
+            cache.pop(key, None)
+            if key == "via":
+                cache.pop(TOP_VIA, None)
+
+    def seed(self, key: str, value: Any) -> None:
+        """Install the typed view of ``key`` after an edit that the caller made from it,
+        so it is not parsed again."""
+        self._cache[key] = value
 
     # -- writing ---------------------------------------------------------------------------
     @staticmethod
@@ -165,26 +200,40 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         """Append a line."""
         e = self._entry(name, value)
-        self._cache.pop(e[0], None)
+        key = e[0]
+        self._invalidate(key)
         self._entries.append(e)
+        idx = self._index
+        if idx is not None:
+            lst = idx.get(key)
+            if lst is None:
+                idx[key] = [e]
+            else:
+                lst.append(e)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a line before the first line of that name (or first of all if none), so
         a new topmost Via/Record-Route stays grouped with the others (RFC 3261 §16.6)."""
         e = self._entry(name, value)
         key = e[0]
-        self._cache.pop(key, None)
-        for i, cur in enumerate(self._entries):
-            if cur[0] == key:
-                self._entries.insert(i, e)
-                return
-        self._entries.insert(0, e)
+        self._invalidate(key)
+        idx = self._idx()
+        lst = idx.get(key)
+        if lst is None:
+            idx[key] = [e]
+            self._entries.insert(0, e)
+        else:
+            # Identity, not equality: two lines may hold the same text.
+            at = next(i for i, cur in enumerate(self._entries) if cur is lst[0])
+            self._entries.insert(at, e)
+            lst.insert(0, e)
 
     def set(self, name: str, value: str) -> None:
         """Replace all lines of this name by one, in the place of the first."""
         e = self._entry(name, value)
         key = e[0]
-        self._cache.pop(key, None)
+        self._invalidate(key)
+        self._index = None
         for i, cur in enumerate(self._entries):
             if cur[0] == key:
                 self._entries[i] = e
@@ -196,7 +245,8 @@ class Headers:
         key = header_key(name)
         before = len(self._entries)
         self._entries = [e for e in self._entries if e[0] != key]
-        self._cache.pop(key, None)
+        self._invalidate(key)
+        self._index = None
         return before - len(self._entries)
 
     def pop_first_value(self, name: str) -> str | None:
@@ -206,7 +256,8 @@ class Headers:
         for i, e in enumerate(self._entries):
             if e[0] == key:
                 values = split_header_values(self._value(e))
-                self._cache.pop(key, None)
+                self._invalidate(key)
+                self._index = None
                 if len(values) <= 1:
                     del self._entries[i]
                 else:

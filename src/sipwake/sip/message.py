@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sipwake.sip.errors import ParseError
-from sipwake.sip.headers import CSeq, Headers, Via
+from sipwake.sip.headers import TOP_VIA, CSeq, Headers, Via
 from sipwake.sip.status import reason_phrase
-from sipwake.sip.uri import URI, NameAddr
+from sipwake.sip.uri import URI, NameAddr, split_header_values
 
 SIP_VERSION = "SIP/2.0"
 
@@ -15,6 +17,24 @@ MANDATORY = ("via", "call-id", "cseq", "from", "to")
 
 def _vias(h: Headers) -> list[Via]:
     return [Via.parse(v) for v in h.get_all("via")]
+
+
+def _top_via(h: Headers) -> Via | None:
+    """Only the first Via value: what matching and response routing need (§17, §18)."""
+    first = h.get("via")
+    if first is None:
+        return None
+    if "," in first:
+        values = split_header_values(first)
+        first = values[0] if values else ""
+    return Via.parse(first) if first else None
+
+
+def _call_id(h: Headers) -> str:
+    values = h.get_lines("call-id")
+    if len(values) != 1 or not values[0]:
+        raise ParseError("missing Call-ID" if not values else "bad Call-ID")
+    return values[0]
 
 
 def _cseq(h: Headers) -> CSeq:
@@ -75,10 +95,7 @@ class Message:
     # -- typed views (parse on first use; a ParseError names the faulty header) -------------
     @property
     def call_id(self) -> str:
-        values = self.headers.get_lines("call-id")
-        if len(values) != 1 or not values[0]:
-            raise ParseError("missing Call-ID" if not values else "bad Call-ID")
-        return values[0]
+        return self.headers.parsed("call-id", _call_id)
 
     @property
     def cseq(self) -> CSeq:
@@ -90,10 +107,10 @@ class Message:
 
     @property
     def top_via(self) -> Via:
-        vias = self.vias
-        if not vias:
+        via = self.headers.parsed(TOP_VIA, _top_via)
+        if via is None:
             raise ParseError("missing Via")
-        return vias[0]
+        return via
 
     @property
     def from_(self) -> NameAddr:
@@ -132,14 +149,20 @@ class Message:
     def validate(self) -> None:
         """Check the headers every message needs (RFC 3261 §8.1.1) parse; raise ParseError
         naming the first that does not."""
+        self._validate_routing()
+        self.from_  # noqa: B018 - each access validates its header
+        self.to  # noqa: B018
+
+    def _validate_routing(self) -> None:
+        """Presence of the mandatory headers, and a parse of those that route a message
+        to its transaction: Call-ID, CSeq and the top Via."""
+        headers = self.headers
         for key in MANDATORY:
-            if key not in self.headers:
+            if key not in headers:
                 raise ParseError(f"missing {key}")
-        self.call_id  # noqa: B018 - each access validates its header
+        self.call_id  # noqa: B018
         self.cseq  # noqa: B018
         self.top_via  # noqa: B018
-        self.from_  # noqa: B018
-        self.to  # noqa: B018
 
     def set_body(self, body: bytes, content_type: str | None = None) -> None:
         self.body = body
@@ -191,6 +214,9 @@ class Request(Message):
 
     def validate(self) -> None:
         super().validate()
+        # Every Via of a request must parse: the responses will be routed back along them
+        # (RFC 4475 §3.1.2.1 "badinv01").
+        self.vias  # noqa: B018
         # RFC 3261 §8.2: the CSeq method must match the request method.
         if self.cseq.method != self.method:
             raise ParseError("CSeq method does not match request method")
@@ -224,6 +250,12 @@ class Response(Message):
     def start_line(self) -> str:
         return f"{self.version} {self.status} {self.reason}"
 
+    def validate(self) -> None:
+        """A proxy relays responses: it needs what matches the client transaction (top
+        Via, CSeq, Call-ID) and that From and To are present (§8.1.1); parsing them is left
+        to whoever reads them, so relaying does not pay for it."""
+        self._validate_routing()
+
     def __repr__(self) -> str:
         return f"<Response {self.status} {self.reason}>"
 
@@ -238,16 +270,18 @@ def make_response(
 ) -> Response:
     """Build a response to ``request`` (RFC 3261 §8.2.6.2): Via, From, Call-ID and CSeq
     copied, To copied with ``to_tag`` added when it has none (not for 100 Trying)."""
-    src = request.headers
-    headers = Headers()
-    for key in ("via", "from", "to", "call-id", "cseq"):
-        for line in src.get_lines(key):
-            headers.add(key, line)
-    if status >= 101 and to_tag is not None and key_missing_tag(src.get("to")):
-        headers.set("to", f"{src.get('to')};tag={to_tag}")
+    # The echoed lines are copied as they came (byte-for-byte), without re-parsing.
+    idx = request.headers._idx()
+    entries: list[list[Any]] = []
+    for key in _ECHOED:
+        for e in idx.get(key, ()):
+            entries.append([e[0], e[1], e[2]])
+    headers = Headers._from_parsed(entries)
+    if status >= 101 and to_tag is not None and "to" in idx and _to_has_no_tag(request):
+        headers.set("to", f"{Headers._value(idx['to'][0])};tag={to_tag}")
     if status == 100:
         # RFC 3261 §8.2.6.1: 100 Trying copies Timestamp.
-        ts = src.get("timestamp")
+        ts = request.headers.get("timestamp")
         if ts is not None:
             headers.add("Timestamp", ts)
     for name, value in extra or ():
@@ -256,10 +290,11 @@ def make_response(
     return Response(status, reason, headers)
 
 
-def key_missing_tag(to_value: str | None) -> bool:
-    if to_value is None:
-        return False
+_ECHOED = ("via", "from", "to", "call-id", "cseq")
+
+
+def _to_has_no_tag(request: Request) -> bool:
     try:
-        return NameAddr.parse(to_value).tag is None
+        return request.to.tag is None
     except ParseError:
         return False

@@ -164,6 +164,9 @@ def split_header_values(value: str) -> list[str]:
     """Split a comma-separated header value, honouring quotes and <...> (RFC 3261 §7.3.1)."""
     if "," not in value:
         return [value.strip()] if value.strip() else []
+    if '"' not in value and "<" not in value:
+        # No quoted string or <URI> that could hide a comma (Via lists, option tags).
+        return [p for p in (part.strip() for part in value.split(",")) if p]
     out: list[str] = []
     depth = 0
     in_quotes = False

@@ -20,6 +20,9 @@ MAGIC_COOKIE: Final = "z9hG4bK"  # §8.1.1.7: branch made by an RFC 3261 element
 ServerKey = tuple[object, ...]  # see server_key
 
 
+_RELEASED = Request("RELEASED", "sip:released.invalid")
+
+
 class ServerTransaction(Transaction):
     """One received request and the responses sent to it. ``last`` is the last response
     sent, serialised once, re-sent on request retransmissions and Timer G. For an RFC 2543
@@ -47,6 +50,11 @@ class ServerTransaction(Transaction):
         data = self.last = response.serialise()
         if self.rfc2543:
             self.response_tag = response.to.tag
+        if response.status >= 200:
+            # From here on retransmissions are answered from ``last`` and ACKs matched by
+            # key: the request (and every object hanging off it) need not live through
+            # Timers H/J/L (up to 64*T1). Memory and GC work per transaction stay small.
+            self.request = _RELEASED
         return data
 
 
