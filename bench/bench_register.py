@@ -1,0 +1,178 @@
+"""REGISTER/s accepted by `sipwake serve` over UDP, each one a new AoR, driven by SIPp.
+
+    python3 bench/bench_register.py [--storage sqlite|memory] [--preload N]
+                                    [--contact plain|push] [--seconds 4] [--rates ...]
+                                    [--quick]
+
+Every step runs SIPp at a fixed rate for ``--seconds`` with an ``-inf`` CSV of fresh
+users (``SEQUENTIAL``, a new range per step), so every REGISTER creates a binding
+(RFC 3261 §10.3 step 8 on an empty AoR), never a refresh. Digest auth is off: this
+measures the registrar and the store, not the challenge round trip. The result is the
+highest rate with zero failed REGISTERs and zero retransmissions (SIPp resends after
+500 ms without a response, RFC 3261 §17.1.2.2 Timer E, so a retransmission means the
+server fell behind).
+
+``--preload N`` first writes N push bindings straight into the SQLite file (the same rows
+the store writes; bench_bindings_memory.fill_sqlite), so the server starts with them
+loaded: "REGISTER/s with 1 M bindings stored".
+
+SIPp shares the machine's cores with the server: say so next to any figure."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.e2e.harness import SippResult, keys, run_sipp, serve
+
+from bench.bench_bindings_memory import fill_sqlite
+from bench.sipp_rate import step_search
+
+SCENARIOS = Path(__file__).parent / "scenarios"
+RESULTS = Path(__file__).parent / "results"
+DOMAIN = "127.0.0.1"
+
+CONFIG = """
+[server]
+domains = ["{domain}"]
+log_level = "warning"
+[[listen]]
+transport = "udp"
+host = "127.0.0.1"
+port = 0
+[storage]
+url = "{url}"
+[auth]
+enabled = false
+"""
+
+
+def write_users(path: Path, start: int, count: int, *, push: bool) -> None:
+    """SIPp injection file: users ``user{start}`` .. ``user{start+count-1}``, in order.
+    With ``push``, each line also carries a 64-hex APNs token and an instance UUID."""
+    lines = ["SEQUENTIAL"]
+    for i in range(start, start + count):
+        if push:
+            lines.append(f"user{i};{i:064x};{i:08x}-7dec-11d0-a765-00a0c91e6bf6;")
+        else:
+            lines.append(f"user{i};")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def stored_aors(db: Path) -> int:
+    """Rows in the bindings table, read after the server has stopped (a cross-check
+    that every 200 really left a binding behind)."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT count(*) FROM bindings").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--storage", choices=["sqlite", "memory"], default="sqlite")
+    ap.add_argument("--preload", type=int, default=0, help="bindings stored before the run")
+    ap.add_argument("--contact", choices=["plain", "push"], default="plain")
+    ap.add_argument("--seconds", type=float, default=4.0, help="length of each step")
+    ap.add_argument("--rates", default="1000,1500,2000,2500,3000,4000,5000,6000,8000,10000,12000")
+    ap.add_argument("--quick", action="store_true", help="1 s steps, rates 500,1000,2000")
+    args = ap.parse_args()
+    if args.preload and args.storage != "sqlite":
+        ap.error("--preload needs --storage sqlite")
+    seconds = 1.0 if args.quick else args.seconds
+    rates = [500, 1000, 2000] if args.quick else [int(r) for r in args.rates.split(",")]
+    scen = SCENARIOS / ("register_push_inf.xml" if args.contact == "push" else "register_inf.xml")
+
+    with tempfile.TemporaryDirectory(prefix="sipwake-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        db = tmp / "register.db"
+        url = f"sqlite:///{db}" if args.storage == "sqlite" else "memory://"
+        fill = 0.0
+        if args.preload:
+            print(f"preloading {args.preload} push bindings ...", flush=True)
+            # Other AoRs than the measured ones (prefix "pre"), same domain, live for a week.
+            fill = fill_sqlite(db, args.preload, now=time.time(), domain=DOMAIN, prefix="pre")
+            print(f"  written in {fill:.1f} s", flush=True)
+        t0 = time.perf_counter()
+        # Start-up loads every stored binding (storage/sqlite.py): ~15 s per million.
+        with serve(
+            CONFIG.format(domain=DOMAIN, url=url), tmp, ready_timeout=30 + args.preload / 20_000
+        ) as server:
+            startup = time.perf_counter() - t0
+            target = server.addr("udp")
+            print(
+                f"REGISTER ({args.contact} contact, new AoR each) over UDP to sipwake at "
+                f"{target[0]}:{target[1]}, storage {args.storage}, {args.preload} preloaded, "
+                f"ready in {startup:.1f} s"
+            )
+            next_user = 0
+            last: list[SippResult] = []
+
+            def run(rate: int, calls: int) -> SippResult:
+                nonlocal next_user
+                csv = tmp / f"users-{next_user}.csv"
+                write_users(csv, next_user, calls, push=args.contact == "push")
+                next_user += calls
+                res = run_sipp(
+                    scen,
+                    target,
+                    calls=calls,
+                    rate=rate,
+                    limit=rate,
+                    timeout=seconds * 4 + 10,
+                    workdir=tmp,
+                    extra=["-inf", str(csv), *keys(domain=DOMAIN, contact_port=5999)],
+                )
+                last[:] = [res]
+                return res
+
+            best, steps = step_search(run, rates, seconds, allow_retrans=False)
+            alive = server.alive()
+        if last and last[0].successful == 0:
+            # Nothing registered at all: a set-up problem, not a rate limit. Show why.
+            # (--contact push gets 555 while the server has no push provider for apns,
+            # RFC 8599 §5.)
+            print(last[0].output[-2000:])
+        registered = sum(s.successful for s in steps)
+        stored = stored_aors(db) if args.storage == "sqlite" else None
+
+    print(f"highest clean rate: {best} REGISTER/s (new AoRs; server alive: {alive})")
+    if stored is not None:
+        expect = args.preload + registered
+        print(f"AoRs in the database after the run: {stored} (expected {expect})")
+    RESULTS.mkdir(exist_ok=True)
+    name = f"register_{args.storage}_{args.contact}" + (
+        f"_pre{args.preload}" if args.preload else ""
+    )
+    (RESULTS / f"{name}.json").write_text(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%d"),
+                "quick": args.quick,
+                "storage": args.storage,
+                "contact": args.contact,
+                "preload": args.preload,
+                "preload_fill_s": round(fill, 1),
+                "startup_s": round(startup, 1),
+                "seconds_per_step": seconds,
+                "best": best,
+                "stored_aors_after": stored,
+                "steps": [s.__dict__ for s in steps],
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
