@@ -110,11 +110,18 @@ def check_config(file: str) -> None:
 
 @main.command()
 @click.option("--json", "json_output", is_flag=True, help="Print the result as JSON.")
-def demo(json_output: bool) -> None:
+@click.option(
+    "--transport",
+    type=click.Choice(["udp", "tcp"]),
+    default="udp",
+    show_default=True,
+    help="How the simulated phone connects to sipwake.",
+)
+def demo(json_output: bool, transport: str) -> None:
     """Run a self-contained wake-up demo (server, push emulator and phone in one process)."""
     from sipwake.server import run_demo
 
-    raise SystemExit(run_demo(json_output=json_output))
+    raise SystemExit(run_demo(json_output=json_output, transport=transport))
 
 
 _CONFIG_OPTION = click.option(

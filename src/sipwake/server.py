@@ -316,7 +316,7 @@ async def run(config: Config) -> None:
         await server.stop()
 
 
-def run_demo(json_output: bool = False) -> int:
+def run_demo(json_output: bool = False, transport: str = "udp") -> int:
     from sipwake.emulate.demo import main as demo_main
 
-    return demo_main(json_output=json_output)
+    return demo_main(json_output=json_output, transport=transport)

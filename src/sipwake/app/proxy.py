@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -129,24 +129,27 @@ class Proxy:
             except (OSError, ValueError) as exc:
                 log.info("target %s unreachable: %s", target.uri, exc)
                 return False
-            if fork.finished or fork.cancelled:
-                return False
-            request = ctx.incoming.request
-            inbound = ctx.incoming.flow
-            plan = ForwardPlan(
-                target=target.uri,
-                via=self.via_for(flow, make_branch(self.id_source(), ctx.lhash)),
-                record_route=self.record_route_for(inbound, flow) if ctx.record_route else (),
-                path=target.path,
-            )
-            txn_id = self.engine.send_request(forward_copy(request, plan), flow)
-            fork.add_branch(txn_id, target.device, self.engine.now())
-            ctx.branches[txn_id] = flow
-            self.by_client[txn_id] = ctx
-            self._arm(ctx)
-            return True
+            return self.open_branch(ctx, target, flow)
         finally:
             ctx.reserved.discard(target.device)
+
+    def open_branch(self, ctx: CallContext, target: Target, flow: Flow) -> bool:
+        """Send the branch for ``target`` over ``flow`` now (no lookup, no await)."""
+        fork = ctx.fork
+        if fork.finished or fork.cancelled or fork.has_device(target.device):
+            return False
+        plan = ForwardPlan(
+            target=target.uri,
+            via=self.via_for(flow, make_branch(self.id_source(), ctx.lhash)),
+            record_route=self.record_route_for(ctx.incoming.flow, flow) if ctx.record_route else (),
+            path=target.path,
+        )
+        txn_id = self.engine.send_request(forward_copy(ctx.incoming.request, plan), flow)
+        fork.add_branch(txn_id, target.device, self.engine.now())
+        ctx.branches[txn_id] = flow
+        self.by_client[txn_id] = ctx
+        self._arm(ctx)
+        return True
 
     def discard(self, ctx: CallContext) -> None:
         """Forget a context that never got a branch (the caller answers the request)."""
@@ -207,10 +210,11 @@ class Proxy:
         return (self._rr(outbound.transport, user), self._rr(inbound.transport, user))
 
     # -- in-dialog requests -----------------------------------------------------------------
-    async def route_in_dialog(self, incoming: Incoming, lhash: str) -> None:
+    def route_in_dialog(self, incoming: Incoming, lhash: str) -> Awaitable[None] | None:
         """Loose routing (§16.4, §16.12): pop our Route entries; forward over the flow the
         token names (the other side of the dialog), else to the next Route or the
-        Request-URI."""
+        Request-URI. Synchronous when the token names a usable flow (the common case:
+        ACK and BYE of our own calls); a coroutine when a next hop must be resolved."""
         request = incoming.request
         pair = None
         while True:
@@ -219,25 +223,40 @@ class Proxy:
                 break
             pair = pair or decode_pair(self.secret, routes[0].uri.user)
             request.headers.pop_first_value("route")
-        flow: Flow | None = None
         if pair is not None:
             fk = other_side(pair, flow_key(incoming.flow))
             if fk is not None:
                 flow = Flow(fk.transport, fk.local, fk.remote, fk.conn_id)
-                if flow.transport != "UDP" and not self.connector.is_alive(flow):
-                    flow = None
+                if flow.transport == "UDP" or self.connector.is_alive(flow):
+                    self._forward_in_dialog(incoming, lhash, flow)
+                    return None
+        return self._resolve_in_dialog(incoming, lhash)
+
+    async def _resolve_in_dialog(self, incoming: Incoming, lhash: str) -> None:
+        request = incoming.request
         routes = request.routes
-        if flow is None:
+        try:
             flow = await self.flow_for(None, str(routes[0].uri) if routes else request.uri)
+        except (OSError, ValueError) as exc:
+            log.info("in-dialog next hop unreachable: %s", exc)
+            if request.method != "ACK":
+                incoming.respond(480)
+            return
+        self._forward_in_dialog(incoming, lhash, flow)
+
+    def _forward_in_dialog(self, incoming: Incoming, lhash: str, flow: Flow) -> None:
+        request = incoming.request
         if request.method == "ACK":
             # ACK for a 2xx: its own transaction, forwarded statelessly (§16.11, RFC 6026).
             plan = ForwardPlan(target="", via=self.via_for(flow, make_branch("ack", lhash)))
             self.engine.send_stateless(forward_copy(request, plan).serialise(), flow)
-            return
+            return None
         ctx = self.new_context(incoming, lhash, record_route=False)
         device = f"dialog:{flow.transport}:{flow.remote}"
-        if not await self.add_target(ctx, Target(uri=request.uri, device=device, flow=flow)):
+        if not self.open_branch(ctx, Target(uri=request.uri, device=device, flow=flow), flow):
+            self.discard(ctx)
             incoming.respond(480)
+        return None
 
     # -- events from the transaction layer --------------------------------------------------
     def on_response(self, response: Response, txn_id: str) -> None:
