@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sipwake.app.engine import Engine, Incoming
+from sipwake.policy.bindings import FlowRef
 from sipwake.policy.flowtoken import FlowKey, decode_pair, encode_pair, other_side
 from sipwake.policy.fork import Action, CancelBranch, Fork, Forward, Respond
 from sipwake.policy.proxying import ForwardPlan, Me, forward_copy, make_branch
@@ -61,6 +62,16 @@ class CallContext:
     # A ghost delivers a call that already ended to a device woken for it, then cancels
     # it (the iOS-safe path): nothing it produces goes to the caller.
     ghost: bool = False
+
+
+def ref_flow(ref: FlowRef) -> Flow:
+    """The transport flow a stored binding names."""
+    return Flow(
+        ref.transport,
+        (ref.local_host, ref.local_port),
+        (ref.remote_host, ref.remote_port),
+        ref.conn_id,
+    )
 
 
 def flow_key(flow: Flow) -> FlowKey:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from sipwake.app.auth import TRUSTED, Authenticator
 from sipwake.app.engine import Incoming
 from sipwake.app.ports import MetricsPort, NullMetrics, call_result
-from sipwake.app.proxy import Proxy, Target
+from sipwake.app.proxy import Proxy, Target, ref_flow
 from sipwake.app.register import Registrar
 from sipwake.app.wake import WakeService
 from sipwake.policy.bindings import Binding
@@ -50,12 +50,7 @@ def binding_flow(b: Binding) -> Flow | None:
     ref = b.flow
     if ref is None:
         return None
-    flow = Flow(
-        ref.transport,
-        (ref.local_host, ref.local_port),
-        (ref.remote_host, ref.remote_port),
-        ref.conn_id,
-    )
+    flow = ref_flow(ref)
     if b.reg_id:
         return flow
     try:

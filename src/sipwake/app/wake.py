@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sipwake.app.ports import MetricsPort, NullMetrics
-from sipwake.app.proxy import CallContext, Proxy, Target
+from sipwake.app.proxy import CallContext, Proxy, Target, ref_flow
 from sipwake.config import PushConfig
 from sipwake.policy import decline as tokens
 from sipwake.policy.bindings import Binding
@@ -98,13 +98,7 @@ class WakeService:
         ref = b.flow
         if ref is None or ref.transport == "UDP":
             return True
-        flow = Flow(
-            ref.transport,
-            (ref.local_host, ref.local_port),
-            (ref.remote_host, ref.remote_port),
-            ref.conn_id,
-        )
-        return not self.is_alive(flow)
+        return not self.is_alive(ref_flow(ref))
 
     # -- holding ----------------------------------------------------------------------------
     def hold(self, ctx: CallContext, aor: str, sleeping: list[Binding]) -> None:

@@ -379,9 +379,13 @@ def _judge(
         if not isinstance(outcome, Delivered):
             report.problems.append(f"a push was not delivered: {outcome}")
     labels = {key: what for key, what, _, _ in TIMELINE}
+    missing = [what for key, what, _, _ in TIMELINE if key not in at]
+    if missing:
+        # The first gap explains the rest: everything after it depends on it.
+        more = f" (nor {len(missing) - 1} later steps)" if len(missing) > 1 else ""
+        report.problems.append(f"never happened: {missing[0]}{more}")
     for key, what, _, after in TIMELINE:
         if key not in at:
-            report.problems.append(f"never happened: {what}")
             continue
         for before in after:
             if before in at and at[before] > at[key]:
@@ -467,7 +471,7 @@ def render(report: DemoReport) -> str:
     out += ["", "setup"] + [f"  {line}" for line in report.setup]
     out += ["", "the call (ms since the INVITE)"]
     for s in report.timeline:
-        at = f"{s.at_ms:7.1f} ms" if s.at_ms is not None else "  missing"
+        at = f"{s.at_ms:7.1f} ms" if s.at_ms is not None else "   missing"
         out.append(f"  {at}  {s.by:<8} {s.what}")
     if report.checks:
         out += ["", "checks"]
