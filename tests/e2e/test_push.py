@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -43,7 +45,16 @@ TOKEN_A = "a1" * 32
 TOKEN_B = "b2" * 32
 
 
-def push_config(emu: ApnsEmulator, tls: tuple[str, str] | None = None, **push: object) -> str:
+NO_AUTH = "[auth]\nenabled = false"
+
+
+def push_config(
+    emu: ApnsEmulator,
+    tls: tuple[str, str] | None = None,
+    auth: str = "",
+    storage: str = "memory://",
+    **push: object,
+) -> str:
     settings = "\n".join(f"{k} = {json.dumps(v)}" for k, v in push.items())
     tls_part = (
         f'[tls]\ncert_file = "{tls[0]}"\nkey_file = "{tls[1]}"\n'
@@ -68,9 +79,8 @@ port = 0
 [api]
 port = 0
 [storage]
-url = "memory://"
-[auth]
-enabled = false
+url = "{storage}"
+{auth or NO_AUTH}
 [push]
 {settings}
 {emu.config()}
@@ -167,14 +177,19 @@ class Rig:
 
 @contextmanager
 def rig(
-    tmp: Path, *emu_args: str, tls: tuple[str, str] | None = None, **push: object
+    tmp: Path,
+    *emu_args: str,
+    tls: tuple[str, str] | None = None,
+    auth: str = "",
+    storage: str = "memory://",
+    **push: object,
 ) -> Iterator[Rig]:
     relay = Relay()
     try:
         forward = f"http://127.0.0.1:{relay.port}/"
         with (
             apns_emulator("--forward-url", forward, *emu_args) as emu,
-            serve(push_config(emu, tls, **push), tmp) as server,
+            serve(push_config(emu, tls, auth, storage, **push), tmp) as server,
         ):
             yield Rig(server, emu, relay, tmp)
             assert server.alive()
@@ -341,3 +356,58 @@ def test_tls_phone_live_rings_at_once_or_woken_over_new_tls_connection(
         assert res.returncode == 0 and res.successful == 1, res.output + log
         assert "INVITE received" in log and "BYE received" in log
         assert ("push received" in log) is asleep  # a live TLS connection needs no push
+
+
+def test_challenged_wake_register_still_gives_exactly_one_branch(tmp_path: Path) -> None:
+    """The woken phone's REGISTER gets 401, then its authenticated retry 200: two REGISTERs
+    from one device during the call, exactly one INVITE to it."""
+    db = tmp_path / "auth.db"
+    cfg = tmp_path / "users.toml"
+    cfg.write_text(f'[server]\ndomains = ["127.0.0.1"]\n[storage]\nurl = "sqlite:///{db}"\n')
+    add = subprocess.run(
+        [sys.executable, "-m", "sipwake", "user", "add", "bob", "-c", str(cfg),
+         "--password", "pw"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert add.returncode == 0, add.stderr
+    auth = '[auth]\nenabled = true\nalgorithms = ["MD5"]'
+    # A caller from another domain is not challenged; the phone, a user of ours, is.
+    caller = scenario("uac_call.xml", tmp_path)
+    caller.write_text(caller.read_text().replace("sip:caller@[domain]", "sip:caller@example.net"))
+    with rig(tmp_path, auth=auth, storage=f"sqlite:///{db}") as r:
+        phone = r.phone(TOKEN_A, "--password", "pw")
+        res = r.call(caller)
+        log = events(phone)
+        assert res.returncode == 0 and res.successful == 1, res.output + log
+        assert log.count("auth challenge 401") >= 2, log  # first REGISTER and the wake one
+        assert log.count("INVITE received") == 1, log
+
+
+def test_woken_phone_busy_over_sip_reaches_the_caller(tmp_path: Path) -> None:
+    with rig(tmp_path) as r:
+        phone = r.phone(TOKEN_A, "--action", "busy")
+        res = r.call(scenario("uac_reject.xml", tmp_path, expect="486"))
+        log = events(phone)
+        assert res.returncode == 0, res.output + log
+        assert "486 sent" in log
+
+
+def test_missed_call_alert_goes_to_the_non_voip_token(tmp_path: Path) -> None:
+    with rig(tmp_path, hold_window=1.0, missed_call_alert=True) as r:
+        # liblinphone-style typed pn-prid: a VoIP token and a "remote" (alert) token.
+        r.relay.routes[TOKEN_A] = free_port(socket.SOCK_STREAM)
+        phone = start_phone(
+            r.server.addr("udp"), r.relay.routes[TOKEN_A],
+            "--token", f"{TOKEN_A}:voip&{TOKEN_B}:remote", "--action", "ignore",
+        )  # fmt: skip
+        res = r.call(scenario("uac_reject.xml", tmp_path, expect="480"))
+        assert res.returncode == 0, res.output
+        deadline = time.monotonic() + 5
+        kinds: dict[str, str] = {}
+        while time.monotonic() < deadline and len(kinds) < 2:
+            for push in r.pushes():
+                headers = {k.lower(): v for k, v in dict(push["headers"]).items()}  # type: ignore[call-overload]
+                kinds[str(push["token"])] = headers["apns-push-type"]
+            time.sleep(0.1)
+        events(phone)
+        assert kinds == {TOKEN_A: "voip", TOKEN_B: "alert"}, kinds
