@@ -51,8 +51,9 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         if error is not None:
             raise error
 
-    def run_demo(json_output: bool = False) -> int:
+    def run_demo(json_output: bool = False, transport: str = "udp") -> int:
         seen["json_output"] = json_output
+        seen["transport"] = transport
         return int(seen.get("demo_rc", 0))
 
     module = types.ModuleType("sipwake.server")
@@ -203,6 +204,13 @@ def test_demo_passes_exit_code(
     result = invoke("demo", *args)
     assert result.exit_code == 3
     assert fake_server["json_output"] is json_output
+    assert fake_server["transport"] == "udp"
+
+
+def test_demo_transport_option(fake_server: dict[str, Any]) -> None:
+    assert invoke("demo", "--transport", "tcp").exit_code == 0
+    assert fake_server["transport"] == "tcp"
+    assert invoke("demo", "--transport", "sctp").exit_code == 2
 
 
 # --- logging ---------------------------------------------------------------------------

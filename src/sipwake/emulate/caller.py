@@ -147,7 +147,7 @@ class Caller:
         host, port = link.local
         h = Headers()
         # A fresh branch per transaction; the ACK for a 2xx is a transaction of its own
-        # too (§17.1.1.3), so it gets a new one as well.
+        # (RFC 3261 §17, §13.2.2.4), so it gets a new one as well.
         h.add(
             "Via",
             f"SIP/2.0/{link.transport.upper()} {host}:{port};branch=z9hG4bK{new_id(8)};rport",
