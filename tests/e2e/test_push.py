@@ -15,7 +15,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import pytest
 from sipwake.emulate.tlsutil import client_context, make_test_certs
 from sipwake.push.http2 import H2Client
 from tests.e2e.harness import (
+    PHONE_PARAM,
     ApnsEmulator,
     Child,
     RunningServer,
@@ -130,18 +131,21 @@ class Rig:
     emu: ApnsEmulator
     relay: Relay
     tmp: Path
+    children: list[Child] = field(default_factory=list)
 
     def phone(self, token: str, *args: str, transport: str = "udp", ready: str = "slept") -> Child:
         port = free_port(socket.SOCK_STREAM)
         self.relay.routes[token] = port
-        return start_phone(
-            self.server.addr(transport),
-            port,
-            "--token",
-            token,
-            *args,
-            transport=transport,
-            ready=ready,
+        return self.keep(
+            start_phone(
+                self.server.addr(transport),
+                port,
+                "--token",
+                token,
+                *args,
+                transport=transport,
+                ready=ready,
+            )
         )
 
     def call(
@@ -159,6 +163,11 @@ class Rig:
             extra=["-s", user, "-d", str(delay_ms), *keys(domain=DOMAIN)],
             **kw,
         )
+
+    def keep(self, child: Child) -> Child:
+        """Stopped with the rig, even when the test fails first."""
+        self.children.append(child)
+        return child
 
     def pushes(self) -> list[dict[str, object]]:
         """What the emulator received (its inspection endpoint, over HTTP/2)."""
@@ -191,8 +200,13 @@ def rig(
             apns_emulator("--forward-url", forward, *emu_args) as emu,
             serve(push_config(emu, tls, auth, storage, **push), tmp) as server,
         ):
-            yield Rig(server, emu, relay, tmp)
-            assert server.alive()
+            r = Rig(server, emu, relay, tmp)
+            try:
+                yield r
+                assert server.alive()
+            finally:
+                for child in r.children:
+                    child.stop()
     finally:
         relay.close()
 
@@ -278,6 +292,9 @@ def test_caller_cancel_while_held_then_late_wake_gets_invite_and_cancel(tmp_path
         assert res.returncode == 0, res.output
         # The woken phone registers after the caller left: INVITE, then CANCEL at once.
         assert wait_output(phone, "CANCEL received", 10), phone.text()
+        # Either the CANCEL beat the phone's 200 (487), or the 200 crossed it and sipwake
+        # ACKs and BYEs it: the call ends on the phone either way, well before 32 s.
+        assert wait_output(phone, "call ended", 5), phone.text()
         log = events(phone)
         assert log.find("INVITE received") < log.find("CANCEL received")
 
@@ -396,10 +413,10 @@ def test_missed_call_alert_goes_to_the_non_voip_token(tmp_path: Path) -> None:
     with rig(tmp_path, hold_window=1.0, missed_call_alert=True) as r:
         # liblinphone-style typed pn-prid: a VoIP token and a "remote" (alert) token.
         r.relay.routes[TOKEN_A] = free_port(socket.SOCK_STREAM)
-        phone = start_phone(
+        phone = r.keep(start_phone(
             r.server.addr("udp"), r.relay.routes[TOKEN_A],
             "--token", f"{TOKEN_A}:voip&{TOKEN_B}:remote", "--action", "ignore",
-        )  # fmt: skip
+        ))  # fmt: skip
         res = r.call(scenario("uac_reject.xml", tmp_path, expect="480"))
         assert res.returncode == 0, res.output
         deadline = time.monotonic() + 5
@@ -411,3 +428,27 @@ def test_missed_call_alert_goes_to_the_non_voip_token(tmp_path: Path) -> None:
             time.sleep(0.1)
         events(phone)
         assert kinds == {TOKEN_A: "voip", TOKEN_B: "alert"}, kinds
+
+
+def test_device_answering_an_ended_call_gets_ack_and_bye(tmp_path: Path) -> None:
+    """The iOS-safe path when the device's 200 crosses our CANCEL: a device woken for a
+    call the caller has cancelled answers 200 at once; sipwake ACKs and BYEs it."""
+    with rig(tmp_path, send_180=True) as r:
+        device = start_uas("uas_answer_now.xml", extra=keys(user="bob"))
+        push_contact = scenario("register.xml", tmp_path)
+        push_contact.write_text(
+            push_contact.read_text().replace(
+                "transport=[ctransport]>",
+                f"transport=[ctransport];pn-provider=apns;pn-prid={TOKEN_A};"
+                f'pn-param={PHONE_PARAM}>;+sip.instance="<urn:uuid:00000000-0000-0000-0000-00000000000a>"',
+            )
+        )
+        reg = keys(user="bob", domain=DOMAIN, contact_port=device.port, ctransport="udp",
+                   expires=3600)  # fmt: skip
+        assert run_sipp(push_contact, r.server.addr("udp"), extra=reg).returncode == 0
+        res = r.call("uac_cancel.xml", delay_ms=300)  # held, pushed, then cancelled
+        assert res.returncode == 0, res.output
+        # The device wakes after the caller left: INVITE, its instant 200, our ACK + BYE.
+        assert run_sipp(push_contact, r.server.addr("udp"), extra=reg).returncode == 0
+        rc, out = device.wait(15)
+        assert rc == 0, out

@@ -20,7 +20,7 @@ from sipwake.policy.flowtoken import FlowKey, decode_pair, encode_pair, other_si
 from sipwake.policy.fork import Action, CancelBranch, Fork, Forward, Respond
 from sipwake.policy.proxying import ForwardPlan, Me, forward_copy, make_branch
 from sipwake.sip.flows import DEFAULT_PORTS
-from sipwake.sip.message import Response
+from sipwake.sip.message import Request, Response
 from sipwake.sip.transactions.layer import TransactionGone
 from sipwake.sip.uri import URI
 from sipwake.transport.flow import Flow
@@ -275,6 +275,11 @@ class Proxy:
         if ctx is None:
             return
         response.headers.pop_first_value("via")  # ours (§16.7 step 3)
+        if ctx.ghost and 200 <= response.status < 300:
+            # The device answered a call that had already ended (its 200 crossed our
+            # CANCEL): complete and end that dialog ourselves so it does not hang.
+            self._hang_up(ctx, txn_id, response)
+            return
         if "via" not in response.headers:
             return  # it was addressed to us alone: nothing to relay
         self._apply(ctx, ctx.fork.on_response(txn_id, response, self.engine.now()))
@@ -323,6 +328,32 @@ class Proxy:
             for hook in ctx.on_final:
                 hook(ctx)
         self._arm(ctx)
+
+    def _hang_up(self, ctx: CallContext, txn_id: str, response: Response) -> None:
+        """ACK a 2xx nobody upstream wants, then BYE it (RFC 3261 §13.2.2.4, §15)."""
+        flow = ctx.branches.get(txn_id)
+        contacts = response.contacts
+        if flow is None or not contacts:
+            return
+        target = str(contacts[0].uri)
+        cseq = response.cseq.seq
+        host, port = self.advertised.get(flow.transport, flow.local)
+        host = f"[{host}]" if ":" in host else host
+        for method, seq in (("ACK", cseq), ("BYE", cseq + 1)):
+            request = Request(method, target)
+            h = request.headers
+            h.add("Via", f"SIP/2.0/{flow.transport} {host}:{port};branch=z9hG4bK{self.id_source()}")
+            h.add("Max-Forwards", "70")
+            h.add("From", response.headers.get("from") or "")
+            h.add("To", response.headers.get("to") or "")
+            h.add("Call-ID", response.call_id)
+            h.add("CSeq", f"{seq} {method}")
+            h.add("Reason", 'SIP;cause=487;text="Call already ended"')
+            h.add("Content-Length", "0")
+            if method == "ACK":
+                self.engine.send_stateless(request.serialise(), flow)
+            else:
+                self.engine.send_request(request, flow)
 
     def _send_cancel(self, ctx: CallContext, key: str, reason: str | None) -> None:
         flow = ctx.branches.get(key)

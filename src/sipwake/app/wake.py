@@ -23,7 +23,14 @@ from sipwake.policy.bindings import Binding
 from sipwake.policy.fork import Respond
 from sipwake.policy.parking import DeliverAndCancel, DeviceState, HeldCall, HeldState, Join
 from sipwake.policy.pushparams import provider_family
-from sipwake.push.base import Delivered, Permanent, PushRequest, TokenRejected, Transient
+from sipwake.push.base import (
+    Delivered,
+    Permanent,
+    PushOutcome,
+    PushRequest,
+    TokenRejected,
+    Transient,
+)
 from sipwake.push.dispatcher import PushDispatcher
 from sipwake.push.payload import build_payload
 from sipwake.storage.base import BindingStore, StorageError
@@ -171,7 +178,12 @@ class WakeService:
         device = b.device_key
         assert b.push is not None
         started = time.monotonic()
-        outcome = await self.dispatcher.send(self._payload_request(held, b))
+        try:
+            outcome: PushOutcome = await self.dispatcher.send(self._payload_request(held, b))
+        except (ValueError, OSError) as exc:
+            # A payload that cannot be built (PayloadTooLarge) or a provider bug: this
+            # device cannot be pushed, so stop waiting for it rather than for the window.
+            outcome = Permanent(f"{type(exc).__name__}: {exc}")
         self.metrics.push(
             _family(b.push.provider), _OUTCOME[type(outcome)], time.monotonic() - started
         )

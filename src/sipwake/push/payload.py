@@ -14,7 +14,7 @@ into JSON strings because FCM data values must be strings)::
       "callee": "sip:bob@example.com",      # the AoR that was called
       "sent_at": 1700000000.25,             # unix seconds (float)
       "expires_at": 1700000030.25,          # unix seconds: ignore the call after this
-      "decline_url": "https://sip.example.com/api/v1/decline?token=...",  # may be ""
+      "decline_url": "https://sip.example.com/v1/calls/<call_id>/decline?t=...",  # may be ""
       "sip": {"host": "sip.example.com", "port": 5061, "transport": "tls"}
                                             # where to REGISTER to receive the call
     }
