@@ -1,0 +1,243 @@
+"""Wake relay for the push benchmarks: stands in for APNs' delivery to devices and for the
+woken apps themselves.
+
+    python3 bench/wake_relay.py --server 127.0.0.1:5060 --users 10000 --contact-port 5070
+                                [--delay 0.05] [--port 0]
+
+The APNs emulator POSTs every delivered push here (``sipwake emulate apns --forward-url``).
+``--delay`` seconds later the relay sends, over one raw UDP socket, the wake REGISTER of
+the device the push token belongs to -- what an iOS app does once PushKit has woken it
+(RFC 8599 §5.3.2) -- with the Contact at ``--contact-port`` (one SIPp UAS answering for
+every user) and the same ``+sip.instance`` and pn-* parameters as the device's first
+registration (bench/scenarios/register_push_inf.xml, CSV from
+bench_register.write_users), so the registrar sees the same device and the held call is
+handed to that Contact.
+
+The relay shares the CPU with the server, so it is built to be cheap: per user one
+preformatted REGISTER (``%d`` slots for the Via branch and CSeq only), the token is the
+only thing read from a push, and nothing is parsed from the responses but their status.
+
+Why no ``reg-id`` in the wake REGISTER: with reg-id the proxy sends over the registration's
+flow (RFC 5626 §5.3, app/router.py binding_flow), i.e. back to this relay's socket; without
+it the Contact URI is used (RFC 3261 §16.5), which is the SIPp UAS. The registrar keeps
+one binding per instance either way.
+
+``GET /stats`` answers the counters as JSON; SIGTERM prints them as one JSON line and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import signal
+import socket
+import sys
+
+PN_PARAM = "ABCDE12345.com.example.app.voip"  # as in bench/scenarios/register_push_inf.xml
+_CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
+_TOKEN_KEY = b'"token": "'  # json.dumps' default separators, as the emulator writes it
+_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+def token_of(i: int) -> str:
+    """User i's 64-hex APNs token (bench_register.write_users)."""
+    return f"{i:064x}"
+
+
+def instance_of(i: int) -> str:
+    return f"{i:08x}-7dec-11d0-a765-00a0c91e6bf6"
+
+
+def register_template(
+    i: int, *, domain: str, local: tuple[str, int], contact_port: int, contact_host: str
+) -> bytes:
+    """User i's wake REGISTER with two ``%d`` slots: the Via branch suffix and the CSeq.
+    A fresh branch per send makes each one a new transaction (RFC 3261 §17.2.3: the same
+    branch would be answered from the server transaction's cache); a rising CSeq within
+    one Call-ID is what §10.3 step 7 asks of a refresh."""
+    user = f"user{i}"
+    contact = (
+        f"sip:{user}@{contact_host}:{contact_port};transport=udp;ob;pn-provider=apns"
+        f";pn-param={PN_PARAM};pn-prid={token_of(i)}"
+    )
+    text = (
+        f"REGISTER sip:{domain} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {local[0]}:{local[1]};branch=z9hG4bKwake{i}x%d;rport\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:{user}@{domain}>;tag=wake{i}\r\n"
+        f"To: <sip:{user}@{domain}>\r\n"
+        f"Call-ID: wake-{i}@bench-relay\r\n"
+        "CSeq: %d REGISTER\r\n"
+        f'Contact: <{contact}>;+sip.instance="<urn:uuid:{instance_of(i)}>"\r\n'
+        "Expires: 604800\r\n"
+        "User-Agent: ExampleApp/2.3 iOS/17.4 (woken)\r\n"
+        "Content-Length: 0\r\n\r\n"
+    )
+    return text.encode()
+
+
+class WakeRelay:
+    """Push in (by token) -> ``delay`` later, that user's wake REGISTER out over UDP."""
+
+    def __init__(
+        self,
+        server: tuple[str, int],
+        users: int,
+        contact_port: int,
+        *,
+        delay: float = 0.05,
+        domain: str = "127.0.0.1",
+        contact_host: str = "127.0.0.1",
+    ) -> None:
+        self.server = server
+        self.delay = delay
+        self.loop = asyncio.get_running_loop()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind(("127.0.0.1", 0))
+        local = self.sock.getsockname()
+        self.index: dict[bytes, int] = {token_of(i).encode(): i for i in range(users)}
+        self.templates = [
+            register_template(
+                i,
+                domain=domain,
+                local=local,
+                contact_port=contact_port,
+                contact_host=contact_host,
+            )
+            for i in range(users)
+        ]
+        self.seq = 0
+        self.stats = {"pushes": 0, "unknown_tokens": 0, "registers": 0, "ok": 0, "other": 0}
+        self.loop.add_reader(self.sock.fileno(), self._on_readable)
+        self._http: asyncio.Server | None = None
+
+    async def listen(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        self._http = await self.loop.create_server(lambda: _Http(self), host, port)
+        bound: int = self._http.sockets[0].getsockname()[1]
+        return bound
+
+    def on_push(self, body: bytes) -> None:
+        start = body.find(_TOKEN_KEY)
+        if start < 0:
+            self.stats["unknown_tokens"] += 1
+            return
+        start += len(_TOKEN_KEY)
+        i = self.index.get(body[start : body.find(b'"', start)].lower())
+        if i is None:
+            self.stats["unknown_tokens"] += 1
+            return
+        self.stats["pushes"] += 1
+        self.loop.call_later(self.delay, self.wake, i)
+
+    def wake(self, i: int) -> None:
+        self.seq += 1
+        try:
+            self.sock.sendto(self.templates[i] % (self.seq, self.seq), self.server)
+        except OSError:
+            return  # a full socket buffer: the benchmark sees the call fail, as it should
+        self.stats["registers"] += 1
+
+    def _on_readable(self) -> None:
+        stats = self.stats
+        while True:
+            try:
+                data = self.sock.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue  # ICMP errors from earlier sends
+            if data.startswith(b"SIP/2.0 200"):
+                stats["ok"] += 1
+            else:
+                stats["other"] += 1
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+class _Http(asyncio.Protocol):
+    """Minimal HTTP/1.1: one request per connection (the emulator sends Connection: close)."""
+
+    def __init__(self, relay: WakeRelay) -> None:
+        self.relay = relay
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0 or self.transport is None:
+            return
+        length = _CONTENT_LENGTH.search(self.buf, 0, end + 2)
+        need = end + 4 + (int(length.group(1)) if length else 0)
+        if len(self.buf) < need:
+            return
+        if self.buf.startswith(b"GET"):
+            body = json.dumps(self.relay.stats).encode()
+            head = (
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            self.transport.write(head.encode() + body)
+        else:
+            self.relay.on_push(self.buf[end + 4 : need])
+            self.transport.write(_OK)
+        self.transport.close()
+
+
+def get_stats(port: int) -> dict[str, int]:
+    """The relay's counters (for the benchmark scripts, synchronous)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as resp:
+        stats: dict[str, int] = json.loads(resp.read())
+        return stats
+
+
+async def _main(args: argparse.Namespace) -> None:
+    host, _, port = args.server.rpartition(":")
+    relay = WakeRelay(
+        (host, int(port)),
+        args.users,
+        args.contact_port,
+        delay=args.delay,
+        domain=args.domain,
+    )
+    bound = await relay.listen("127.0.0.1", args.port)
+    print(f"wake relay on http://127.0.0.1:{bound}/ ({args.users} users)", flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        relay.loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print(json.dumps(relay.stats), flush=True)
+    relay.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--server", required=True, help="sipwake's UDP address, HOST:PORT")
+    ap.add_argument("--users", type=int, required=True, help="user0 .. user<N-1>")
+    ap.add_argument("--contact-port", type=int, required=True, help="the SIPp UAS's port")
+    ap.add_argument("--delay", type=float, default=0.05, help="push -> REGISTER, seconds")
+    ap.add_argument("--domain", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0, help="HTTP port for forwarded pushes")
+    args = ap.parse_args(argv)
+    asyncio.run(_main(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
