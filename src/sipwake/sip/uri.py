@@ -6,12 +6,15 @@ unknown parameters are kept, in order, and written back as they came.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from sipwake.sip.errors import ParseError
 
 # Parameter values: None for a flag parameter such as ";lr".
 Params = dict[str, str | None]
+
+_BAD_HOST_CHAR = re.compile(r"[ \t<>\"']")
 
 
 def parse_params(text: str, what: str) -> Params:
@@ -46,7 +49,7 @@ def split_hostport(text: str, what: str) -> tuple[str, int | None]:
         port_text = rest[1:] if rest else ""
     else:
         host, _, port_text = text.partition(":")
-    if not host or any(c in host for c in " \t<>\"'"):
+    if not host or _BAD_HOST_CHAR.search(host):
         raise ParseError(f"bad host in {what}")
     if not port_text:
         if text.endswith(":"):
