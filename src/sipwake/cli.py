@@ -231,7 +231,7 @@ def emulate_fcm(ctx: click.Context) -> None:
 def phone(ctx: click.Context) -> None:
     """A simulated device: registers with a push token, sleeps, wakes on push, answers or
     declines (options: sipwake phone --help)."""
-    from sipwake.emulate.phone import main as phone_main
+    from sipwake.emulate.phone_cli import main as phone_main
 
     raise SystemExit(phone_main(ctx.args))
 

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from sipwake.emulate.apns import post_json
-from sipwake.emulate.phone import Phone, PhoneConfig, main, push_payload
+from sipwake.emulate.phone import Phone, PhoneConfig, push_payload
+from sipwake.emulate.phone_cli import main
 from sipwake.emulate.tlsutil import CertFiles, make_test_certs, server_context
 from sipwake.emulate.ua import authorization, parse_challenges
 from sipwake.policy import auth
