@@ -4,7 +4,6 @@ information preprocessing, §16.6 request forwarding transforms)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sipwake.sip.errors import ProtocolError
@@ -94,20 +93,6 @@ def validate_request(request: Request, me: Me, lhash: str) -> None:
         raise BadExtension(unsupported)
 
 
-def preprocess_route(request: Request, me: Me) -> None:
-    """§16.4: if the Request-URI is a URI we put in a Record-Route (a strict router sent it
-    to us), restore from the last Route; then pop a top Route that is us (loose routing)."""
-    routes = request.routes
-    if routes and me.is_me(request.ruri) and "lr" in request.ruri.params:
-        request.set_uri(routes[-1].uri)
-        request.headers.remove("Route")
-        for r in routes[:-1]:
-            request.headers.add("Route", str(r))
-        routes = request.routes
-    if routes and me.is_me(routes[0].uri):
-        request.headers.pop_first_value("route")
-
-
 @dataclass(frozen=True, slots=True)
 class ForwardPlan:
     """What to put on a forwarded copy (§16.6)."""
@@ -140,10 +125,3 @@ def forward_copy(request: Request, plan: ForwardPlan) -> Request:
 def make_branch(unique: str, lhash: str) -> str:
     """RFC 3261 branch (magic cookie) with the loop hash appended after a dot."""
     return f"z9hG4bK{unique}.{lhash}"
-
-
-def supported_tags(values: Iterable[str]) -> set[str]:
-    return {t.strip().lower() for v in values for t in v.split(",") if t.strip()}
-
-
-IdSource = Callable[[], str]

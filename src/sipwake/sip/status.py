@@ -72,11 +72,3 @@ def reason_phrase(status: int) -> str:
     if phrase is not None:
         return phrase
     return REASONS.get(status // 100 * 100, "Unknown")
-
-
-def is_provisional(status: int) -> bool:
-    return status < 200
-
-
-def is_final(status: int) -> bool:
-    return status >= 200
