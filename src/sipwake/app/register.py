@@ -28,6 +28,18 @@ log = logging.getLogger("sipwake.registrar")
 RegisteredHook = Callable[[str, tuple[Binding, ...]], None]
 
 
+_date_cache: tuple[int, str] = (0, "")
+
+
+def _http_date(now: float) -> str:
+    """RFC 1123 date for the Date header, formatted once per second."""
+    global _date_cache
+    second = int(now)
+    if _date_cache[0] != second:
+        _date_cache = (second, formatdate(second, usegmt=True))
+    return _date_cache[1]
+
+
 class Registrar:
     def __init__(
         self,
@@ -80,7 +92,7 @@ class Registrar:
         extra = list(outcome.headers)
         if outcome.ok:
             extra += [("Contact", v) for v in contact_header_values(outcome.bindings, now)]
-            extra.append(("Date", formatdate(now, usegmt=True)))  # §10.3 step 8
+            extra.append(("Date", _http_date(now)))  # §10.3 step 8
         incoming.respond(outcome.status, outcome.reason, extra=extra)
         if not outcome.ok:
             self.metrics.registration("rejected")

@@ -285,13 +285,21 @@ def _candidate(
     if policy.push_parser is not None and push is None:
         query = _push_query(uri.params, params)
     extra = tuple((k, v or "") for k, v in params.items() if k not in _KNOWN_PARAMS)
-    binding = replace(
-        base,
+    # Built field by field: dataclasses.replace costs ~2.5x more on this hot path.
+    binding = Binding(
+        aor=base.aor,
         contact=str(uri),
+        expires_at=base.expires_at,
+        call_id=base.call_id,
+        cseq=base.cseq,
         q=q,
         instance=instance,
         reg_id=reg_id,
+        path=base.path,
+        flow=base.flow,
         push=push,
+        user_agent=base.user_agent,
+        registered_at=base.registered_at,
         extra=extra,
     )
     return _Candidate(binding, requested, has_pn, query)
@@ -395,7 +403,7 @@ def _merge(
             continue
         push = _inherited_push(c, matches) or new.push
         seconds = _granted(policy, c.requested, push)
-        new = replace(new, expires_at=now + seconds, push=push)
+        new = _granted_binding(new, now + seconds, push)
         added.append(new)
         result = _put(result, matches, new)
     evicted = _evict(result, added, policy.max_bindings_per_aor)
@@ -413,6 +421,13 @@ def _merge(
         evicted=tuple(evicted),
     )
     return result, outcome
+
+
+def _granted_binding(b: Binding, expires_at: float, push: PushTarget | None) -> Binding:
+    return Binding(
+        b.aor, b.contact, expires_at, b.call_id, b.cseq, b.q, b.instance, b.reg_id,
+        b.path, b.flow, push, b.user_agent, b.registered_at, b.extra,
+    )  # fmt: skip
 
 
 def _inherited_push(c: _Candidate, matches: list[Binding]) -> PushTarget | None:

@@ -6,6 +6,7 @@ headers is a ParseError (so a 400/513 or a dropped datagram), never unbounded me
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -25,12 +26,12 @@ class Limits:
 
 DEFAULT_LIMITS: Final = Limits()
 
-_TOKEN_EXTRA = frozenset("-.!%*_+`'~")
+_TOKEN = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")  # RFC 3261 §25.1 token
 _COMPACT = COMPACT
 
 
 def _is_token(text: str) -> bool:
-    return bool(text) and text.isascii() and all(c.isalnum() or c in _TOKEN_EXTRA for c in text)
+    return _TOKEN.fullmatch(text) is not None
 
 
 def _split_lines(head: str) -> list[str]:

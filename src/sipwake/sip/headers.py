@@ -8,6 +8,7 @@ until that header changes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -57,6 +58,9 @@ def canonical_name(key: str) -> str:
 
 
 _KEYS: dict[str, str] = {}
+
+# RFC 3261 §25.1 token.
+_TOKEN = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
 
 # Cache slot of the top-Via view: it is dropped whenever "via" changes (see _invalidate).
 TOP_VIA = "via#top"
@@ -349,7 +353,7 @@ class CSeq:
         # RFC 3261 §8.1.1.5: a 32-bit unsigned integer less than 2**31, then the method.
         if not num.isdigit() or len(num) > 10 or int(num) >= 2**31 or not method:
             raise ParseError("bad CSeq")
-        if not method.isascii() or not all(c.isalnum() or c in "-.!%*_+`'~" for c in method):
+        if not _TOKEN.fullmatch(method):
             raise ParseError("bad CSeq method")
         return cls(int(num), method)
 

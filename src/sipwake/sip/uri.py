@@ -15,6 +15,9 @@ from sipwake.sip.errors import ParseError
 Params = dict[str, str | None]
 
 _BAD_HOST_CHAR = re.compile(r"[ \t<>\"']")
+_BAD_URI_CHAR = re.compile(r'[ \t<>"]')
+_BAD_OPAQUE_CHAR = re.compile(r"[ \t<>]")
+_SCHEME = re.compile(r"[a-z0-9+.-]+")  # RFC 3986 §3.1, lower-cased already
 
 
 def parse_params(text: str, what: str) -> Params:
@@ -81,13 +84,13 @@ class URI:
         if not colon or not scheme or not rest:
             raise ParseError(f"bad URI {text[:60]!r}")
         scheme = scheme.lower()
-        if not scheme.replace("+", "").replace("-", "").replace(".", "").isalnum():
-            raise ParseError(f"bad URI scheme {scheme[:20]!r}")
         if scheme not in ("sip", "sips"):
-            if any(c in rest for c in " \t<>"):
+            if not _SCHEME.fullmatch(scheme):
+                raise ParseError(f"bad URI scheme {scheme[:20]!r}")
+            if _BAD_OPAQUE_CHAR.search(rest):
                 raise ParseError(f"bad URI {text[:60]!r}")
             return cls(scheme=scheme, opaque=rest)
-        if any(c in rest for c in ' \t<>"'):
+        if _BAD_URI_CHAR.search(rest):
             raise ParseError(f"bad SIP URI {text[:60]!r}")
         user = password = None
         at = rest.find("@")
