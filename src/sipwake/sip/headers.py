@@ -237,13 +237,18 @@ class Headers:
         e = self._entry(name, value)
         key = e[0]
         self._invalidate(key)
-        self._index = None
-        for i, cur in enumerate(self._entries):
-            if cur[0] == key:
-                self._entries[i] = e
-                self._entries[i + 1 :] = [x for x in self._entries[i + 1 :] if x[0] != key]
-                return
-        self._entries.append(e)
+        idx = self._idx()
+        lst = idx.get(key)
+        if not lst:
+            self._entries.append(e)
+            idx[key] = [e]
+            return
+        first = lst[0]
+        at = next(i for i, cur in enumerate(self._entries) if cur is first)
+        self._entries[at] = e
+        if len(lst) > 1:
+            self._entries[at + 1 :] = [x for x in self._entries[at + 1 :] if x[0] != key]
+        idx[key] = [e]
 
     def remove(self, name: str) -> int:
         key = header_key(name)
@@ -298,6 +303,18 @@ class Via:
     def parse(cls, text: str) -> Via:
         text = text.strip()
         proto, _, rest = text.partition(" ")
+        if proto[:8] == "SIP/2.0/" and "/" not in proto[8:] and proto[8:] and rest:
+            # The common shape, no LWS inside the protocol: skip the general path below.
+            semi = rest.find(";")
+            sent_by, ptext = (rest, "") if semi < 0 else (rest[:semi], rest[semi + 1 :])
+            sent_by = sent_by.strip()
+            if " " in sent_by or "\t" in sent_by:
+                sent_by = sent_by.replace(" ", "").replace("\t", "")
+            if not sent_by:
+                raise ParseError("Via without sent-by")
+            host, port = split_hostport(sent_by, "Via")
+            params = parse_params(ptext, "Via") if ptext else {}
+            return cls(proto[8:].upper(), host.lower(), port, params, "SIP/2.0")
         if proto.count("/") != 2 or proto.endswith("/") or "\t" in proto:
             # SLASH allows LWS on both sides (RFC 3261 §25.1; RFC 4475 §3.1.1.1 "wsinv":
             # "SIP  /   2.0 /UDP"): rebuild the protocol, then take the transport token.
