@@ -325,7 +325,11 @@ class Proxy:
             elif isinstance(action, Respond):
                 ctx.incoming.respond(action.status, extra=list(action.headers))
         if not was_final and ctx.incoming.answered >= 200 and not ctx.ghost:
-            for hook in ctx.on_final:
+            # Run once, then drop: hooks usually close a cycle back to the context
+            # (context -> hook -> held call -> context), and reference counting should
+            # free a finished call without the cycle collector (server.tune_gc).
+            hooks, ctx.on_final = ctx.on_final, []
+            for hook in hooks:
                 hook(ctx)
         self._arm(ctx)
 
