@@ -5,28 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import RunningServer, serve
+from tests.e2e.harness import RunningServer, loopback_config, serve
 
-BASIC_CONFIG = """
-[server]
-domains = ["localhost", "127.0.0.1"]
-log_level = "debug"
-
-[[listen]]
-transport = "udp"
-host = "127.0.0.1"
-port = 0
-
-[[listen]]
-transport = "tcp"
-host = "127.0.0.1"
-port = 0
-
-[api]
-port = 0
-[storage]
-url = "memory://"
-"""
+BASIC_CONFIG = loopback_config(domains=("localhost", "127.0.0.1"), log_level="debug")
 
 
 @pytest.fixture

@@ -49,6 +49,36 @@ class RunningServer:
         return self.proc.poll() is None
 
 
+def loopback_config(
+    *,
+    domains: tuple[str, ...] = ("127.0.0.1",),
+    log_level: str = "info",
+    storage: str = "memory://",
+    extra: str = "",
+) -> str:
+    """sipwake on 127.0.0.1: UDP and TCP on free ports, the API on a free port; ``extra``
+    is TOML appended as it is (auth, push, more listeners...)."""
+    names = ", ".join(f'"{d}"' for d in domains)
+    return f"""
+[server]
+domains = [{names}]
+log_level = "{log_level}"
+[[listen]]
+transport = "udp"
+host = "127.0.0.1"
+port = 0
+[[listen]]
+transport = "tcp"
+host = "127.0.0.1"
+port = 0
+[api]
+port = 0
+[storage]
+url = "{storage}"
+{extra}
+"""
+
+
 def write_config(path: Path, body: str) -> Path:
     path.write_text(body)
     return path

@@ -9,38 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import RunningServer, keys, run_sipp, scenario, serve, start_uas
+from tests.e2e.harness import (
+    RunningServer,
+    keys,
+    loopback_config,
+    run_sipp,
+    scenario,
+    serve,
+    start_uas,
+)
 
 pytestmark = pytest.mark.e2e
 
 DOMAIN = "127.0.0.1"
 
-CONFIG = """
-[server]
-domains = ["127.0.0.1"]
-log_level = "info"
-[[listen]]
-transport = "udp"
-host = "127.0.0.1"
-port = 0
-[[listen]]
-transport = "tcp"
-host = "127.0.0.1"
-port = 0
-[api]
-port = 0
-[storage]
-url = "{storage}"
-[auth]
-enabled = {auth}
-algorithms = ["MD5"]
-[sip]
-timer_c = 185.0
-"""
-
 
 def config(storage: str = "memory://", auth: bool = False) -> str:
-    return CONFIG.format(storage=storage, auth="true" if auth else "false")
+    extra = f'[auth]\nenabled = {"true" if auth else "false"}\nalgorithms = ["MD5"]\n'
+    return loopback_config(storage=storage, extra=extra + "[sip]\ntimer_c = 185.0\n")
 
 
 @pytest.fixture

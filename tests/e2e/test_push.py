@@ -31,6 +31,7 @@ from tests.e2e.harness import (
     apns_emulator,
     free_port,
     keys,
+    loopback_config,
     run_sipp,
     scenario,
     serve,
@@ -63,29 +64,9 @@ def push_config(
         if tls
         else ""
     )
-    return (
-        tls_part
-        + f"""
-[server]
-domains = ["127.0.0.1"]
-log_level = "info"
-[[listen]]
-transport = "udp"
-host = "127.0.0.1"
-port = 0
-[[listen]]
-transport = "tcp"
-host = "127.0.0.1"
-port = 0
-[api]
-port = 0
-[storage]
-url = "{storage}"
-{auth or NO_AUTH}
-[push]
-{settings}
-{emu.config()}
-"""
+    return loopback_config(
+        storage=storage,
+        extra=f"{tls_part}{auth or NO_AUTH}\n[push]\n{settings}\n{emu.config()}",
     )
 
 
