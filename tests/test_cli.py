@@ -44,8 +44,9 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Stand-in for sipwake.server, recording what the CLI hands it."""
     seen: dict[str, Any] = {}
 
-    async def run(config: Config) -> None:
+    async def run(config: Config, worker: Any = None) -> None:
         seen["config"] = config
+        seen["worker"] = worker
         seen["loop"] = type(asyncio.get_running_loop()).__module__
         error = seen.get("raise")
         if error is not None:
@@ -58,6 +59,7 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
     module = types.ModuleType("sipwake.server")
     module.run = run  # type: ignore[attr-defined]
+    module.WorkerSlot = lambda index, count: (index, count)  # type: ignore[attr-defined]
     module.run_demo = run_demo  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "sipwake.server", module)
     monkeypatch.setattr(sipwake, "server", module, raising=False)
@@ -314,3 +316,34 @@ def test_setup_logging_rejects_unknown_values() -> None:
         setup_logging("chatty", "text")
     with pytest.raises(ValueError, match="log format"):
         setup_logging("info", "xml")
+
+
+def test_serve_workers_need_a_shared_store(fake_server: dict[str, Any]) -> None:
+    # The default store is SQLite inside one process: workers would not share bindings.
+    result = invoke("serve", "--workers", "2")
+    assert result.exit_code == 2
+    assert "Usage:" in result.output and "redis://" in result.output
+    assert "config" not in fake_server
+
+
+def test_serve_workers_need_fixed_ports(tmp_path: Path, fake_server: dict[str, Any]) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[storage]\nurl = "redis://127.0.0.1:6379/0"\n'
+        '[[listen]]\ntransport = "udp"\nport = 0\n'
+    )
+    result = invoke("serve", "-c", str(path), "--workers", "3")
+    assert result.exit_code == 2
+    assert "listen[0].port is 0" in result.output
+
+
+def test_serve_workers_range_checked(fake_server: dict[str, Any]) -> None:
+    result = invoke("serve", "--workers", "0")
+    assert result.exit_code == 2
+    assert "Usage:" in result.output
+
+
+def test_serve_as_worker_passes_the_slot(fake_server: dict[str, Any]) -> None:
+    result = invoke("serve", "--worker", "1/2")
+    assert result.exit_code == 0, result.output
+    assert fake_server["worker"] == (1, 2)

@@ -17,7 +17,14 @@ import click
 import msgspec
 
 from sipwake import __version__
-from sipwake.config import LOG_FORMATS, LOG_LEVELS, Config, ConfigError, load_config
+from sipwake.config import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    load_config,
+    workers_problem,
+)
 from sipwake.logs import setup_logging
 
 __all__ = ["main"]
@@ -69,8 +76,19 @@ def main() -> None:
 @click.option(
     "--no-uvloop", is_flag=True, help="Use the stdlib event loop even if uvloop is installed."
 )
-def serve(
-    config_path: str | None, log_level: str | None, log_format: str | None, no_uvloop: bool
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    help="Worker processes sharing the ports (overrides server.workers; >1 needs Redis).",
+)
+@click.option("--worker", "worker_slot", hidden=True, help="Internal: run as worker I/N.")
+def serve(  # noqa: PLR0917 (click passes options as keywords; one per option)
+    config_path: str | None,
+    log_level: str | None,
+    log_format: str | None,
+    no_uvloop: bool,
+    workers: int | None,
+    worker_slot: str | None,
 ) -> None:
     """Run the registrar and proxy until interrupted."""
     config = _load(config_path)
@@ -79,16 +97,39 @@ def serve(
     if overrides:
         server_cfg = msgspec.structs.replace(config.server, **overrides)
         config = msgspec.structs.replace(config, server=server_cfg)
+    count = workers if workers is not None else config.server.workers
+    if worker_slot is None and count > 1:
+        problem = workers_problem(config, count)
+        if problem is not None:
+            raise click.UsageError(problem)
+        import sys
+
+        from sipwake.workers import supervise
+
+        argv = [sys.executable, "-m", "sipwake.cli", "serve"]
+        if config_path is not None:
+            argv += ["-c", config_path]
+        for flag, value in (("--log-level", log_level), ("--log-format", log_format)):
+            if value is not None:
+                argv += [flag, value]
+        if no_uvloop:
+            argv.append("--no-uvloop")
+        raise SystemExit(supervise(argv, count))
     setup_logging(config.server.log_level, config.server.log_format)
 
-    from sipwake.server import run
+    from sipwake.server import WorkerSlot, run
 
+    slot = None
+    if worker_slot is not None:
+        index, _, total = worker_slot.partition("/")
+        slot = WorkerSlot(int(index), int(total))
     try:
-        _run_loop(run(config), use_uvloop=not no_uvloop)
+        _run_loop(run(config, slot), use_uvloop=not no_uvloop)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
-    except (ConfigError, OSError) as exc:
-        # Unreadable certificate, address already in use, ...: an operator error, not a bug.
+    except (ConfigError, OSError, ValueError) as exc:
+        # Unreadable certificate, address already in use, a node id already in use, ...:
+        # an operator error, not a bug.
         _fail(f"sipwake: {exc}")
 
 
@@ -238,3 +279,7 @@ def phone(ctx: click.Context) -> None:
 
 # Later subcommands slot in here:
 #   bindings                 list/remove registrations in the store
+
+
+if __name__ == "__main__":
+    main()

@@ -137,6 +137,9 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     # REGISTER accepted; RFC 3261 §10.3 step 1). Loopback by default so a local test works.
     domains: tuple[str, ...] = ("localhost", "127.0.0.1")
     node_id: str = ""  # "" means the host name; see ``node_name``
+    # Processes sharing the listening ports (SO_REUSEPORT); more than 1 needs a shared
+    # store (redis://...): see docs/scale-out.md. ``sipwake serve --workers N`` overrides.
+    workers: int = 1
     log_level: LogLevel = "info"
     log_format: LogFormat = "text"
 
@@ -152,6 +155,8 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
                 raise _Invalid(f"domains[{i}]", "a domain has no port")
         if self.node_id != self.node_id.strip() or any(c.isspace() for c in self.node_id):
             raise _Invalid("node_id", "must not contain white space")
+        if not 1 <= self.workers <= 64:
+            raise _Invalid("workers", "must be between 1 and 64")
 
     @property
     def node_name(self) -> str:
@@ -535,6 +540,24 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
                         f"listen[{i}]",
                         f"{lst.host} port {lst.port} is already used by listen[{j}]",
                     )
+
+
+def workers_problem(config: Config, workers: int) -> str | None:
+    """Why ``workers`` processes cannot serve ``config``, or None. Several workers share
+    state only through a shared store, and share ports only when the ports are fixed."""
+    if workers <= 1:
+        return None
+    if not config.storage.url.lower().startswith(("redis://", "rediss://", "redis+sentinel://")):
+        return (
+            f'{workers} workers need storage.url = "redis://...": the SQLite and memory '
+            "stores live inside one process, so workers would not see each other's bindings"
+        )
+    for i, lst in enumerate(config.listen):
+        if lst.port == 0:
+            return f"listen[{i}].port is 0: workers can only share a fixed port"
+    if config.api.enabled and config.api.port == 0:
+        return "api.port is 0: with several workers the API needs a fixed port"
+    return None
 
 
 def _overlaps(a: ListenConfig, b: ListenConfig) -> bool:

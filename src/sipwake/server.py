@@ -12,15 +12,17 @@ import signal
 import socket
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sipwake.api.metrics import Metrics
 from sipwake.api.server import ApiServer
 from sipwake.app.auth import Authenticator
+from sipwake.app.cluster import ClusterNode
 from sipwake.app.engine import Engine
-from sipwake.app.proxy import Proxy
+from sipwake.app.proxy import Proxy, ref_flow
 from sipwake.app.register import Registrar
-from sipwake.app.router import SipApp, binding_target
+from sipwake.app.router import SipApp
 from sipwake.app.wake import WakeService
 from sipwake.config import Config
 from sipwake.policy.decline import DeclineResult
@@ -55,11 +57,22 @@ class Bound:
         return f"{self.transport.lower()}:{host}:{self.port}"
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerSlot:
+    """Which of ``count`` worker processes this is (``sipwake serve --workers``)."""
+
+    index: int
+    count: int
+
+
 class Server:
     """Everything one node runs. ``start()`` opens the stores and sockets."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, worker: WorkerSlot | None = None) -> None:
         self.config = config
+        self.worker = worker
+        # Every worker is a node of its own: it owns its connections and transactions.
+        self.node_id = config.server.node_name + (f".w{worker.index}" if worker else "")
         sip = config.sip
         self.limits = sip.limits()
         self.domains = {d.lower() for d in config.server.domains}
@@ -98,6 +111,8 @@ class Server:
         )
         self.engine.sender = self.transport
         self.bound: list[Bound] = []
+        self.private: list[Bound] = []  # a worker's own sockets, advertised in Via/RR
+        self.cluster: ClusterNode | None = None
         self.stores: Stores | None = None
         self.app: SipApp | None = None
         self.wake: WakeService | None = None
@@ -110,8 +125,13 @@ class Server:
 
     async def start(self) -> None:
         cfg = self.config
-        self.stores = await open_stores(cfg.storage.url, node_id=cfg.server.node_name)
-        if cfg.api.enabled:
+        self.stores = await open_stores(cfg.storage.url, node_id=self.node_id)
+        if self.stores.cluster.shared and not cfg.auth.secret:
+            # Tokens one node signs (Record-Route, owner routes, nonces, decline links)
+            # are checked by another: every node needs the same key.
+            self.secret = await self.stores.cluster.shared_secret(self.secret)
+        worker = self.worker
+        if cfg.api.enabled and (worker is None or worker.index == 0):
             self.api = ApiServer(
                 host=cfg.api.host,
                 port=cfg.api.port,
@@ -126,22 +146,51 @@ class Server:
             api_host, api_port = await self.api.start()
             self.api_address = (api_host, api_port)
             self.decline_base = cfg.api.public_url or self.api.url
-        advertised: dict[str, tuple[str, int]] = {}
+        elif cfg.api.enabled:
+            # Worker 0 serves the API; the others only need its address for links.
+            scheme = "https" if cfg.api.tls else "http"
+            api_host = f"[{cfg.api.host}]" if ":" in cfg.api.host else cfg.api.host
+            self.decline_base = cfg.api.public_url or f"{scheme}://{api_host}:{cfg.api.port}"
+        advertised: dict[str, tuple[str, int]] = {}  # in Via / Record-Route
+        public: dict[str, tuple[str, int]] = {}  # where phones register (push payload)
         hosts = set(self.domains) | {h.lower() for h in _local_names()}
         ports: set[int] = set()
         for lst in cfg.listen:
             transport = lst.transport.upper()
-            host, port = await self.transport.listen(transport, lst.host, lst.port)
+            host, port = await self.transport.listen(
+                transport, lst.host, lst.port, reuse_port=worker is not None
+            )
             self.bound.append(Bound(transport, host, port))
             adv_host, adv_port = lst.advertised if lst.advertise else (host, port)
             if adv_host in ("0.0.0.0", "::"):
                 adv_host = cfg.server.domains[0]
-            adv = (adv_host.strip("[]"), adv_port or port)
-            advertised.setdefault(transport, adv)
-            hosts |= {host.strip("[]").lower(), adv[0].lower()}
-            ports |= {port, adv[1]}
+            adv_host = adv_host.strip("[]")
+            public.setdefault(transport, (adv_host, adv_port or port))
+            hosts |= {host.strip("[]").lower(), adv_host.lower()}
+            ports |= {port, adv_port or port}
+            if worker is not None:
+                # The shared port takes new requests from anyone; responses and in-dialog
+                # requests must come back to this very process, so Via and Record-Route
+                # name a port of its own (issue 5; the kernel's SO_REUSEPORT hash would
+                # spread them across workers otherwise).
+                _, port = await self.transport.listen(transport, lst.host, 0)
+                self.private.append(Bound(transport, host, port))
+                ports.add(port)
+                advertised.setdefault(transport, (adv_host, port))
+            else:
+                advertised.setdefault(transport, (adv_host, adv_port or port))
         me = Me(frozenset(hosts), frozenset(ports))
         stores = self.stores
+        cluster = ClusterNode(
+            stores.cluster,
+            node_id=self.node_id,
+            route=_cluster_route(advertised),
+            secret=self.secret,
+            is_alive=lambda ref: self.transport.is_alive(ref_flow(ref)),
+        )
+        if cluster.shared:
+            await cluster.start()
+        self.cluster = cluster
         auth = Authenticator(cfg.auth, stores.users, self.realm, self.secret)
         reg = cfg.registrar
         # Key files are read here: a missing one stops start-up with the entry's name.
@@ -161,8 +210,11 @@ class Server:
             policy,
             auth if cfg.auth.enabled else None,
             hosts,
-            cfg.server.node_name,
+            self.node_id,
         )
+        if cluster.shared:
+            registrar.track_flows = True
+            self.transport.on_close(registrar.flow_closed)
         proxy = Proxy(
             self.engine,
             self.transport,
@@ -180,13 +232,17 @@ class Server:
                 dispatcher=self.dispatcher,
                 store=stores.bindings,
                 cfg=cfg.push,
-                is_alive=self.transport.is_alive,
-                target_of=binding_target,
-                sip_address=_preferred_address(advertised),
+                flow_alive=cluster.flow_alive,
+                target_of=cluster.target,
+                sip_address=_preferred_address(public),
                 secret=self.secret,
                 decline_base=self.decline_base,
+                cluster=cluster,
             )
             registrar.hooks.append(wake.on_registered)
+            registrar.hooks.append(cluster.registered)
+            cluster.on_registered = wake.on_registered
+            cluster.on_decline = partial(wake.decline, forwarded=True)
         self.wake = wake
         metrics = self.metrics
         for part in (self.engine, registrar, auth, wake):
@@ -203,6 +259,7 @@ class Server:
             relay_foreign=cfg.proxy.relay_foreign,
             reveal_unknown_users=cfg.auth.reveal_unknown_users,
             wake=wake,
+            target_of=cluster.target,
         )
         self.engine.app = self.app
         self.app.metrics = metrics
@@ -226,6 +283,8 @@ class Server:
     async def stop(self) -> None:
         if self._purger is not None:
             self._purger.cancel()
+        if self.cluster is not None and self.cluster.shared:
+            await self.cluster.close()
         if self.api is not None:
             await self.api.close()
         if self.wake is not None:
@@ -276,6 +335,17 @@ def _preferred_address(advertised: dict[str, tuple[str, int]]) -> tuple[str, int
     raise ValueError("no listener")
 
 
+def _cluster_route(advertised: dict[str, tuple[str, int]]) -> str:
+    """How peer nodes reach us: TCP first (no size limit, one connection reused for every
+    call between two nodes), else UDP, else TLS."""
+    for transport in ("TCP", "UDP", "TLS"):
+        if transport in advertised:
+            host, port = advertised[transport]
+            host = f"[{host}]" if ":" in host else host
+            return f"{host}:{port};transport={transport.lower()}"
+    raise ValueError("cluster nodes need a TCP, UDP or TLS listener to reach each other")
+
+
 def _local_names() -> list[str]:
     names = ["localhost", "127.0.0.1", "::1"]
     try:
@@ -297,9 +367,9 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-async def run(config: Config) -> None:
+async def run(config: Config, worker: WorkerSlot | None = None) -> None:
     """Run until SIGINT/SIGTERM."""
-    server = Server(config)
+    server = Server(config, worker)
     await server.start()
     tune_gc()
     stop = asyncio.Event()

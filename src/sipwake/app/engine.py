@@ -32,6 +32,7 @@ from sipwake.sip.headers import Headers
 from sipwake.sip.message import Request, Response, make_response
 from sipwake.sip.status import reason_phrase
 from sipwake.sip.transactions.layer import TransactionGone, TransactionLayer
+from sipwake.storage.base import StorageUnavailable
 from sipwake.transport.flow import Flow
 
 log = logging.getLogger("sipwake.engine")
@@ -49,6 +50,7 @@ class EngineStats:
     parse_errors: int = 0  # answered with 4xx/5xx
     dropped: int = 0  # could not be answered (no usable headers, or a bad response)
     handler_errors: int = 0
+    storage_unavailable: int = 0  # requests answered 503 because the store was away
 
 
 class Incoming:
@@ -250,6 +252,9 @@ class Engine:
         except ProtocolError as err:
             self._answer_error(incoming, err)
             return
+        except StorageUnavailable as exc:
+            self._answer_unavailable(incoming, exc)
+            return
         except Exception:
             self._answer_bug(incoming)
             return
@@ -267,6 +272,8 @@ class Engine:
             await awaitable
         except ProtocolError as err:
             self._answer_error(incoming, err)
+        except StorageUnavailable as exc:
+            self._answer_unavailable(incoming, exc)
         except Exception:
             self._answer_bug(incoming)
 
@@ -274,6 +281,14 @@ class Engine:
         if incoming.answered >= 200 or incoming.request.method == "ACK":
             return
         incoming.respond(0, response=make_error_response(incoming.request, err, self.tag_source()))
+
+    def _answer_unavailable(self, incoming: Incoming, exc: StorageUnavailable) -> None:
+        """The store is away (ARCHITECTURE.md "Errors"): 503 with Retry-After, so the UA
+        tries again or elsewhere (RFC 3261 §21.5.4); nothing was changed."""
+        self.stats.storage_unavailable += 1
+        log.warning("storage unavailable: %s", exc)
+        if incoming.answered < 200 and incoming.request.method != "ACK":
+            incoming.respond(503, extra=[("Retry-After", str(exc.retry_after))])
 
     def _answer_bug(self, incoming: Incoming) -> None:
         self.stats.handler_errors += 1

@@ -166,6 +166,20 @@ class Proxy:
         """Forget a context that never got a branch (the caller answers the request)."""
         self._drop(ctx)
 
+    def relay_owned(self, incoming: Incoming, lhash: str, owned: FlowKey) -> None:
+        """A peer node sends a request for a device whose connection we own (the Route it
+        carried held an owner token): forward it over that connection, Record-Routing so
+        the dialog keeps crossing us (RFC 3327 §5.2, RFC 5626 §5.3)."""
+        flow = Flow(owned.transport, owned.local, owned.remote, owned.conn_id)
+        if flow.transport != "UDP" and not self.connector.is_alive(flow):
+            incoming.respond(430)  # RFC 5626 §11.5 Flow Failed: the peer may try another
+            return
+        ctx = self.new_context(incoming, lhash)
+        target = Target(uri=incoming.request.uri, device="owned", flow=flow)
+        if not self.open_branch(ctx, target, flow):
+            self.discard(ctx)
+            incoming.respond(480)
+
     # -- flows ------------------------------------------------------------------------------
     async def flow_for(self, flow: Flow | None, uri_text: str) -> Flow:
         """The registered flow when it still works, else a flow to the URI (§18.1.1)."""

@@ -3,9 +3,11 @@ atomically per AoR, answer with the current bindings."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from email.utils import formatdate
 
 from sipwake.app.auth import TRUSTED, Authenticator
@@ -19,7 +21,8 @@ from sipwake.policy.registrar import (
     contact_header_values,
     decide_register,
 )
-from sipwake.storage.base import BindingStore
+from sipwake.storage.base import BindingStore, StorageError, StorageUnavailable
+from sipwake.transport.flow import Flow
 
 log = logging.getLogger("sipwake.registrar")
 
@@ -56,6 +59,12 @@ class Registrar:
         self.node_id = node_id
         self.hooks: list[RegisteredHook] = []
         self.metrics: MetricsPort = NullMetrics()
+        # Shared store only: the AoRs registered over each of our connections, so that
+        # when one closes the bindings stop naming it and other nodes push the device
+        # instead of routing a call to a dead connection (flow_closed).
+        self.track_flows = False
+        self._by_conn: dict[int, set[str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def handle(self, incoming: Incoming) -> None:
         request = incoming.request
@@ -86,9 +95,21 @@ class Registrar:
         )
         now = time.time()
         policy = self.policy
-        outcome: RegisterOutcome = await self.store.update(
-            aor, lambda current: decide_register(policy, current, request, aor, ref, now), now
-        )
+        try:
+            outcome: RegisterOutcome = await self.store.update(
+                aor, lambda current: decide_register(policy, current, request, aor, ref, now), now
+            )
+        except StorageUnavailable:
+            # The REGISTER gets 503 (engine.py), but a call held in this process for this
+            # device can still be delivered over the flow it just came on: the device was
+            # woken for that call (issue 5: held calls in memory still complete).
+            _, alone = decide_register(policy, [], request, aor, ref, now)
+            if alone.ok and alone.added:
+                for hook in self.hooks:
+                    hook(aor, alone.added)
+            raise
+        if self.track_flows and flow.conn_id and outcome.ok and outcome.added:
+            self._by_conn.setdefault(flow.conn_id, set()).add(aor)
         extra = list(outcome.headers)
         if outcome.ok:
             extra += [("Contact", v) for v in contact_header_values(outcome.bindings, now)]
@@ -105,3 +126,31 @@ class Registrar:
         if outcome.ok and outcome.added:
             for hook in self.hooks:
                 hook(aor, outcome.added)
+
+    def flow_closed(self, flow: Flow) -> None:
+        """Transport hook: one of our connections closed. Bindings that name it get their
+        flow cleared, so every node sees the device as asleep (push it) rather than
+        reachable through us (RFC 5626 §5.3: a failed flow is not used again)."""
+        aors = self._by_conn.pop(flow.conn_id, None)
+        if not aors:
+            return
+        for aor in aors:
+            task = asyncio.get_running_loop().create_task(self._clear_flow(aor, flow.conn_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _clear_flow(self, aor: str, conn_id: int) -> None:
+        node = self.node_id
+
+        def clear(current: list[Binding]) -> tuple[list[Binding], None]:
+            return [
+                replace(b, flow=None)
+                if b.flow is not None and b.flow.conn_id == conn_id and b.flow.node_id == node
+                else b
+                for b in current
+            ], None
+
+        try:
+            await self.store.update(aor, clear, time.time())
+        except StorageError as exc:
+            log.warning("%s: could not clear a closed flow from its bindings: %s", aor, exc)

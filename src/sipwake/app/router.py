@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from sipwake.app.auth import TRUSTED, Authenticator
 from sipwake.app.engine import Incoming
@@ -18,12 +18,13 @@ from sipwake.app.proxy import Proxy, Target, ref_flow
 from sipwake.app.register import Registrar
 from sipwake.app.wake import WakeService
 from sipwake.policy.bindings import Binding
+from sipwake.policy.flowtoken import decode_owner
 from sipwake.policy.proxying import BadExtension, Me, loop_hash, validate_request
 from sipwake.sip.errors import ParseError
 from sipwake.sip.flows import DEFAULT_PORTS
 from sipwake.sip.message import Response
 from sipwake.sip.uri import URI
-from sipwake.storage.base import BindingStore, StorageUnavailable, UserStore
+from sipwake.storage.base import BindingStore, UserStore
 from sipwake.transport.flow import Flow
 
 log = logging.getLogger("sipwake.router")
@@ -84,7 +85,9 @@ class SipApp:
         relay_foreign: bool = False,
         reveal_unknown_users: bool = True,
         wake: WakeService | None = None,
+        target_of: Callable[[Binding], Target] = binding_target,
     ) -> None:
+        self.target_of = target_of
         self.me = me
         self.domains = domains
         self.registrar = registrar
@@ -145,7 +148,12 @@ class SipApp:
         # Initial request: strip Route entries that point at us (a preloaded outbound proxy
         # route, §16.4); anything left names the next hop.
         while (routes := req.routes) and self.me.is_me(routes[0].uri):
+            owned = decode_owner(self.proxy.secret, routes[0].uri.user)
             req.headers.pop_first_value("route")
+            if owned is not None:
+                # From a peer node: a device whose connection we own (app/cluster.py).
+                self.proxy.relay_owned(incoming, lhash, owned)
+                return None
         if req.routes:
             return self.proxy.route_in_dialog(incoming, lhash)
         if self.is_local_domain(uri.host):
@@ -172,11 +180,8 @@ class SipApp:
                 incoming.respond(403, "From Does Not Match The Authenticated User")
                 return
         aor = req.ruri.aor()
-        try:
-            bindings = await self.bindings.lookup(aor, time.time())
-        except StorageUnavailable as exc:
-            incoming.respond(503, extra=[("Retry-After", str(exc.retry_after))])
-            return
+        # StorageUnavailable -> 503 with Retry-After (engine.py).
+        bindings = await self.bindings.lookup(aor, time.time())
         if not bindings:
             incoming.respond(await self._no_binding_status(req.ruri.user, caller))
             return
@@ -193,7 +198,7 @@ class SipApp:
             sleeping = []
         for b in bindings:
             if b not in sleeping:
-                await self.proxy.add_target(ctx, binding_target(b))
+                await self.proxy.add_target(ctx, self.target_of(b))
         if not ctx.branches and not ctx.fork.waiting and not ctx.fork.finished:
             self.proxy.discard(ctx)
             incoming.respond(480)

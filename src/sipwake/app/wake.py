@@ -11,15 +11,15 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipwake.app.ports import MetricsPort, NullMetrics
-from sipwake.app.proxy import CallContext, Proxy, Target, ref_flow
+from sipwake.app.proxy import CallContext, Proxy, Target
 from sipwake.config import PushConfig
 from sipwake.policy import decline as tokens
-from sipwake.policy.bindings import Binding
+from sipwake.policy.bindings import Binding, FlowRef
 from sipwake.policy.fork import Respond
 from sipwake.policy.parking import DeliverAndCancel, DeviceState, HeldCall, HeldState, Join
 from sipwake.policy.pushparams import provider_family
@@ -34,7 +34,10 @@ from sipwake.push.base import (
 from sipwake.push.dispatcher import PushDispatcher
 from sipwake.push.payload import build_payload
 from sipwake.storage.base import BindingStore, StorageError
-from sipwake.transport.flow import Flow
+from sipwake.storage.cluster import HeldEntry
+
+if TYPE_CHECKING:  # app/cluster.py imports the router, which imports us
+    from sipwake.app.cluster import ClusterNode
 
 log = logging.getLogger("sipwake.wake")
 
@@ -70,17 +73,19 @@ class WakeService:
         dispatcher: PushDispatcher,
         store: BindingStore,
         cfg: PushConfig,
-        is_alive: Callable[[Flow], bool],
+        flow_alive: Callable[[FlowRef], bool],
         target_of: Callable[[Binding], Target],
         sip_address: tuple[str, int, str],
         secret: bytes,
         decline_base: str = "",
+        cluster: ClusterNode | None = None,
     ) -> None:
+        self.cluster = cluster
         self.proxy = proxy
         self.dispatcher = dispatcher
         self.store = store
         self.cfg = cfg
-        self.is_alive = is_alive
+        self.flow_alive = flow_alive
         self.target_of = target_of
         self.sip_address = sip_address
         self.secret = secret
@@ -105,7 +110,7 @@ class WakeService:
         ref = b.flow
         if ref is None or ref.transport == "UDP":
             return True
-        return not self.is_alive(ref_flow(ref))
+        return not self.flow_alive(ref)
 
     # -- holding ----------------------------------------------------------------------------
     def hold(self, ctx: CallContext, aor: str, sleeping: list[Binding]) -> None:
@@ -137,6 +142,14 @@ class WakeService:
             held.tasks.add(task)
             task.add_done_callback(held.tasks.discard)
         held.timer = loop.call_later(cfg.hold_window, self._expire, held)
+        if self.cluster is not None and self.cluster.shared:
+            # Visible to every node (admin, decline links) until the grace period is over
+            # even if this node dies (issue 5 "Faults").
+            entry = HeldEntry(
+                call.call_id, aor, self.cluster.node_id, call.deadline, tuple(held.bindings)
+            )
+            ttl = cfg.hold_window + cfg.cancel_grace + 1
+            self._spawn(self._registry(self.cluster.cluster.put_held(entry, ttl)))
 
     def _payload_request(self, held: Held, b: Binding) -> PushRequest:
         assert b.push is not None
@@ -252,6 +265,8 @@ class WakeService:
 
     def _forget(self, held: Held) -> None:
         self.by_id.pop(held.call.call_id, None)
+        if self.cluster is not None and self.cluster.shared:
+            self._spawn(self._registry(self.cluster.cluster.drop_held(held.call.call_id)))
         entries = self.by_aor.get(held.call.aor)
         if entries is not None:
             entries[:] = [h for h in entries if h is not held]
@@ -297,6 +312,14 @@ class WakeService:
                     target = self.target_of(b)
                     self._spawn(self.proxy.deliver_and_cancel(held.ctx, target, decision.reason))
 
+    @staticmethod
+    async def _registry(op: Awaitable[None]) -> None:
+        try:
+            await op
+        except StorageError as exc:
+            # The held-call registry is for visibility; the call itself is in memory here.
+            log.warning("held-call registry not updated: %s", exc)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
@@ -310,7 +333,11 @@ class WakeService:
             self.proxy.apply(ctx, ctx.fork.stop_waiting(1))
 
     # -- the decline link (api/) ------------------------------------------------------------
-    def decline(self, call_id: str, token: str, reason: str) -> tokens.DeclineResult:
+    def decline(
+        self, call_id: str, token: str, reason: str, *, forwarded: bool = False
+    ) -> tokens.DeclineResult:
+        """The app declined the call from its push (the decline link). ``forwarded``:
+        another node received the link and passed it on over the cluster bus."""
         now = time.time()
         try:
             claim = tokens.check_token(self.secret, token, call_id, now)
@@ -319,6 +346,11 @@ class WakeService:
         if not self.used_tokens.use(claim, now):
             return tokens.DeclineResult(403, tokens.REPLAYED)
         held = self.by_id.get(call_id)
+        if held is None and not forwarded and self.cluster is not None and self.cluster.shared:
+            # Held on another node (or worker): the token is good, pass it on; that node
+            # checks it again and applies it once.
+            self.cluster.forward_decline(call_id, token, reason)
+            return tokens.DeclineResult(202, "forwarded to the node holding the call")
         if held is None or held.call.ended or not held.call.declined(claim.device):
             return tokens.DeclineResult(404, "no such call waiting for this device")
         self.stats["declined"] += 1

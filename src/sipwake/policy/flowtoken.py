@@ -80,3 +80,37 @@ def other_side(pair: tuple[FlowKey, FlowKey], arrived: FlowKey) -> FlowKey | Non
     if arrived.same_path(b):
         return a
     return None
+
+
+# A different prefix from the pair tokens: an owner-route token names one flow on the node
+# that owns it, and a request carrying it is an initial request to forward over that flow
+# (a Route towards the owner, RFC 3327 §5.2 style), not an in-dialog request.
+_OWNER_PREFIX = "sf-"
+
+
+def encode_owner(secret: bytes, flow: FlowKey) -> str:
+    """User part of the Route a node puts towards the node that owns ``flow`` (scale-out:
+    a device's connection lives on one node; every other node reaches it through that
+    node). Signed like the pair tokens, with the cluster's shared secret."""
+    payload = _enc(flow).encode()
+    mac = hmac.new(secret, b"owner|" + payload, hashlib.sha256).hexdigest()[:16]
+    b64 = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
+    return f"{_OWNER_PREFIX}{b64}-{mac}"
+
+
+def decode_owner(secret: bytes, user: str | None) -> FlowKey | None:
+    """The flow named by an owner-route token we (or a peer node) issued; None otherwise."""
+    if not user or not user.startswith(_OWNER_PREFIX):
+        return None
+    body, _, mac = user[len(_OWNER_PREFIX) :].rpartition("-")
+    try:
+        payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (ValueError, TypeError):
+        return None
+    want = hmac.new(secret, b"owner|" + payload, hashlib.sha256).hexdigest()[:16]
+    if not hmac.compare_digest(want, mac):
+        return None
+    try:
+        return _dec(payload.decode())
+    except (ValueError, UnicodeDecodeError):
+        return None

@@ -16,10 +16,12 @@ Semantics shared by every backend (the contract suite in tests/storage pins them
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol, TypeVar
 
 from sipwake.policy.bindings import Binding
+
+from .cluster import Cluster, LocalCluster
 
 T = TypeVar("T")
 
@@ -117,6 +119,9 @@ class Stores:
     bindings: BindingStore
     users: UserStore
     closer: Callable[[], Awaitable[None]]
+    # Nodes sharing this backend find each other here; a one-node backend gets a
+    # LocalCluster (nobody else to tell).
+    cluster: Cluster = field(default_factory=LocalCluster)
 
     async def close(self) -> None:
         await self.closer()

@@ -40,6 +40,7 @@ from redis.backoff import ExponentialBackoff
 from .base import Stores
 from .memory import MemoryStore
 from .redis import DEFAULT_PREFIX, RedisStore
+from .redis_cluster import RedisCluster
 from .sqlite import SQLiteStore
 
 DEFAULT_REDIS_TIMEOUT = 2.0
@@ -77,7 +78,12 @@ async def open_stores(url: str, *, node_id: str) -> Stores:
         return Stores(bindings=sql, users=sql, closer=sql.close)
     if scheme in ("redis", "rediss", "redis+sentinel"):
         red = _open_redis(url, scheme, node_id)
-        return Stores(bindings=red, users=red, closer=red.close)
+        return Stores(
+            bindings=red,
+            users=red,
+            closer=red.close,
+            cluster=RedisCluster(red.client, prefix=red.prefix),
+        )
     raise ValueError(
         f"storage URL {url!r}: unknown scheme {scheme!r}; expected one of "
         + ", ".join(s + "://" for s in SCHEMES)

@@ -90,6 +90,9 @@ class RedisStore:
     ) -> None:
         self._r = client
         self._prefix = prefix
+        # The cluster registry (redis_cluster.py) shares this client and key prefix.
+        self.client = client
+        self.prefix = prefix
         self._index = prefix + "aors"
         self._due = prefix + "due"
         self._on_close = on_close

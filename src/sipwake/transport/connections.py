@@ -137,6 +137,8 @@ class TransportContext:
     clock: Callable[[], float]
     stats: TransportStats = field(default_factory=TransportStats)
     table: FlowTable = field(default_factory=FlowTable)
+    # Told of every connection that closes (the registrar forgets flows through it).
+    on_close: list[Callable[[Flow], None]] = field(default_factory=list)
 
     def deliver(self, data: bytes, flow: Flow) -> None:
         """Hand one message to the engine; its bugs must not tear down our read loop."""
@@ -156,3 +158,10 @@ class TransportContext:
         if self.table.remove(conn):
             self.stats.connections_closed += 1
             self.stats.connections_open -= 1
+            for hook in self.on_close:
+                try:
+                    hook(conn.flow)
+                except Exception:
+                    log.exception(
+                        "close hook failed for %s %s", conn.flow.transport, conn.flow.remote
+                    )

@@ -15,6 +15,7 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from sipwake.sip.codec import Limits
@@ -80,14 +81,18 @@ class TransportManager:
 
     # listening --------------------------------------------------------------------------
 
-    async def listen(self, transport: str, host: str, port: int) -> tuple[str, int]:
-        """Start a listener; returns the bound address (port 0 picks an ephemeral port)."""
+    async def listen(
+        self, transport: str, host: str, port: int, *, reuse_port: bool = False
+    ) -> tuple[str, int]:
+        """Start a listener; returns the bound address (port 0 picks an ephemeral port).
+        ``reuse_port``: share the port with other processes (SO_REUSEPORT; ``--workers``),
+        the kernel spreading datagrams and connections among them by address hash."""
         transport = _check_transport(transport)
         loop = asyncio.get_running_loop()
         host = normalise_host(host)
         ctx = self._ctx
         if transport == "UDP":
-            endpoint = UdpEndpoint(open_socket(host, port), ctx, loop)
+            endpoint = UdpEndpoint(open_socket(host, port, reuse_port=reuse_port), ctx, loop)
             # Listeners go before ephemeral client sockets so they are preferred for sending.
             listeners = len(self._listeners.get("UDP", ()))
             self._udp.insert(listeners, endpoint)
@@ -95,19 +100,23 @@ class TransportManager:
         elif transport in STREAM_TRANSPORTS:
             tls = self._require(self._tls_server, transport) if transport == "TLS" else None
             server = await loop.create_server(
-                lambda: StreamConnection(ctx, transport), host, port, ssl=tls
+                lambda: StreamConnection(ctx, transport), host, port, ssl=tls, reuse_port=reuse_port
             )
             self._servers.append(server)
             addr = _sockname(server.sockets[0])
         else:
             tls = self._require(self._tls_server, transport) if transport == "WSS" else None
-            ws_server = await serve_ws(ctx, transport, host, port, tls)
+            ws_server = await serve_ws(ctx, transport, host, port, tls, reuse_port=reuse_port)
             self._servers.append(ws_server)
             addr = _sockname(next(iter(ws_server.sockets)))
         self._listeners.setdefault(transport, []).append(addr)
         self._start_reaper()
         log.info("listening on %s %s:%d", transport, addr[0], addr[1])
         return addr
+
+    def on_close(self, hook: Callable[[Flow], None]) -> None:
+        """Call ``hook`` with the flow of every connection that closes."""
+        self._ctx.on_close.append(hook)
 
     def local_address(self, transport: str) -> tuple[str, int] | None:
         """The first listener of that kind (for Via sent-by and Record-Route)."""

@@ -28,7 +28,7 @@ def family_of(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def open_socket(host: str, port: int) -> socket.socket:
+def open_socket(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     host = normalise_host(host)
     family = family_of(host)
     sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -41,6 +41,8 @@ def open_socket(host: str, port: int) -> socket.socket:
         for opt, size in ((socket.SO_RCVBUF, RCVBUF_BYTES), (socket.SO_SNDBUF, SNDBUF_BYTES)):
             with contextlib.suppress(OSError):  # best effort; the kernel may refuse
                 sock.setsockopt(socket.SOL_SOCKET, opt, size)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except BaseException:
         sock.close()

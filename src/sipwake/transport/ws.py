@@ -149,6 +149,8 @@ async def serve_ws(
     host: str,
     port: int,
     ssl_context: ssl.SSLContext | None,
+    *,
+    reuse_port: bool = False,
 ) -> Server:
     async def handler(ws: ServerConnection) -> None:
         await WsConnection(ws, transport_name, ctx).run()
@@ -163,6 +165,7 @@ async def serve_ws(
         ssl=ssl_context,
         compression=None,  # per-message deflate costs CPU and SIP messages are small
         max_size=ctx.limits.max_message_size,
+        reuse_port=reuse_port,  # passed on to loop.create_server
     )
 
 

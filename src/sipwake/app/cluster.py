@@ -1,0 +1,187 @@
+"""This node's part in a cluster of nodes (or worker processes) sharing one store.
+
+* Heartbeat: the node announces where peers reach it, and keeps a local copy of the live
+  nodes so the call path never waits for Redis to route.
+* Routing to a device whose connection another node owns (``target``): through that node,
+  with a Route whose user part is a signed owner token naming the flow (RFC 3327 §5.2 /
+  RFC 5626 §5.3 style: the owner forwards over that very connection, Record-Routing so the
+  dialog keeps crossing it).
+* The bus: "a device registered" (a held call on another node may be waiting for it) and
+  "a call was declined" (the decline link landed on a node that does not hold the call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from sipwake.app.proxy import Target
+from sipwake.app.router import binding_flow, binding_target
+from sipwake.policy.bindings import Binding, FlowRef
+from sipwake.policy.flowtoken import FlowKey, encode_owner
+from sipwake.storage.base import StorageError
+from sipwake.storage.cluster import Cluster
+from sipwake.storage.codec import decode_bindings, encode_bindings
+
+log = logging.getLogger("sipwake.cluster")
+
+HEARTBEAT = 3.0  # seconds between announcements
+NODE_TTL = 10.0  # a node silent this long is gone: its connections are not usable
+
+
+class _Event(msgspec.Struct, array_like=True):
+    kind: str  # "reg" | "decline"
+    origin: str  # node id of the sender
+    aor: str = ""
+    blob: bytes = b""  # "reg": the bindings added, storage/codec.py format
+    call_id: str = ""  # "decline"
+    token: str = ""
+    reason: str = ""
+
+
+RegisteredHandler = Callable[[str, tuple[Binding, ...]], None]
+DeclineHandler = Callable[[str, str, str], object]
+
+
+class ClusterNode:
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        node_id: str,
+        route: str,
+        secret: bytes,
+        is_alive: Callable[[FlowRef], bool],
+    ) -> None:
+        self.cluster = cluster
+        self.shared = cluster.shared
+        self.node_id = node_id
+        self.route = route  # how peers reach us: "host:port;transport=tcp"
+        self.secret = secret
+        self._local_alive = is_alive
+        self.peers: dict[str, str] = {node_id: route}
+        self.on_registered: RegisteredHandler | None = None
+        self.on_decline: DeclineHandler | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.stats = {"events_in": 0, "events_out": 0, "publish_failed": 0, "via_owner": 0}
+
+    async def start(self) -> None:
+        """Announce ourselves and learn the peers; refuses a node id another live node
+        already uses with a different route (two nodes would steal each other's devices)."""
+        now = time.time()
+        peers = await self.cluster.nodes(now)
+        other = peers.get(self.node_id)
+        if other is not None and other != self.route:
+            raise ValueError(
+                f"server.node_id {self.node_id!r} is already used by the live node at {other}; "
+                "give every node (and worker) its own node_id"
+            )
+        await self.cluster.announce(self.node_id, self.route, now + NODE_TTL)
+        self.peers = await self.cluster.nodes(now)
+        loop = asyncio.get_running_loop()
+        for coro in (self._heartbeat(), self.cluster.listen(self._on_message)):
+            task = loop.create_task(coro)
+            self._tasks.add(task)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            now = time.time()
+            try:
+                await self.cluster.announce(self.node_id, self.route, now + NODE_TTL)
+                self.peers = await self.cluster.nodes(now)
+            except StorageError as exc:
+                # Keep the last known peers: during a store outage the nodes themselves
+                # are most likely fine, and calls in progress still need routing.
+                log.warning("cluster heartbeat failed: %s", exc)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self.cluster.leave(self.node_id)
+        except StorageError as exc:
+            log.warning("could not leave the cluster registry: %s", exc)
+
+    # -- where a binding is reached -----------------------------------------------------------
+    def foreign(self, ref: FlowRef | None) -> bool:
+        """Does another node own this binding's connection?"""
+        return self.shared and ref is not None and bool(ref.node_id) and ref.node_id != self.node_id
+
+    def flow_alive(self, ref: FlowRef) -> bool:
+        """Can ``ref`` still carry a request? Ours: ask the transport. Another node's: it
+        is if that node is alive, since an owner clears a binding's flow when the
+        connection closes (Registrar.flow_closed)."""
+        if self.foreign(ref):
+            return ref.node_id in self.peers
+        return self._local_alive(ref)
+
+    def target(self, b: Binding) -> Target:
+        """The branch target for ``b``: as on a single node, except that a flow another
+        node owns is reached through that node."""
+        ref = b.flow
+        if ref is None or not self.foreign(ref) or binding_flow(b) is None:
+            # Ours, or the Contact is reachable directly from anywhere.
+            return binding_target(b)
+        route = self.peers.get(ref.node_id)
+        if route is None:
+            # The owner is gone and its connections with it; try the Contact.
+            return Target(uri=b.contact, device=b.device_key, flow=None, path=b.path)
+        self.stats["via_owner"] += 1
+        key = FlowKey(
+            ref.transport,
+            (ref.local_host, ref.local_port),
+            (ref.remote_host, ref.remote_port),
+            ref.conn_id,
+        )
+        hop = f"<sip:{encode_owner(self.secret, key)}@{route};lr>"
+        return Target(uri=b.contact, device=b.device_key, flow=None, path=(hop, *b.path))
+
+    # -- the bus ------------------------------------------------------------------------------
+    def registered(self, aor: str, added: tuple[Binding, ...]) -> None:
+        """Registrar hook: tell the other nodes when a device that can be pushed registers
+        (a call for it may be held elsewhere). Others' registrations wake nothing."""
+        if not self.shared or not any(b.push is not None for b in added):
+            return
+        self._publish(_Event("reg", self.node_id, aor=aor, blob=encode_bindings(list(added))))
+
+    def forward_decline(self, call_id: str, token: str, reason: str) -> None:
+        self._publish(_Event("decline", self.node_id, call_id=call_id, token=token, reason=reason))
+
+    def _publish(self, event: _Event) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(msgspec.msgpack.encode(event)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, data: bytes) -> None:
+        try:
+            await self.cluster.publish(data)
+            self.stats["events_out"] += 1
+        except StorageError as exc:
+            self.stats["publish_failed"] += 1
+            log.warning("cluster publish failed: %s", exc)
+
+    def _on_message(self, data: bytes) -> None:
+        try:
+            event = msgspec.msgpack.decode(data, type=_Event)
+        except msgspec.DecodeError:
+            log.warning("undecodable cluster message dropped (%d bytes)", len(data))
+            return
+        if event.origin == self.node_id:
+            return  # handled locally already
+        self.stats["events_in"] += 1
+        if event.kind == "reg" and self.on_registered is not None:
+            try:
+                bindings = tuple(decode_bindings(event.aor, event.blob))
+            except StorageError as exc:
+                log.warning("bad bindings in a cluster message: %s", exc)
+                return
+            self.on_registered(event.aor, bindings)
+        elif event.kind == "decline" and self.on_decline is not None:
+            self.on_decline(event.call_id, event.token, event.reason)
