@@ -329,8 +329,7 @@ def test_serve_workers_need_a_shared_store(fake_server: dict[str, Any]) -> None:
 def test_serve_workers_need_fixed_ports(tmp_path: Path, fake_server: dict[str, Any]) -> None:
     path = tmp_path / "c.toml"
     path.write_text(
-        '[storage]\nurl = "redis://127.0.0.1:6379/0"\n'
-        '[[listen]]\ntransport = "udp"\nport = 0\n'
+        '[storage]\nurl = "redis://127.0.0.1:6379/0"\n[[listen]]\ntransport = "udp"\nport = 0\n'
     )
     result = invoke("serve", "-c", str(path), "--workers", "3")
     assert result.exit_code == 2

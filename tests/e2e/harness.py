@@ -148,12 +148,17 @@ def spawn(
 
 @contextmanager
 def serve(
-    config_text: str, tmp: Path, *, env: dict[str, str] | None = None, ready_timeout: float = 15.0
+    config_text: str,
+    tmp: Path,
+    *,
+    env: dict[str, str] | None = None,
+    ready_timeout: float = 15.0,
+    extra_args: list[str] | None = None,
 ) -> Iterator[RunningServer]:
     """Start ``sipwake serve --config`` and wait for its ready line."""
     cfg = write_config(tmp / "sipwake.toml", config_text)
     child = spawn(
-        [sys.executable, "-m", "sipwake", "serve", "--config", str(cfg)],
+        [sys.executable, "-m", "sipwake", "serve", "--config", str(cfg), *(extra_args or [])],
         lambda line: line.startswith("sipwake ready:"),
         timeout=ready_timeout,
         env=env,

@@ -22,3 +22,17 @@ def test_forged_or_foreign_tokens_rejected() -> None:
     assert decode_pair(b"k", "alice") is None
     assert decode_pair(b"k", None) is None
     assert decode_pair(b"k", "sw-!!!-00") is None
+
+
+def test_owner_token_round_trip_and_forgery() -> None:
+    from sipwake.policy.flowtoken import decode_owner, encode_owner
+
+    key = FlowKey("TCP", ("10.0.0.1", 5060), ("203.0.113.9", 40123), 42)
+    token = encode_owner(b"s" * 32, key)
+    assert decode_owner(b"s" * 32, token) == key
+    assert decode_owner(b"x" * 32, token) is None  # another cluster's key
+    assert decode_owner(b"s" * 32, token[:-1] + ("0" if token[-1] != "0" else "1")) is None
+    # A pair token (Record-Route) is not an owner route, and vice versa.
+    pair = encode_pair(b"s" * 32, key, key)
+    assert decode_owner(b"s" * 32, pair) is None
+    assert decode_pair(b"s" * 32, token) is None

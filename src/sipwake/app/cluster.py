@@ -37,6 +37,7 @@ NODE_TTL = 10.0  # a node silent this long is gone: its connections are not usab
 class _Event(msgspec.Struct, array_like=True):
     kind: str  # "reg" | "decline"
     origin: str  # node id of the sender
+    route: str  # and how it is reached: a node that joined since our last refresh is known
     aor: str = ""
     blob: bytes = b""  # "reg": the bindings added, storage/codec.py format
     call_id: str = ""  # "decline"
@@ -149,10 +150,14 @@ class ClusterNode:
         (a call for it may be held elsewhere). Others' registrations wake nothing."""
         if not self.shared or not any(b.push is not None for b in added):
             return
-        self._publish(_Event("reg", self.node_id, aor=aor, blob=encode_bindings(list(added))))
+        self._publish(
+            _Event("reg", self.node_id, self.route, aor=aor, blob=encode_bindings(list(added)))
+        )
 
     def forward_decline(self, call_id: str, token: str, reason: str) -> None:
-        self._publish(_Event("decline", self.node_id, call_id=call_id, token=token, reason=reason))
+        self._publish(
+            _Event("decline", self.node_id, self.route, call_id=call_id, token=token, reason=reason)
+        )
 
     def _publish(self, event: _Event) -> None:
         task = asyncio.get_running_loop().create_task(self._send(msgspec.msgpack.encode(event)))
@@ -176,6 +181,7 @@ class ClusterNode:
         if event.origin == self.node_id:
             return  # handled locally already
         self.stats["events_in"] += 1
+        self.peers[event.origin] = event.route
         if event.kind == "reg" and self.on_registered is not None:
             try:
                 bindings = tuple(decode_bindings(event.aor, event.blob))

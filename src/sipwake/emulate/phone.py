@@ -69,6 +69,8 @@ class PhoneConfig:
     tls_name: str = ""  # TLS server name to check (default: the server host)
     decline_reason: str = "busy"  # sent to the decline URL: "busy" | "decline"
     follow_push_server: bool = False  # register to the payload's "sip" host/port
+    # Wake REGISTER goes here instead (a cluster: the phone wakes on another node).
+    wake_server: tuple[str, int] | None = None
     timers: TimerConfig = DEFAULT_TIMERS
 
     def __post_init__(self) -> None:
@@ -363,7 +365,9 @@ class Phone:
             await asyncio.sleep(cfg.wake_delay)
             self._record("woke")
             sip = payload.get("sip")
-            if cfg.follow_push_server and isinstance(sip, dict) and sip.get("host"):
+            if cfg.wake_server is not None:
+                self._server = cfg.wake_server
+            elif cfg.follow_push_server and isinstance(sip, dict) and sip.get("host"):
                 self._server = (str(sip["host"]), int(sip.get("port") or self._server[1]))
             # Awake already (e.g. in a call): refresh over the live connection. Asleep: a
             # new socket, so a new local port, as an app relaunched by PushKit would have.
@@ -493,7 +497,10 @@ class Phone:
     async def _answer(self, call: _Call) -> None:
         cfg = self.config
         call.final_sent = True
-        extra = self._contact(call.flow)
+        # §12.1.1: a UAS copies the Record-Route set into its dialog-creating response, so
+        # the caller's ACK and BYE cross every proxy (or cluster node) that asked to stay.
+        rr = [("Record-Route", v) for v in call.invite.headers.get_all("record-route")]
+        extra = rr + self._contact(call.flow)
         ok = self._respond(
             call.invite, call.txn_id, call.flow, 200, to_tag=call.to_tag, extra=extra, sdp=True
         )

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-name", default="", help="TLS server name (default: server host)")
     p.add_argument("--decline-reason", choices=("busy", "decline"), default=d.decline_reason)
     p.add_argument("--follow-push-server", action="store_true")
+    p.add_argument(
+        "--wake-server", type=_hostport, default=None, help="host:port to register to on waking"
+    )
     p.add_argument("--stay-awake", action="store_true", help="do not sleep after registering")
     p.add_argument("--run-for", type=float, default=0.0, help="seconds to run (0: until ^C)")
     return p
@@ -83,6 +86,7 @@ def config_from_args(args: argparse.Namespace) -> PhoneConfig:
         tls_name=args.tls_name,
         decline_reason=args.decline_reason,
         follow_push_server=args.follow_push_server,
+        wake_server=args.wake_server,
         **extra,
     )
 
