@@ -251,8 +251,10 @@ def run_sipp(
     scen = Path(scenario)
     if not scen.is_absolute():
         scen = SCENARIOS / scen
-    mode = {"udp": "u1", "tcp": "t1"}[transport]
-    local_port = free_port(socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM)
+    # "udp-per-call": a UDP socket per call (SIPp -t un), so that a server whose
+    # SO_REUSEPORT workers split clients by source address sees many clients.
+    mode = {"udp": "u1", "tcp": "t1", "udp-per-call": "un"}[transport]
+    local_port = free_port(socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM)
     host, port = target
     cmd = [
         sipp_path(),
@@ -281,6 +283,9 @@ def run_sipp(
     ]
     if limit is not None:
         cmd += ["-l", str(limit)]
+    if transport == "udp-per-call":
+        # Sockets are recycled past this; SIPp refuses to start if it exceeds the fd limit.
+        cmd += ["-max_socket", "4000"]
     cmd += extra or []
     t0 = time.monotonic()
     proc = subprocess.run(

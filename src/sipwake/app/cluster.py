@@ -100,6 +100,9 @@ class ClusterNode:
                 # Keep the last known peers: during a store outage the nodes themselves
                 # are most likely fine, and calls in progress still need routing.
                 log.warning("cluster heartbeat failed: %s", exc)
+            except Exception:
+                # Never let the heartbeat die: peers would take us for dead in 10 s.
+                log.exception("cluster heartbeat failed")
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -11,12 +11,14 @@ Key layout, all under a configurable prefix (default ``sipwake:``):
                                 ``purge_expired`` finds partly expired AoRs in O(log n).
 ``{p}user:{realm}:{username}``  hash: u, r, md5, sha256, disabled.
 
-Every write of an AoR goes through ``_rmw``: WATCH the AoR key, GET, compute, then
-MULTI/SET+ZADD/EXEC; if another node wrote the key in between, EXEC fails and we retry
-with a short jittered backoff. The index sets are only written inside those
-transactions, so they stay consistent with the key (except that a key Redis expired by
-TTL stays indexed until the next purge, which is what the contract says of expired AoRs
-anyway). No Lua, so the registrar's Python callback can run between read and write.
+Every write of an AoR goes through ``_rmw``: GET the AoR key, compute in Python (the
+registrar's pure callback), then a small Lua script that writes the key and both index
+sets only if the key still holds what was read (compare-and-set, atomic in Redis); if
+another node wrote it in between we retry with a short jittered backoff. Two round trips
+per write, where WATCH/MULTI/EXEC took three and pinned a pooled connection across them.
+The index sets are only written by that script, so they stay consistent with the key
+(except that a key Redis expired by TTL stays indexed until the next purge, which is what
+the contract says of expired AoRs anyway).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import math
 import random
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -44,6 +46,29 @@ DEFAULT_PREFIX = "sipwake:"
 # registrations of one AoR are far rarer. Past this we report contention, not loop.
 MAX_RETRIES = 64
 _PURGE_BATCH = 500
+
+# KEYS: the AoR key, the AoR index, the due index. ARGV: the value read ("" when the key
+# was absent; an encoded binding list is never empty), the new value ("" deletes the
+# AoR), PX in ms ("0": keep the key's TTL), the AoR, its earliest expiry.
+_CAS = """
+local cur = redis.call('GET', KEYS[1])
+if cur == false then cur = '' end
+if cur ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  redis.call('ZREM', KEYS[3], ARGV[4])
+  return 1
+end
+if ARGV[3] == '0' then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+redis.call('ZADD', KEYS[2], 0, ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+return 1
+"""
 
 
 @contextmanager
@@ -96,6 +121,7 @@ class RedisStore:
         self._index = prefix + "aors"
         self._due = prefix + "due"
         self._on_close = on_close
+        self._cas = client.register_script(_CAS)  # EVALSHA, loaded on first use
 
     def _key(self, aor: str) -> str:
         return f"{self._prefix}aor:{aor}"
@@ -164,45 +190,34 @@ class RedisStore:
         step: Callable[[list[Binding]], tuple[list[Binding] | None, R]],
         now: float | None,
     ) -> R:
-        """Optimistic read-modify-write of one AoR key (WATCH/MULTI/EXEC). ``step`` gets
-        every stored binding (expired included) and returns the new list, or None to
-        write nothing, plus a result. ``now`` None keeps the key's current TTL."""
+        """Optimistic read-modify-write of one AoR key (GET, then compare-and-set in Lua).
+        ``step`` gets every stored binding (expired included) and returns the new list, or
+        None to write nothing, plus a result. ``now`` None keeps the key's current TTL."""
         key = self._key(aor)
+        keys = [key, self._index, self._due]
         for attempt in range(MAX_RETRIES):
             with _mapped("update"):
-                async with self._r.pipeline(transaction=True) as pipe:
-                    try:
-                        await pipe.watch(key)
-                        data = await pipe.get(key)
-                        stored = [] if data is None else decode_bindings(aor, _bytes(data))
-                        new, result = step(stored)
-                        if new is None:
-                            return result
-                        pipe.multi()  # type: ignore[no-untyped-call]
-                        self._queue_write(pipe, aor, new, now)
-                        await pipe.execute()
-                        return result
-                    except rexc.WatchError:
-                        pass
+                data = await self._r.get(key)
+            read = b"" if data is None else _bytes(data)
+            stored = decode_bindings(aor, read) if read else []
+            new, result = step(stored)
+            if new is None:
+                return result
+            with _mapped("update"):
+                done = await self._cas(keys=keys, args=[read, *self._write_args(aor, new, now)])
+            if done:
+                return result
             # Another writer won the race. Back off a random, growing amount so a herd
             # of writers spreads out instead of colliding again in lockstep.
             await asyncio.sleep(random.uniform(0, 0.0005 * (2 ** min(attempt, 6))))
         raise StorageError(f"redis update of {aor!r}: still conflicting after {MAX_RETRIES} tries")
 
-    def _queue_write(self, pipe: Any, aor: str, bindings: list[Binding], now: float | None) -> None:
-        key = self._key(aor)
+    @staticmethod
+    def _write_args(aor: str, bindings: list[Binding], now: float | None) -> list[EncodableT]:
         if not bindings:
-            pipe.delete(key)
-            pipe.zrem(self._index, aor)
-            pipe.zrem(self._due, aor)
-            return
-        blob = encode_bindings(bindings)
-        if now is None:
-            pipe.set(key, blob, keepttl=True)
-        else:
-            pipe.set(key, blob, px=_ttl_ms(bindings, now))
-        pipe.zadd(self._index, {aor: 0})
-        pipe.zadd(self._due, {aor: min(b.expires_at for b in bindings)})
+            return [b"", 0, aor, 0]
+        px = 0 if now is None else _ttl_ms(bindings, now)
+        return [encode_bindings(bindings), px, aor, min(b.expires_at for b in bindings)]
 
     # UserStore
 
