@@ -2,8 +2,9 @@
 holds the INVITE and pushes -> APNs emulator -> wake relay -> wake REGISTER -> sipwake
 delivers the held INVITE -> SIPp UAS answers.
 
-    python3 bench/bench_push_calls.py [--users 10000] [--storage sqlite|memory]
-                                      [--seconds 4] [--rates ...] [--delay 0.05] [--quick]
+    python3 bench/bench_push_calls.py [--users 10000] [--storage sqlite|memory|redis://...]
+                                      [--workers N] [--seconds 4] [--rates ...]
+                                      [--delay 0.05] [--quick]
 
 Set-up: ``--users`` AoRs registered through the server by SIPp the way a sleeping iOS app
 registers (bench/scenarios/register_push_inf.xml: RFC 8599 pn-provider/pn-param/pn-prid
@@ -20,10 +21,11 @@ handles the caller's 3 requests, one push over HTTP/2, one REGISTER (a store wri
 the forwarded INVITE/ACK/BYE with their responses.
 
 Reported: the highest rate with zero failed calls that was also achieved (>= 85 %, see
-bench_calls.sustained_best), the same with zero retransmissions, per step the
-retransmissions and achieved rate, the relay's counters (pushes in, REGISTERs out, 200s
-back) and the failed calls seen by the UAS. The emulator, the relay and both SIPps share
-the machine's cores with the server: say so next to any figure."""
+rig.sustained_best), the same with zero retransmissions, per step the retransmissions
+and achieved rate, the relay's counters (pushes in, REGISTERs out, 200s back) and the
+failed calls seen by the UAS. The set-up is bench/rig.py's, shared with the other SIPp
+benchmarks. The emulator, the relay and both SIPps share the machine's cores with the
+server: say so next to any figure."""
 
 from __future__ import annotations
 
@@ -36,60 +38,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.harness import (
-    ApnsEmulator,
-    SippResult,
-    apns_emulator,
-    free_port,
-    keys,
-    run_sipp,
-    serve,
-    spawn,
-    start_uas,
-)
+from tests.e2e.harness import ApnsEmulator, SippResult, apns_emulator, free_port
 
-from bench.bench_calls import stop, sustained_best, uas_failures, write_callees
-from bench.bench_register import DOMAIN, write_users
+from bench import rig
+from bench.rig import BUNDLE_ID
 from bench.sipp_rate import step_search
 from bench.wake_relay import get_stats
 
-SCENARIOS = Path(__file__).parent / "scenarios"
-RESULTS = Path(__file__).parent / "results"
-RELAY = Path(__file__).parent / "wake_relay.py"
-REGISTER_RATE = 1000  # well under the clean REGISTER rate: set-up must not fail
-BUNDLE_ID = "com.example.app"  # pn-param ABCDE12345.com.example.app.voip
-
-CONFIG = """
-[server]
-domains = ["{domain}"]
-log_level = "warning"
-[[listen]]
-transport = "udp"
-host = "127.0.0.1"
-port = 0
-[api]
-port = 0
-[storage]
-url = "{url}"
-[auth]
-enabled = false
-[push]
-hold_window = 30.0
-{apns}
-"""
+RESULTS = rig.RESULTS
 
 
-def server_config(emu: ApnsEmulator, url: str) -> str:
+def server_config(emu: ApnsEmulator, url: str, *, workers: int = 1) -> str:
     """One UDP listener, no digest auth (the push path, not the challenge round trip),
     the API on (push payloads carry a signed decline link, as in production), and one
     [[push.apns]] entry pointing at the emulator."""
-    return CONFIG.format(domain=DOMAIN, url=url, apns=emu.config(BUNDLE_ID))
+    return rig.sipwake_config(url, workers=workers, push=emu.config(BUNDLE_ID))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--users", type=int, default=10_000)
-    ap.add_argument("--storage", choices=["sqlite", "memory"], default="sqlite")
+    ap.add_argument("--storage", default="sqlite", help="sqlite, memory or a redis:// URL")
+    ap.add_argument("--workers", type=int, default=1, help="sipwake serve --workers N")
     ap.add_argument("--seconds", type=float, default=4.0, help="length of each step")
     ap.add_argument("--rates", default="100,200,300,400,500,600,800,1000,1200,1500,2000")
     ap.add_argument("--delay", type=float, default=0.05, help="push -> wake REGISTER, s")
@@ -98,81 +68,63 @@ def main() -> int:
     users = 1000 if args.quick else args.users
     seconds = 1.0 if args.quick else args.seconds
     rates = [50, 100, 200] if args.quick else [int(r) for r in args.rates.split(",")]
+    label = rig.storage_label(args.storage)
 
     relay_stats: list[dict[str, int]] = []
-    with tempfile.TemporaryDirectory(prefix="sipwake-bench-") as tmpdir:
+    relay_port = free_port()
+    with (
+        tempfile.TemporaryDirectory(prefix="sipwake-bench-") as tmpdir,
+        rig.storage(args.storage, Path(tmpdir) / "push.db") as url,
+    ):
         tmp = Path(tmpdir)
-        url = f"sqlite:///{tmp / 'push.db'}" if args.storage == "sqlite" else "memory://"
-        # -m and -timeout: the UAS outlives the whole run and is stopped below.
-        uas = start_uas(
-            SCENARIOS / "uas_answer_fast.xml",
-            calls=100_000_000,
-            timeout=3600,
-            extra=["-trace_stat", "-stf", str(tmp / "uas.csv"), "-fd", "1"],
-        )
-        relay_port = free_port()
-        try:
-            with (
-                apns_emulator("--forward-url", f"http://127.0.0.1:{relay_port}/") as emu,
-                serve(server_config(emu, url), tmp) as server,
-            ):
-                target = server.addr("udp")
-                relay = spawn(
-                    [
-                        sys.executable,
-                        str(RELAY),
-                        "--server",
-                        f"{target[0]}:{target[1]}",
-                        "--users",
-                        str(users),
-                        "--contact-port",
-                        str(uas.port),
-                        "--delay",
-                        str(args.delay),
-                        "--port",
-                        str(relay_port),
-                    ],
-                    lambda line: line.startswith("wake relay on"),
-                    timeout=60,
-                )
-                try:
-                    register(tmp, target, users, uas.port)
-                    print(
-                        f"{users} push users registered (APNs tokens, asleep), contacts at the "
-                        f"SIPp UAS on 127.0.0.1:{uas.port}; calls over UDP to sipwake at "
-                        f"{target[0]}:{target[1]}, storage {args.storage}, wake REGISTER "
-                        f"{args.delay * 1000:.0f} ms after each push"
-                    )
-                    callees = tmp / "callees.csv"
-                    write_callees(callees, users)
+        with (
+            rig.uas(tmp) as uas,
+            apns_emulator("--forward-url", f"http://127.0.0.1:{relay_port}/") as emu,
+            rig.sipwake(
+                tmp,
+                server_config(emu, url, workers=args.workers),
+                workers=args.workers,
+            ) as server,
+            rig.relay(
+                server.addr("udp"),
+                users,
+                uas.port,
+                delay=args.delay,
+                port=relay_port,
+                sockets=rig.relay_sockets(args.workers),
+            ),
+        ):
+            target = server.addr("udp")
+            rig.register_users(tmp, target, start=0, count=users, contact_port=uas.port, push=True)
+            print(
+                f"{users} push users registered (APNs tokens, asleep), contacts at the "
+                f"SIPp UAS on 127.0.0.1:{uas.port}; calls over UDP to sipwake at "
+                f"{target[0]}:{target[1]} ({args.workers} process(es)), storage {label}, "
+                f"wake REGISTER {args.delay * 1000:.0f} ms after each push"
+            )
+            callees = tmp / "callees.csv"
+            rig.write_callees(callees, 0, users)
+            call = rig.call_steps(
+                "uac_push_call_inf.xml",
+                target,
+                callees,
+                seconds,
+                tmp,
+                transport=rig.sipp_transport(args.workers),
+            )
 
-                    def run(rate: int, calls: int) -> SippResult:
-                        # -l at 2 s worth of calls, as in bench_calls: each call lasts
-                        # ~delay longer here, far less than the cap allows for.
-                        res = run_sipp(
-                            SCENARIOS / "uac_push_call_inf.xml",
-                            target,
-                            calls=calls,
-                            rate=rate,
-                            limit=rate * 2,
-                            timeout=seconds * 4 + 20,
-                            workdir=tmp,
-                            extra=["-inf", str(callees), *keys(domain=DOMAIN)],
-                        )
-                        relay_stats.append(get_stats(relay_port))
-                        print(f"    relay so far: {relay_stats[-1]}")
-                        return res
+            def run(rate: int, calls: int) -> SippResult:
+                res = call(rate, calls)
+                relay_stats.append(get_stats(relay_port))
+                print(f"    relay so far: {relay_stats[-1]}")
+                return res
 
-                    _, steps = step_search(run, rates, seconds, allow_retrans=True)
-                    alive = server.alive()
-                finally:
-                    relay.stop()
-        finally:
-            stop(uas.proc)
-        uas_failed = uas_failures(tmp / "uas.csv")
+            _, steps = step_search(run, rates, seconds, allow_retrans=True)
+            alive = server.alive()
+        uas_failed = rig.uas_failures(tmp)
 
-    best = sustained_best(steps, allow_retrans=True)
-    strict = sustained_best(steps, allow_retrans=False)
+    best = rig.sustained_best(steps, allow_retrans=True)
+    strict = rig.sustained_best(steps, allow_retrans=False)
     print()
     print(f"{'rate/s':>7} {'calls':>7} {'ok':>7} {'failed':>6} {'retrans':>7} {'achieved/s':>10}")
     for s in steps:
@@ -187,12 +139,14 @@ def main() -> int:
         f"{relay_stats[-1] if relay_stats else {}}"
     )
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"push_calls_{args.storage}.json").write_text(
+    name = f"push_calls_{label}" + (f"_x{args.workers}" if args.workers > 1 else "")
+    (RESULTS / f"{name}.json").write_text(
         json.dumps(
             {
                 "date": time.strftime("%Y-%m-%d"),
                 "quick": args.quick,
-                "storage": args.storage,
+                "storage": label,
+                "workers": args.workers,
                 "users": users,
                 "wake_delay_s": args.delay,
                 "seconds_per_step": seconds,
@@ -206,25 +160,6 @@ def main() -> int:
         )
     )
     return 0
-
-
-def register(tmp: Path, target: tuple[str, int], users: int, contact_port: int) -> None:
-    """Register every user as a sleeping app would (RFC 8599 Contact parameters)."""
-    csv = tmp / "register.csv"
-    write_users(csv, 0, users, push=True)
-    reg = run_sipp(
-        SCENARIOS / "register_push_inf.xml",
-        target,
-        calls=users,
-        rate=REGISTER_RATE,
-        limit=REGISTER_RATE,
-        timeout=users / REGISTER_RATE * 3 + 10,
-        workdir=tmp,
-        extra=["-inf", str(csv), *keys(domain=DOMAIN, contact_port=contact_port)],
-    )
-    if reg.successful != users:
-        print(reg.output[-3000:])
-        raise SystemExit(f"set-up: {reg.successful}/{users} push REGISTERs succeeded")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """REGISTER/s accepted by `sipwake serve` over UDP, each one a new AoR, driven by SIPp.
 
-    python3 bench/bench_register.py [--storage sqlite|memory] [--preload N]
-                                    [--contact plain|push] [--seconds 4] [--rates ...]
-                                    [--quick]
+    python3 bench/bench_register.py [--storage sqlite|memory|redis://...] [--workers N]
+                                    [--preload N] [--contact plain|push] [--seconds 4]
+                                    [--rates ...] [--quick]
 
 Every step runs SIPp at a fixed rate for ``--seconds`` with an ``-inf`` CSV of fresh
 users (``SEQUENTIAL``, a new range per step), so every REGISTER creates a binding
@@ -14,7 +14,9 @@ server fell behind).
 
 ``--preload N`` first writes N push bindings straight into the SQLite file (the same rows
 the store writes; bench_bindings_memory.fill_sqlite), so the server starts with them
-loaded: "REGISTER/s with 1 M bindings stored".
+loaded: "REGISTER/s with 1 M bindings stored". ``--storage redis://...`` runs under a
+fresh key prefix, deleted afterwards; ``--workers N`` is `sipwake serve --workers N`.
+The set-up is bench/rig.py's, shared with the other SIPp benchmarks.
 
 SIPp shares the machine's cores with the server: say so next to any figure."""
 
@@ -29,40 +31,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e.harness import SippResult, keys, run_sipp, serve
+from tests.e2e.harness import SippResult
 
+from bench import rig
 from bench.bench_bindings_memory import fill_sqlite
+from bench.rig import DOMAIN
 from bench.sipp_rate import step_search
 
-SCENARIOS = Path(__file__).parent / "scenarios"
-RESULTS = Path(__file__).parent / "results"
-DOMAIN = "127.0.0.1"
-
-CONFIG = """
-[server]
-domains = ["{domain}"]
-log_level = "warning"
-[[listen]]
-transport = "udp"
-host = "127.0.0.1"
-port = 0
-[storage]
-url = "{url}"
-[auth]
-enabled = false
-"""
-
-
-def write_users(path: Path, start: int, count: int, *, push: bool) -> None:
-    """SIPp injection file: users ``user{start}`` .. ``user{start+count-1}``, in order.
-    With ``push``, each line also carries a 64-hex APNs token and an instance UUID."""
-    lines = ["SEQUENTIAL"]
-    for i in range(start, start + count):
-        if push:
-            lines.append(f"user{i};{i:064x};{i:08x}-7dec-11d0-a765-00a0c91e6bf6;")
-        else:
-            lines.append(f"user{i};")
-    path.write_text("\n".join(lines) + "\n")
+RESULTS = rig.RESULTS
 
 
 def stored_aors(db: Path) -> int:
@@ -79,7 +55,8 @@ def stored_aors(db: Path) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--storage", choices=["sqlite", "memory"], default="sqlite")
+    ap.add_argument("--storage", default="sqlite", help="sqlite, memory or a redis:// URL")
+    ap.add_argument("--workers", type=int, default=1, help="sipwake serve --workers N")
     ap.add_argument("--preload", type=int, default=0, help="bindings stored before the run")
     ap.add_argument("--contact", choices=["plain", "push"], default="plain")
     ap.add_argument("--seconds", type=float, default=4.0, help="length of each step")
@@ -90,12 +67,14 @@ def main() -> int:
         ap.error("--preload needs --storage sqlite")
     seconds = 1.0 if args.quick else args.seconds
     rates = [500, 1000, 2000] if args.quick else [int(r) for r in args.rates.split(",")]
-    scen = SCENARIOS / ("register_push_inf.xml" if args.contact == "push" else "register_inf.xml")
+    label = rig.storage_label(args.storage)
 
-    with tempfile.TemporaryDirectory(prefix="sipwake-bench-") as tmpdir:
+    with (
+        tempfile.TemporaryDirectory(prefix="sipwake-bench-") as tmpdir,
+        rig.storage(args.storage, Path(tmpdir) / "register.db") as url,
+    ):
         tmp = Path(tmpdir)
         db = tmp / "register.db"
-        url = f"sqlite:///{db}" if args.storage == "sqlite" else "memory://"
         fill = 0.0
         if args.preload:
             print(f"preloading {args.preload} push bindings ...", flush=True)
@@ -104,34 +83,30 @@ def main() -> int:
             print(f"  written in {fill:.1f} s", flush=True)
         t0 = time.perf_counter()
         # Start-up loads every stored binding (storage/sqlite.py): ~15 s per million.
-        with serve(
-            CONFIG.format(domain=DOMAIN, url=url), tmp, ready_timeout=30 + args.preload / 20_000
+        with rig.sipwake(
+            tmp,
+            rig.sipwake_config(url, workers=args.workers),
+            workers=args.workers,
+            ready_timeout=30 + args.preload / 20_000,
         ) as server:
             startup = time.perf_counter() - t0
             target = server.addr("udp")
             print(
                 f"REGISTER ({args.contact} contact, new AoR each) over UDP to sipwake at "
-                f"{target[0]}:{target[1]}, storage {args.storage}, {args.preload} preloaded, "
-                f"ready in {startup:.1f} s"
+                f"{target[0]}:{target[1]} ({args.workers} process(es)), storage {label}, "
+                f"{args.preload} preloaded, ready in {startup:.1f} s"
             )
-            next_user = 0
+            steps_run = rig.register_steps(
+                target,
+                tmp,
+                seconds,
+                push=args.contact == "push",
+                transport=rig.sipp_transport(args.workers),
+            )
             last: list[SippResult] = []
 
             def run(rate: int, calls: int) -> SippResult:
-                nonlocal next_user
-                csv = tmp / f"users-{next_user}.csv"
-                write_users(csv, next_user, calls, push=args.contact == "push")
-                next_user += calls
-                res = run_sipp(
-                    scen,
-                    target,
-                    calls=calls,
-                    rate=rate,
-                    limit=rate,
-                    timeout=seconds * 4 + 10,
-                    workdir=tmp,
-                    extra=["-inf", str(csv), *keys(domain=DOMAIN, contact_port=5999)],
-                )
+                res = steps_run(rate, calls)
                 last[:] = [res]
                 return res
 
@@ -139,8 +114,6 @@ def main() -> int:
             alive = server.alive()
         if last and last[0].successful == 0:
             # Nothing registered at all: a set-up problem, not a rate limit. Show why.
-            # (--contact push gets 555 while the server has no push provider for apns,
-            # RFC 8599 §5.)
             print(last[0].output[-2000:])
         registered = sum(s.successful for s in steps)
         stored = stored_aors(db) if args.storage == "sqlite" else None
@@ -150,15 +123,16 @@ def main() -> int:
         expect = args.preload + registered
         print(f"AoRs in the database after the run: {stored} (expected {expect})")
     RESULTS.mkdir(exist_ok=True)
-    name = f"register_{args.storage}_{args.contact}" + (
-        f"_pre{args.preload}" if args.preload else ""
-    )
+    name = f"register_{label}_{args.contact}" + (f"_pre{args.preload}" if args.preload else "")
+    if args.workers > 1:
+        name += f"_x{args.workers}"
     (RESULTS / f"{name}.json").write_text(
         json.dumps(
             {
                 "date": time.strftime("%Y-%m-%d"),
                 "quick": args.quick,
-                "storage": args.storage,
+                "storage": label,
+                "workers": args.workers,
                 "contact": args.contact,
                 "preload": args.preload,
                 "preload_fill_s": round(fill, 1),

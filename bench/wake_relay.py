@@ -91,22 +91,28 @@ class WakeRelay:
         delay: float = 0.05,
         domain: str = "127.0.0.1",
         contact_host: str = "127.0.0.1",
+        sockets: int = 1,
     ) -> None:
         self.server = server
         self.delay = delay
         self.loop = asyncio.get_running_loop()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setblocking(False)
-        with contextlib.suppress(OSError):
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.sock.bind(("127.0.0.1", 0))
-        local = self.sock.getsockname()
+        # Several sockets (``--sockets``) stand for many phones: a server with
+        # SO_REUSEPORT workers spreads clients by source address, so one socket would
+        # pin every wake-up to one worker. User i always sends from socket i % N.
+        self.socks: list[socket.socket] = []
+        for _ in range(sockets):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            sock.bind(("127.0.0.1", 0))
+            self.socks.append(sock)
         self.index: dict[bytes, int] = {token_of(i).encode(): i for i in range(users)}
         self.templates = [
             register_template(
                 i,
                 domain=domain,
-                local=local,
+                local=self.socks[i % sockets].getsockname(),
                 contact_port=contact_port,
                 contact_host=contact_host,
             )
@@ -114,7 +120,8 @@ class WakeRelay:
         ]
         self.seq = 0
         self.stats = {"pushes": 0, "unknown_tokens": 0, "registers": 0, "ok": 0, "other": 0}
-        self.loop.add_reader(self.sock.fileno(), self._on_readable)
+        for sock in self.socks:
+            self.loop.add_reader(sock.fileno(), self._on_readable, sock)
         self._http: asyncio.Server | None = None
 
     async def listen(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -138,16 +145,17 @@ class WakeRelay:
     def wake(self, i: int) -> None:
         self.seq += 1
         try:
-            self.sock.sendto(self.templates[i] % (self.seq, self.seq), self.server)
+            sock = self.socks[i % len(self.socks)]
+            sock.sendto(self.templates[i] % (self.seq, self.seq), self.server)
         except OSError:
             return  # a full socket buffer: the benchmark sees the call fail, as it should
         self.stats["registers"] += 1
 
-    def _on_readable(self) -> None:
+    def _on_readable(self, sock: socket.socket) -> None:
         stats = self.stats
         while True:
             try:
-                data = self.sock.recv(65535)
+                data = sock.recv(65535)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -160,8 +168,9 @@ class WakeRelay:
     def close(self) -> None:
         if self._http is not None:
             self._http.close()
-        self.loop.remove_reader(self.sock.fileno())
-        self.sock.close()
+        for sock in self.socks:
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
 
 
 class _Http(asyncio.Protocol):
@@ -215,6 +224,7 @@ async def _main(args: argparse.Namespace) -> None:
         args.contact_port,
         delay=args.delay,
         domain=args.domain,
+        sockets=args.sockets,
     )
     bound = await relay.listen("127.0.0.1", args.port)
     print(f"wake relay on http://127.0.0.1:{bound}/ ({args.users} users)", flush=True)
@@ -234,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--delay", type=float, default=0.05, help="push -> REGISTER, seconds")
     ap.add_argument("--domain", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="HTTP port for forwarded pushes")
+    ap.add_argument("--sockets", type=int, default=1, help="UDP sockets to send from")
     args = ap.parse_args(argv)
     asyncio.run(_main(args))
     return 0
