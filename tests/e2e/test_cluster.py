@@ -8,7 +8,9 @@ phone's new connection. The call connects and BYE crosses the same nodes."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -193,6 +195,28 @@ def test_held_call_is_registered_cluster_wide(tmp_path: Path, prefix: str) -> No
         assert res.returncode == 0, res.output  # type: ignore[attr-defined]
 
 
+def worker_pid(server: RunningServer, index: int) -> int:
+    """The pid of worker ``index`` among the supervisor's children."""
+    sup = server.proc.pid
+    for child in Path(f"/proc/{sup}/task/{sup}/children").read_text().split():
+        cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        if f"{index}/".encode() in cmdline[-2] or cmdline[-3:-1] == [
+            b"--worker",
+            f"{index}/2".encode(),
+        ]:
+            return int(child)
+    raise AssertionError(f"no worker {index} under {sup}")
+
+
+def wait_output_server(server: RunningServer, text: str, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in "".join(server.output):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def fixed_config(name: str, storage: str, emu_config: str, push: str = "") -> str:
     """Fixed ports: workers share them (SO_REUSEPORT only joins a port that is named)."""
     udp, tcp, api = free_port(), free_port(socket.SOCK_STREAM), free_port(socket.SOCK_STREAM)
@@ -264,9 +288,47 @@ def test_two_workers_of_one_node(tmp_path: Path, prefix: str) -> None:
                         assert res.returncode == 0 and res.successful == 1, res.output
                 finally:
                     phone.stop()
-                assert server.alive()
+                # The decline link goes to worker 0's API; the call is held by worker 1,
+                # which gets it over the cluster bus and answers the caller 486.
+                port3 = free_port(socket.SOCK_STREAM)
+                relay.routes[TOKEN_A] = port3
+                phone = start_phone(
+                    server.addr("udp"), port3, "--token", TOKEN_A, "--action", "decline-url"
+                )
+                try:
+                    res = call(
+                        server,
+                        tmp_path,
+                        "tcp",
+                        scen=scenario("uac_reject.xml", tmp_path, expect="486"),
+                        target=routes["box.w1"],
+                    )
+                    assert wait_output(phone, "decline posted", 5), phone.text()
+                    assert res.returncode == 0, res.output + phone.text()
+                    assert "decline posted 202" in phone.text(), phone.text()
+                finally:
+                    phone.stop()
                 out = "".join(server.output)
                 assert "Traceback" not in out and "restarting" not in out, out
+                # A worker that dies is restarted and takes its place in the cluster.
+                pid = worker_pid(server, 1)
+                os.kill(pid, signal.SIGKILL)
+                assert wait_output_server(server, "worker 1 exited with -9; restarting")
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline and worker_routes(prefix).get("box.w1") == w1:
+                    time.sleep(0.1)
+                assert worker_routes(prefix).get("box.w1") not in (None, w1)
+                relay.routes[TOKEN_A] = port2
+                phone = start_phone(server.addr("udp"), port2, "--token", TOKEN_A)
+                try:
+                    for _ in range(2):
+                        res = call(server, tmp_path)
+                        assert res.returncode == 0 and res.successful == 1, (
+                            res.output + phone.text() + "".join(server.output)
+                        )
+                finally:
+                    phone.stop()
+                assert server.alive()
     finally:
         relay.close()
 

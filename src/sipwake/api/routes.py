@@ -171,6 +171,12 @@ class ApiApp:
             self.metrics.decline(reason)
             log.info("call %s declined by app (%s)", call_id, reason)
             return _json(200, {"status": "declined"})
+        if result.status == 202:
+            # Held by another node or worker: passed on over the cluster bus, which
+            # applies it there (docs/scale-out.md). The token itself was good.
+            self.metrics.decline(reason)
+            log.info("call %s: decline forwarded to its node (%s)", call_id, reason)
+            return _json(202, {"status": "forwarded"})
         if result.status == 403:
             # The label set stays closed whatever text the service chose.
             slug = result.message if result.message in _TOKEN_FAULTS else "forbidden"

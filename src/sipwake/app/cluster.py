@@ -77,11 +77,13 @@ class ClusterNode:
         now = time.time()
         peers = await self.cluster.nodes(now)
         other = peers.get(self.node_id)
-        if other is not None and other != self.route:
+        if other is not None and other != self.route and await _answers(other):
             raise ValueError(
                 f"server.node_id {self.node_id!r} is already used by the live node at {other}; "
                 "give every node (and worker) its own node_id"
             )
+        # Otherwise the entry is our own predecessor's (a restart within NODE_TTL, e.g. a
+        # worker the supervisor restarted): take its place.
         await self.cluster.announce(self.node_id, self.route, now + NODE_TTL)
         self.peers = await self.cluster.nodes(now)
         loop = asyncio.get_running_loop()
@@ -194,3 +196,21 @@ class ClusterNode:
             self.on_registered(event.aor, bindings)
         elif event.kind == "decline" and self.on_decline is not None:
             self.on_decline(event.call_id, event.token, event.reason)
+
+
+async def _answers(route: str) -> bool:
+    """Does something accept connections at ``route`` (``host:port;transport=tcp``)? A
+    node that died leaves its registry entry behind for up to NODE_TTL; its port is
+    closed. UDP cannot be probed: assume the node is there."""
+    hostport, _, params = route.partition(";")
+    if "transport=tcp" not in params:
+        return True
+    host, _, port = hostport.rpartition(":")
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host.strip("[]"), int(port)), timeout=1.0
+        )
+    except (OSError, TimeoutError, ValueError):
+        return False
+    writer.close()
+    return True
