@@ -62,6 +62,14 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=4.0, help="length of each step")
     ap.add_argument("--rates", default="1000,1500,2000,2500,3000,4000,5000,6000,8000,10000,12000")
     ap.add_argument("--quick", action="store_true", help="1 s steps, rates 500,1000,2000")
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="REGISTERs sent at 500/s before the first step, not counted: once, a server "
+        "just loaded with 1 M bindings retransmitted on its first step and not after (cause "
+        "not found), which ended the ladder at 0",
+    )
     args = ap.parse_args()
     if args.preload and args.storage != "sqlite":
         ap.error("--preload needs --storage sqlite")
@@ -104,6 +112,12 @@ def main() -> int:
                 transport=rig.sipp_transport(args.workers),
             )
             last: list[SippResult] = []
+            warm = steps_run(500, args.warmup) if args.warmup else None
+            if warm is not None:
+                print(
+                    f"  warm-up: {warm.successful}/{args.warmup} at 500/s, "
+                    f"{warm.retransmissions} retransmissions (not counted)"
+                )
 
             def run(rate: int, calls: int) -> SippResult:
                 res = steps_run(rate, calls)
@@ -115,7 +129,7 @@ def main() -> int:
         if last and last[0].successful == 0:
             # Nothing registered at all: a set-up problem, not a rate limit. Show why.
             print(last[0].output[-2000:])
-        registered = sum(s.successful for s in steps)
+        registered = sum(s.successful for s in steps) + (warm.successful if warm else 0)
         stored = stored_aors(db) if args.storage == "sqlite" else None
 
     print(f"highest clean rate: {best} REGISTER/s (new AoRs; server alive: {alive})")
