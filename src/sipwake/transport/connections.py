@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -68,7 +69,11 @@ class FlowTable:
         self._by_id: dict[int, Connection] = {}
         self._by_key: dict[Key, list[int]] = {}  # oldest first; usually one
         self._keys: dict[int, list[Key]] = {}
-        self._next_id = 1
+        # A random start, not 1: bindings outlive the process (SQLite, Redis) and name
+        # their connection by id, so after a restart, or on another worker, a small
+        # counter would hand a stored id to some other device's new connection and route
+        # its calls there. 2**40 random starts make that collision negligible.
+        self._next_id = int.from_bytes(os.urandom(5), "big") | 1
 
     def new_id(self) -> int:
         conn_id = self._next_id
