@@ -45,28 +45,44 @@ def _dec(text: str) -> FlowKey:
 _PREFIX = "sw-"
 
 
-def encode_pair(secret: bytes, inbound: FlowKey, outbound: FlowKey) -> str:
-    """User part for our Record-Route: ``sw-<base64url(payload)>-<mac>``."""
-    payload = f"{_enc(inbound)}|{_enc(outbound)}".encode()
-    mac = hmac.new(secret, payload, hashlib.sha256).hexdigest()[:16]
+def _sign(secret: bytes, prefix: str, payload: bytes, domain: bytes) -> str:
+    """``<prefix><base64url(payload)>-<mac>``; ``domain`` keeps one kind of token from
+    verifying as another."""
+    mac = hmac.new(secret, domain + payload, hashlib.sha256).hexdigest()[:16]
     b64 = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
-    return f"{_PREFIX}{b64}-{mac}"
+    return f"{prefix}{b64}-{mac}"
 
 
-def decode_pair(secret: bytes, user: str | None) -> tuple[FlowKey, FlowKey] | None:
-    """The two flows of a token we issued; None for anything else (forged, foreign)."""
-    if not user or not user.startswith(_PREFIX):
+def _verify(secret: bytes, prefix: str, user: str | None, domain: bytes) -> str | None:
+    """The payload of a token signed by ``_sign``, or None (not ours, forged, garbled)."""
+    if not user or not user.startswith(prefix):
         return None
-    body, _, mac = user[len(_PREFIX) :].rpartition("-")
+    body, _, mac = user[len(prefix) :].rpartition("-")
     try:
         payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
     except (ValueError, TypeError):
         return None
-    want = hmac.new(secret, payload, hashlib.sha256).hexdigest()[:16]
+    want = hmac.new(secret, domain + payload, hashlib.sha256).hexdigest()[:16]
     if not hmac.compare_digest(want, mac):
         return None
     try:
-        a, b = payload.decode().split("|")
+        return payload.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def encode_pair(secret: bytes, inbound: FlowKey, outbound: FlowKey) -> str:
+    """User part for our Record-Route: ``sw-<base64url(payload)>-<mac>``."""
+    return _sign(secret, _PREFIX, f"{_enc(inbound)}|{_enc(outbound)}".encode(), b"")
+
+
+def decode_pair(secret: bytes, user: str | None) -> tuple[FlowKey, FlowKey] | None:
+    """The two flows of a token we issued; None for anything else (forged, foreign)."""
+    payload = _verify(secret, _PREFIX, user, b"")
+    if payload is None:
+        return None
+    try:
+        a, b = payload.split("|")
         return _dec(a), _dec(b)
     except ValueError:
         return None
@@ -92,25 +108,15 @@ def encode_owner(secret: bytes, flow: FlowKey) -> str:
     """User part of the Route a node puts towards the node that owns ``flow`` (scale-out:
     a device's connection lives on one node; every other node reaches it through that
     node). Signed like the pair tokens, with the cluster's shared secret."""
-    payload = _enc(flow).encode()
-    mac = hmac.new(secret, b"owner|" + payload, hashlib.sha256).hexdigest()[:16]
-    b64 = base64.urlsafe_b64encode(payload).rstrip(b"=").decode()
-    return f"{_OWNER_PREFIX}{b64}-{mac}"
+    return _sign(secret, _OWNER_PREFIX, _enc(flow).encode(), b"owner|")
 
 
 def decode_owner(secret: bytes, user: str | None) -> FlowKey | None:
     """The flow named by an owner-route token we (or a peer node) issued; None otherwise."""
-    if not user or not user.startswith(_OWNER_PREFIX):
-        return None
-    body, _, mac = user[len(_OWNER_PREFIX) :].rpartition("-")
-    try:
-        payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-    except (ValueError, TypeError):
-        return None
-    want = hmac.new(secret, b"owner|" + payload, hashlib.sha256).hexdigest()[:16]
-    if not hmac.compare_digest(want, mac):
+    payload = _verify(secret, _OWNER_PREFIX, user, b"owner|")
+    if payload is None:
         return None
     try:
-        return _dec(payload.decode())
-    except (ValueError, UnicodeDecodeError):
+        return _dec(payload)
+    except ValueError:
         return None
