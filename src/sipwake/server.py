@@ -320,9 +320,30 @@ class _Services:
         found = await self.server.stores.bindings.lookup(aor, time.time())
         return [dataclasses.asdict(b) for b in found]
 
-    def held_calls(self) -> list[dict[str, Any]]:
+    async def held_calls(self) -> list[dict[str, Any]]:
+        """This node's held calls with their live state; with a shared store, also those
+        other nodes hold, from the cluster's registry."""
         wake = self.server.wake
-        return wake.held_calls() if wake is not None else []
+        local = wake.held_calls() if wake is not None else []
+        stores = self.server.stores
+        if stores is None or not stores.cluster.shared:
+            return local
+        node = self.server.node_id
+        mine = {c["call_id"] for c in local}
+        for c in local:
+            c["node"] = node
+        others = [
+            {
+                "call_id": e.call_id,
+                "aor": e.aor,
+                "node": e.node_id,
+                "deadline": e.deadline,
+                "devices": list(e.devices),
+            }
+            for e in await stores.cluster.list_held()
+            if e.call_id not in mine
+        ]
+        return local + others
 
 
 def _preferred_address(advertised: dict[str, tuple[str, int]]) -> tuple[str, int, str]:

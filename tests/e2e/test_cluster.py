@@ -8,6 +8,7 @@ phone's new connection. The call connects and BYE crosses the same nodes."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -71,7 +73,7 @@ def node_config(name: str, storage: str, emu_config: str, *, push: str = "") -> 
 
 @contextmanager
 def cluster(
-    tmp: Path, storage: str, count: int = 3, push: str = ""
+    tmp: Path, storage: str, count: int = 3, push: str = "", admin_token: str = ""
 ) -> Iterator[tuple[list[RunningServer], Relay]]:
     relay = Relay()
     try:
@@ -85,7 +87,12 @@ def cluster(
                 d.mkdir()
                 nodes.append(
                     stack.enter_context(
-                        serve(node_config(f"node{i}", storage, emu.config(), push=push), d)
+                        serve(
+                            node_config(f"node{i}", storage, emu.config(), push=push).replace(
+                                "[api]\n", f'[api]\nadmin_token = "{admin_token}"\n', 1
+                            ),
+                            d,
+                        )
                     )
                 )
             yield nodes, relay
@@ -165,34 +172,51 @@ def test_register_on_2_call_via_1_wake_on_3(tmp_path: Path, prefix: str, transpo
 
 
 def test_held_call_is_registered_cluster_wide(tmp_path: Path, prefix: str) -> None:
-    """While a call is held its entry (UUID, AoR, holding node, devices) is in Redis for
-    every node to see; the phone never wakes, the caller gets 480 when the hold window
-    ends, and the entry goes once the grace period is over."""
+    """While a call is held its entry (UUID, AoR, holding node, devices) is in Redis, and
+    another node's admin API lists it; the phone never wakes, the caller gets 480 when the
+    hold window ends, and the entry goes once the grace period is over."""
     storage = f"{REDIS}?prefix={prefix}"
-    with cluster(tmp_path, storage, count=1, push="hold_window = 2") as (nodes, relay):
-        (n,) = nodes
+    push = "hold_window = 2\ncancel_grace = 1"
+    with cluster(tmp_path, storage, count=2, push=push, admin_token="tok") as (nodes, relay):
+        n1, n2 = nodes
         push_port = free_port(socket.SOCK_STREAM)
         relay.routes[TOKEN_A] = push_port
-        phone = start_phone(n.addr("udp"), push_port, "--token", TOKEN_A, "--action", "ignore")
+        phone = start_phone(n1.addr("udp"), push_port, "--token", TOKEN_A, "--action", "ignore")
         client = redis.Redis.from_url(REDIS)
         result: list[object] = []
         caller = threading.Thread(
             target=lambda: result.append(
-                call(n, tmp_path, scen=scenario("uac_reject.xml", tmp_path, expect="480"))
+                call(n1, tmp_path, scen=scenario("uac_reject.xml", tmp_path, expect="480"))
             )
         )
         caller.start()
-        entries: list[bytes] = []
+        listed: list[dict[str, object]] = []
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not entries:
-            entries = [client.get(k) or b"" for k in client.scan_iter(f"{prefix}held:*")]
+        while time.monotonic() < deadline and not listed:
+            listed = admin_calls(n2)
             time.sleep(0.05)
+        entries = [client.get(k) or b"" for k in client.scan_iter(f"{prefix}held:*")]
         caller.join(40)
         phone.stop()
-        assert entries, "no held-call entry appeared in Redis"
-        assert b"node1" in entries[0] and b"sip:bob@127.0.0.1" in entries[0]
+        assert listed and listed[0]["node"] == "node1", listed
+        assert listed[0]["aor"] == "sip:bob@127.0.0.1" and len(listed[0]["devices"]) == 1  # type: ignore[arg-type]
+        assert entries and b"node1" in entries[0]
         res = result[0]
         assert res.returncode == 0, res.output  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and list(client.scan_iter(f"{prefix}held:*")):
+            time.sleep(0.1)
+        assert not list(client.scan_iter(f"{prefix}held:*"))
+
+
+def admin_calls(node: RunningServer) -> list[dict[str, object]]:
+    host, port = node.addr("api")
+    req = urllib.request.Request(
+        f"http://{host}:{port}/admin/calls", headers={"authorization": "Bearer tok"}
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        calls: list[dict[str, object]] = json.loads(resp.read())["calls"]
+        return calls
 
 
 def worker_pid(server: RunningServer, index: int) -> int:
