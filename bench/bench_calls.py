@@ -20,10 +20,8 @@ SIPp (both ends) shares the machine's cores with the server: say so next to any 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -91,24 +89,20 @@ def main() -> int:
         f" with zero retransmissions too: {strict} calls/s; server alive: {alive}; "
         f"failed calls seen by the UAS: {uas_failed}"
     )
-    RESULTS.mkdir(exist_ok=True)
-    name = f"calls_{label}" + (f"_x{args.workers}" if args.workers > 1 else "")
-    (RESULTS / f"{name}.json").write_text(
-        json.dumps(
-            {
-                "date": time.strftime("%Y-%m-%d"),
-                "quick": args.quick,
-                "storage": label,
-                "workers": args.workers,
-                "users": users,
-                "seconds_per_step": seconds,
-                "best": best,
-                "best_no_retrans": strict,
-                "uas_failed": uas_failed,
-                "steps": [s.__dict__ for s in steps],
-            },
-            indent=2,
-        )
+    rig.write_result(
+        f"calls_{label}",
+        {
+            "quick": args.quick,
+            "storage": label,
+            "workers": args.workers,
+            "users": users,
+            "seconds_per_step": seconds,
+            "best": best,
+            "best_no_retrans": strict,
+            "uas_failed": uas_failed,
+            "steps": [s.__dict__ for s in steps],
+        },
+        workers=args.workers,
     )
     return 0
 

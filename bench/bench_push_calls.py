@@ -30,10 +30,8 @@ server: say so next to any figure."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -138,26 +136,22 @@ def main() -> int:
         f"{alive}; failed calls seen by the UAS: {uas_failed}; relay: "
         f"{relay_stats[-1] if relay_stats else {}}"
     )
-    RESULTS.mkdir(exist_ok=True)
-    name = f"push_calls_{label}" + (f"_x{args.workers}" if args.workers > 1 else "")
-    (RESULTS / f"{name}.json").write_text(
-        json.dumps(
-            {
-                "date": time.strftime("%Y-%m-%d"),
-                "quick": args.quick,
-                "storage": label,
-                "workers": args.workers,
-                "users": users,
-                "wake_delay_s": args.delay,
-                "seconds_per_step": seconds,
-                "best": best,
-                "best_no_retrans": strict,
-                "uas_failed": uas_failed,
-                "steps": [s.__dict__ for s in steps],
-                "relay_after_step": relay_stats,
-            },
-            indent=2,
-        )
+    rig.write_result(
+        f"push_calls_{label}",
+        {
+            "quick": args.quick,
+            "storage": label,
+            "workers": args.workers,
+            "users": users,
+            "wake_delay_s": args.delay,
+            "seconds_per_step": seconds,
+            "best": best,
+            "best_no_retrans": strict,
+            "uas_failed": uas_failed,
+            "steps": [s.__dict__ for s in steps],
+            "relay_after_step": relay_stats,
+        },
+        workers=args.workers,
     )
     return 0
 

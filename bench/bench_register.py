@@ -23,7 +23,6 @@ SIPp shares the machine's cores with the server: say so next to any figure."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -136,28 +135,22 @@ def main() -> int:
     if stored is not None:
         expect = args.preload + registered
         print(f"AoRs in the database after the run: {stored} (expected {expect})")
-    RESULTS.mkdir(exist_ok=True)
-    name = f"register_{label}_{args.contact}" + (f"_pre{args.preload}" if args.preload else "")
-    if args.workers > 1:
-        name += f"_x{args.workers}"
-    (RESULTS / f"{name}.json").write_text(
-        json.dumps(
-            {
-                "date": time.strftime("%Y-%m-%d"),
-                "quick": args.quick,
-                "storage": label,
-                "workers": args.workers,
-                "contact": args.contact,
-                "preload": args.preload,
-                "preload_fill_s": round(fill, 1),
-                "startup_s": round(startup, 1),
-                "seconds_per_step": seconds,
-                "best": best,
-                "stored_aors_after": stored,
-                "steps": [s.__dict__ for s in steps],
-            },
-            indent=2,
-        )
+    rig.write_result(
+        f"register_{label}_{args.contact}" + (f"_pre{args.preload}" if args.preload else ""),
+        {
+            "quick": args.quick,
+            "storage": label,
+            "workers": args.workers,
+            "contact": args.contact,
+            "preload": args.preload,
+            "preload_fill_s": round(fill, 1),
+            "startup_s": round(startup, 1),
+            "seconds_per_step": seconds,
+            "best": best,
+            "stored_aors_after": stored,
+            "steps": [s.__dict__ for s in steps],
+        },
+        workers=args.workers,
     )
     return 0
 

@@ -8,13 +8,16 @@ whatever happened inside."""
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import secrets
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -355,6 +358,14 @@ def sipp_transport(workers: int) -> str:
 def relay_sockets(workers: int) -> int:
     """Wake relay sockets for a server with ``workers`` processes (see sipp_transport)."""
     return 1 if workers <= 1 else 64
+
+
+def write_result(name: str, record: dict[str, Any], *, workers: int = 1) -> Path:
+    """``bench/results/<name>[_x<workers>].json``: ``record`` with the date first."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / (f"{name}_x{workers}.json" if workers > 1 else f"{name}.json")
+    path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), **record}, indent=2))
+    return path
 
 
 def sustained_best(steps: list[Step], *, allow_retrans: bool, ratio: float = 0.85) -> int:
