@@ -69,7 +69,6 @@ class ClusterNode:
         self.on_registered: RegisteredHandler | None = None
         self.on_decline: DeclineHandler | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.stats = {"events_in": 0, "events_out": 0, "publish_failed": 0, "via_owner": 0}
 
     async def start(self) -> None:
         """Announce ourselves and learn the peers; refuses a node id another live node
@@ -139,7 +138,6 @@ class ClusterNode:
         if route is None:
             # The owner is gone and its connections with it; try the Contact.
             return Target(uri=b.contact, device=b.device_key, flow=None, path=b.path)
-        self.stats["via_owner"] += 1
         key = FlowKey(
             ref.transport,
             (ref.local_host, ref.local_port),
@@ -172,9 +170,7 @@ class ClusterNode:
     async def _send(self, data: bytes) -> None:
         try:
             await self.cluster.publish(data)
-            self.stats["events_out"] += 1
         except StorageError as exc:
-            self.stats["publish_failed"] += 1
             log.warning("cluster publish failed: %s", exc)
 
     def _on_message(self, data: bytes) -> None:
@@ -185,7 +181,6 @@ class ClusterNode:
             return
         if event.origin == self.node_id:
             return  # handled locally already
-        self.stats["events_in"] += 1
         self.peers[event.origin] = event.route
         if event.kind == "reg" and self.on_registered is not None:
             try:
