@@ -54,11 +54,22 @@ def test_own_flow_and_single_node_use_the_flow_directly() -> None:
 
 
 def test_contact_reachable_directly_needs_no_owner() -> None:
-    # No reg-id, and the Contact is another listener on the host the REGISTER came from
-    # (app/router.py binding_flow): RFC 3261 sends to the Contact, which any node can do.
-    b = binding(reg_id=None, contact="sip:alice@192.0.2.1:5080;transport=tcp")
+    # UDP, no reg-id, and the Contact is another listener on the host the REGISTER came
+    # from (app/router.py binding_flow): RFC 3261 sends to the Contact, which any node can.
+    b = binding(
+        reg_id=None,
+        contact="sip:alice@192.0.2.1:5080",
+        flow=FlowRef("UDP", "192.0.2.1", 40000, "10.0.0.1", 5060, 0, "node-a"),
+    )
     t = node().target(b)
     assert t.flow is None and t.path == b.path
+
+
+def test_connection_binding_goes_through_its_owner_whatever_the_contact() -> None:
+    # Over TCP the registration's connection is the way to the device (issue 10 item 1).
+    b = binding(reg_id=None, contact="sip:alice@192.0.2.1:5080;transport=tcp")
+    t = node().target(b)
+    assert t.flow is None and len(t.path) == len(b.path) + 1
 
 
 def test_owner_gone_means_no_route_and_not_alive() -> None:

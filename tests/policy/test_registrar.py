@@ -499,17 +499,21 @@ def test_query_for_one_provider() -> None:
     assert outcome.status == 555
 
 
-def test_refresh_without_pn_params_keeps_the_push_target() -> None:
+def test_refresh_without_pn_params_drops_the_push_target() -> None:
+    # Issue 10 item 3: an app that turned push off re-registers without pn-*; a REGISTER
+    # replaces the binding's contact and its push target (RFC 3261 §10.3 step 7).
     contact = f'<sip:a@h:1;pn-provider=apns;pn-prid=tok>;+sip.instance="<{INSTANCE}>"'
     old = one(register(contact, expires=86400), PUSH)
-    new, _ = decide([old], register(f'<sip:a@h:2>;+sip.instance="<{INSTANCE}>"', cseq=2), PUSH)
-    assert new[0].push == PushTarget("apns", "tok")
-    assert new[0].expires_at == NOW + 3600  # the Contact asked for the default
-    # Still a push binding, so still allowed the long push expiry.
-    new, _ = decide(
+    new, outcome = decide(
         [old], register(f'<sip:a@h:2>;+sip.instance="<{INSTANCE}>"', cseq=2, expires=86400), PUSH
     )
-    assert (new[0].push, new[0].expires_at) == (PushTarget("apns", "tok"), NOW + 86400)
+    assert len(new) == 1 and new[0].push is None
+    assert new[0].contact == "sip:a@h:2"
+    assert new[0].expires_at == NOW + 3600  # no longer a push binding: the plain cap
+    assert outcome.replaced == (old,)
+    # Pushes back on: the next REGISTER with pn-* makes it a push binding again.
+    again, _ = decide(new, register(contact, cseq=3, expires=86400), PUSH)
+    assert (again[0].push, again[0].expires_at) == (PushTarget("apns", "tok"), NOW + 86400)
     # pn-provider without pn-prid: the UA turns pushes off (RFC 8599 §4.1.2).
     new, _ = decide(
         [old], register(f'<sip:a@h:2;pn-provider=apns>;+sip.instance="<{INSTANCE}>"', cseq=2), PUSH

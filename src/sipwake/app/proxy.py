@@ -45,6 +45,9 @@ class Target:
     device: str
     flow: Flow | None = None
     path: tuple[str, ...] = ()
+    # False: when ``flow`` is closed do not open a new one to ``uri`` (a push binding:
+    # it is pushed instead, app/router.py binding_target).
+    contact_fallback: bool = True
 
 
 @dataclass(eq=False, slots=True)
@@ -135,7 +138,9 @@ class Proxy:
         try:
             try:
                 flow = await self.flow_for(
-                    target.flow, target.path[0] if target.path else target.uri
+                    target.flow,
+                    target.path[0] if target.path else target.uri,
+                    fallback=target.contact_fallback,
                 )
             except (OSError, ValueError) as exc:
                 log.info("target %s unreachable: %s", target.uri, exc)
@@ -181,10 +186,13 @@ class Proxy:
             incoming.respond(480)
 
     # -- flows ------------------------------------------------------------------------------
-    async def flow_for(self, flow: Flow | None, uri_text: str) -> Flow:
-        """The registered flow when it still works, else a flow to the URI (§18.1.1)."""
+    async def flow_for(self, flow: Flow | None, uri_text: str, *, fallback: bool = True) -> Flow:
+        """The registered flow when it still works, else a flow to the URI (§18.1.1),
+        unless ``fallback`` is False (ValueError: the registered connection is gone)."""
         if flow is not None and (flow.transport == "UDP" or self.connector.is_alive(flow)):
             return flow
+        if flow is not None and not fallback:
+            raise ValueError("its connection is closed")
         uri = URI.parse(
             uri_text.strip("<>").split(">")[0] if uri_text.startswith("<") else uri_text
         )

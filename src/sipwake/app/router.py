@@ -22,7 +22,7 @@ from sipwake.policy.flowtoken import decode_owner
 from sipwake.policy.proxying import BadExtension, Me, loop_hash, validate_request
 from sipwake.sip.errors import ParseError
 from sipwake.sip.flows import DEFAULT_PORTS
-from sipwake.sip.message import Response
+from sipwake.sip.message import Request, Response
 from sipwake.sip.uri import URI
 from sipwake.storage.base import BindingStore, UserStore
 from sipwake.transport.flow import Flow
@@ -43,16 +43,23 @@ UNCHALLENGED = frozenset({"ACK", "CANCEL", "PRACK", "BYE", "NOTIFY", "UPDATE", "
 def binding_flow(b: Binding) -> Flow | None:
     """The flow to reach a binding over, or None to send to its Contact URI.
 
-    RFC 3261 sends to the Contact. The registration's own flow is used instead when the
-    contact cannot be reached directly: the UA asked for it (RFC 5626 outbound: reg-id),
-    the contact names another host than the packet came from (NAT, as nathelper does), or
-    the contact is the very address the REGISTER came from (same socket or connection).
-    A UA that registers on behalf of another listener on its host gets the Contact."""
+    Over TCP, TLS, WS and WSS the connection the binding registered on is used for as long
+    as it is open, whatever the Contact says: the Contact of a phone behind NAT, or of a
+    woken app that listens on nothing, names an address nobody can connect to (RFC 5923
+    §1 and RFC 5626 §5.3 reuse the connection; Kamailio fix_nated_register, OpenSIPS
+    tcp_persistent_flag do the same). Proxy.flow_for falls back to the Contact when the
+    connection is gone, and only for a binding without a push target (binding_target).
+
+    Over UDP RFC 3261 sends to the Contact. The registration's own flow is used instead
+    when the UA asked for it (RFC 5626 outbound: reg-id), the contact names another host
+    than the packet came from (NAT, as nathelper does), or the contact is the very address
+    the REGISTER came from. A UA that registers on behalf of another listener on its host
+    gets the Contact."""
     ref = b.flow
     if ref is None:
         return None
     flow = ref_flow(ref)
-    if b.reg_id:
+    if b.reg_id or ref.transport != "UDP":
         return flow
     try:
         uri = URI.parse(b.contact)
@@ -68,7 +75,15 @@ def binding_flow(b: Binding) -> Flow | None:
 
 
 def binding_target(b: Binding) -> Target:
-    return Target(uri=b.contact, device=b.device_key, flow=binding_flow(b), path=b.path)
+    # A push binding whose connection is gone is pushed (WakeService.sleeping), never
+    # reached by a new connection to its Contact: a woken app listens on nothing.
+    return Target(
+        uri=b.contact,
+        device=b.device_key,
+        flow=binding_flow(b),
+        path=b.path,
+        contact_fallback=b.push is None,
+    )
 
 
 class SipApp:
@@ -131,9 +146,9 @@ class SipApp:
                 ],
             )
             return None
-        if method == "REGISTER" and not req.routes:
+        if method == "REGISTER" and self._strip_own_routes(req):
             # For us as registrar (§10.3), not proxied: no loop or hop checks apply.
-            if not self.is_local_domain(uri.host):
+            if not self.is_local_domain(req.ruri.host):
                 incoming.respond(403, "Not Our Domain")
                 return None
             return self.registrar.handle(incoming)
@@ -162,6 +177,28 @@ class SipApp:
             return self._relay(incoming, lhash)
         incoming.respond(403, "Relaying Denied")
         return None
+
+    def _strip_own_routes(self, req: Request) -> bool:
+        """Remove the Route entries that name us from a REGISTER; True when none is left.
+
+        A UA configured with us as its outbound proxy pre-loads a Route to us (RFC 3261
+        §8.1.2), baresip's ``outbound=`` among them. Loose routing puts our URI first in
+        Route; a strict-routing UA puts it in the Request-URI and the real Request-URI
+        last in Route, which §16.4 tells us to restore. Any of our hosts and ports counts
+        (Me: listeners, advertised names, domains)."""
+        routes = req.routes
+        if not routes:
+            return True
+        last = routes[-1].uri
+        if self.me.is_me(req.ruri) and "lr" not in req.ruri.params and "lr" not in last.params:
+            # §16.4: a strict-routed request; the last Route value is the Request-URI.
+            req.set_uri(last)
+            req.headers.remove("route")
+            for r in routes[:-1]:
+                req.headers.add("Route", str(r))
+        while (routes := req.routes) and self.me.is_me(routes[0].uri):
+            req.headers.pop_first_value("route")
+        return not req.routes
 
     async def _call(self, incoming: Incoming, lhash: str) -> None:
         """A request for one of our users: authenticate a local caller, look the callee

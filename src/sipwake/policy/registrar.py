@@ -103,7 +103,6 @@ class _Candidate:
 
     binding: Binding  # expires_at/registered_at not final yet
     requested: int  # seconds asked for (0 removes)
-    has_pn_params: bool  # any pn-* parameter at all (push_parser may still say None)
     query: tuple[str, ...] | None  # RFC 8599 §4.1.5 query: providers asked (() = all)
 
 
@@ -280,7 +279,6 @@ def _candidate(
             reg_id = 0  # RFC 5626 §6: reg-id without +sip.instance is ignored
     uri = contact.uri
     push = policy.push_parser(uri, params) if policy.push_parser is not None else None
-    has_pn = any(k.startswith("pn-") for k in (*uri.params, *params))
     query = None
     if policy.push_parser is not None and push is None:
         query = _push_query(uri.params, params)
@@ -302,7 +300,7 @@ def _candidate(
         registered_at=base.registered_at,
         extra=extra,
     )
-    return _Candidate(binding, requested, has_pn, query)
+    return _Candidate(binding, requested, query)
 
 
 def _apply_outbound(
@@ -401,9 +399,10 @@ def _merge(
         if removing:  # §10.3 step 7: expires 0 removes (a missing binding: no-op)
             result = [b for b in result if not _contains(matches, b)]
             continue
-        push = _inherited_push(c, matches) or new.push
-        seconds = _granted(policy, c.requested, push)
-        new = _granted_binding(new, now + seconds, push)
+        # The REGISTER replaces the contact and the push target: no pn-* means no pushes
+        # (issue 10: an app that turned push off must get its calls at once).
+        seconds = _granted(policy, c.requested, new.push)
+        new = _granted_binding(new, now + seconds, new.push)
         added.append(new)
         result = _put(result, matches, new)
     evicted = _evict(result, added, policy.max_bindings_per_aor)
@@ -428,19 +427,6 @@ def _granted_binding(b: Binding, expires_at: float, push: PushTarget | None) -> 
         b.aor, b.contact, expires_at, b.call_id, b.cseq, b.q, b.instance, b.reg_id,
         b.path, b.flow, push, b.user_agent, b.registered_at, b.extra,
     )  # fmt: skip
-
-
-def _inherited_push(c: _Candidate, matches: list[Binding]) -> PushTarget | None:
-    """A refresh from the same instance with no pn-* parameters at all keeps the push
-    target: ARCHITECTURE.md says never drop it while the binding lives, and a UA that
-    wants pushes off sends pn-provider without pn-prid or removes the binding (RFC 8599
-    §4.1.2), which is honoured."""
-    if c.binding.push is not None or c.has_pn_params or not c.binding.instance:
-        return None
-    for old in matches:
-        if old.push is not None and old.instance == c.binding.instance:
-            return old.push
-    return None
 
 
 def _evict(result: list[Binding], added: list[Binding], cap: int) -> list[Binding]:
