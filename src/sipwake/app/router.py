@@ -204,18 +204,20 @@ class SipApp:
         """A request for one of our users: authenticate a local caller, look the callee
         up and fork to every binding in parallel (§16.5, §16.6)."""
         req = incoming.request
+        # Who the caller is: TRUSTED (auth off, or a trusted peer), the user it proved to
+        # be, or None: a caller from another domain is never challenged, so it has proved
+        # nothing and must not learn which of our users exist.
         caller: str | None = TRUSTED
-        if (
-            self.auth is not None
-            and req.method not in UNCHALLENGED
-            and self.is_local_domain(req.from_.uri.host)
-        ):
-            caller = await self.auth.check(incoming, proxy=True)
-            if caller is None:
-                return
-            if caller not in (TRUSTED, req.from_.uri.user):
-                incoming.respond(403, "From Does Not Match The Authenticated User")
-                return
+        if self.auth is not None and not self.auth.skips(incoming):
+            if req.method in UNCHALLENGED or not self.is_local_domain(req.from_.uri.host):
+                caller = None
+            else:
+                caller = await self.auth.check(incoming, proxy=True)
+                if caller is None:
+                    return
+                if caller not in (TRUSTED, req.from_.uri.user):
+                    incoming.respond(403, "From Does Not Match The Authenticated User")
+                    return
         aor = req.ruri.aor()
         # StorageUnavailable -> 503 with Retry-After (engine.py).
         bindings = await self.bindings.lookup(aor, time.time())
