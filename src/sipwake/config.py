@@ -360,8 +360,13 @@ class AuthConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     nonce_ttl: float = 300.0  # seconds a nonce stays valid; older ones get stale=true
     algorithms: tuple[str, ...] = ("SHA-256", "MD5")  # offered in this order (RFC 8760 §2.4)
     trusted: tuple[str, ...] = ()  # CIDRs of peers (PBX, trunk) that are not challenged
-    max_failures: int = 10  # failed attempts from one source within failure_window ...
-    failure_window: float = 60.0  # ... before it gets 403 without a check for that long
+    # Failed attempts from one source address, and for one account from all sources
+    # together, within failure_window before further attempts get 403 without a check.
+    max_failures: int = 10
+    failure_window: float = 60.0
+    # A source that authenticated as an account within this many seconds is exempt from
+    # that account's budget, so guessing cannot lock the real user out.
+    known_source_ttl: float = 86400.0
     # 404 for users that are not provisioned (only after the caller authenticated, so an
     # outsider learns nothing); false: 480 for every user without a binding.
     reveal_unknown_users: bool = True
@@ -377,8 +382,9 @@ class AuthConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
                 raise _Invalid(f"trusted[{i}]", f"not an IP network: {cidr!r}") from None
-        if not self.nonce_ttl > 0 or not self.failure_window > 0 or self.max_failures <= 0:
-            raise _Invalid("nonce_ttl", "nonce_ttl, failure_window, max_failures must be positive")
+        for key in ("nonce_ttl", "failure_window", "max_failures", "known_source_ttl"):
+            if not getattr(self, key) > 0:
+                raise _Invalid(key, "must be positive")
 
 
 class ProxyConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

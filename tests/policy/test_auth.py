@@ -15,6 +15,7 @@ from sipwake.policy.auth import (
     AuthResult,
     DigestCredentials,
     FailureThrottle,
+    KnownSources,
     NonceCounter,
     NonceStatus,
     TrustedPeers,
@@ -310,9 +311,20 @@ def test_verify_rfc2069_without_qop() -> None:
 def test_verify_wrong_password_fails() -> None:
     nonce = make_nonce(NOW, SECRET, REALM)
     assert check(answer(nonce, password="guess")) is AuthResult.FAILED
-    # ...even with an expired or forged nonce: stale=true only when the digest is right.
-    assert check(answer(nonce, password="guess"), now=NOW + 1000) is AuthResult.FAILED
-    assert check(answer("Zm9yZ2Vk", password="guess")) is AuthResult.FAILED
+
+
+@pytest.mark.parametrize("password", ["secret", "guess"])
+def test_verify_checks_the_nonce_before_the_digest(password: str) -> None:
+    # An expired, forged or foreign nonce earns a fresh challenge whatever the digest: not
+    # a failure (a blind sender could lock users out with invented nonces), and the same
+    # answer for right and wrong passwords (else it is a password oracle with no budget).
+    nonce = make_nonce(NOW, SECRET, REALM)
+    assert check(answer(nonce, password=password), now=NOW + 1000) is AuthResult.STALE
+    assert check(answer("Zm9yZ2Vk", password=password)) is AuthResult.STALE
+    other_ip = make_nonce(NOW, SECRET, REALM, client_ip="203.0.113.9")
+    assert check(answer(other_ip, password=password)) is AuthResult.STALE
+    junk = dataclasses.replace(answer("Zm9yZ2Vk", password=password), qop="auth-int")
+    assert check(junk) is AuthResult.STALE
 
 
 def test_verify_wrong_method_fails() -> None:
@@ -339,7 +351,7 @@ def test_verify_rfc_example_credentials() -> None:
     assert ok is AuthResult.STALE
     wrong = ha1("Mufasa", "testrealm@host.com", "circle of life")
     bad = verify(creds, "GET", wrong, now=NOW, secret=SECRET, max_age=300)
-    assert bad is AuthResult.FAILED
+    assert bad is AuthResult.STALE  # the nonce is checked first: not ours, not a failure
 
 
 def test_verify_client_ip_binding() -> None:
@@ -476,3 +488,18 @@ def test_trusted_peers_empty_and_bad_config() -> None:
     assert not TrustedPeers([]).contains("127.0.0.1")
     with pytest.raises(ValueError):
         TrustedPeers(["192.0.2.0/33"])
+
+
+def test_known_sources_expire_and_are_bounded() -> None:
+    known = KnownSources(ttl=100, max_entries=2)
+    known.add("alice", "192.0.2.1", NOW)
+    assert known.contains("alice", "192.0.2.1", NOW + 100)
+    assert not known.contains("alice", "192.0.2.1", NOW + 100.5)
+    assert not known.contains("bob", "192.0.2.1", NOW)
+    assert not known.contains("alice", "192.0.2.2", NOW)
+    known.add("alice", "192.0.2.2", NOW)
+    known.add("bob", "192.0.2.3", NOW)
+    assert len(known) == 2
+    assert not known.contains("alice", "192.0.2.1", NOW)  # least recent dropped
+    with pytest.raises(ValueError):
+        KnownSources(ttl=0)

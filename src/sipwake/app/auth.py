@@ -1,8 +1,15 @@
 """Digest authentication at the edge (RFC 3261 §22): challenge, verify, throttle.
 
 The pure rules are in policy/auth.py; this class holds the per-process state (nonce
-counters, failure throttle), reads credentials from the user store and answers 401/407/403
-itself. ``check`` returns the authenticated user name, or None when it has answered."""
+counters, failure budgets), reads credentials from the user store and answers 401/407/403
+itself. ``check`` returns the authenticated user name, or None when it has answered.
+
+Guessing is budgeted twice: per source address and per account (over all sources), each
+``max_failures`` per ``failure_window``; a source that authenticated as the account
+recently is exempt from the account's budget so guessers cannot lock its user out.
+Nonces are bound to the client's address, so a spoofed request cannot carry a valid one
+and cannot spend anyone's budget. An unknown user costs the same as a known one (a decoy
+HA1 goes through the same digest), so timing does not tell them apart either."""
 
 from __future__ import annotations
 
@@ -31,7 +38,14 @@ class Authenticator:
         self.trusted = digest.TrustedPeers(cfg.trusted)
         self.counter = digest.NonceCounter()
         self.throttle = digest.FailureThrottle(cfg.max_failures, cfg.failure_window)
+        self.accounts = digest.FailureThrottle(cfg.max_failures, cfg.failure_window)
+        self.known = digest.KnownSources(cfg.known_source_ttl)
+        # Verified against when the user is unknown, so both cost one digest.
+        self._decoy = {
+            alg: digest.ha1("", realm, os.urandom(16).hex(), alg) for alg in ("MD5", "SHA-256")
+        }
         self.failures = 0
+        self.refused = 0  # attempts refused unchecked: budget spent
         self.challenged = 0
         self.metrics: MetricsPort = NullMetrics()
 
@@ -61,37 +75,45 @@ class Authenticator:
                 creds = parsed
                 break
         if creds is None:
-            self._challenge(incoming, proxy, stale=False)
+            self._challenge(incoming, proxy, ip, stale=False)
             return None
-        user = await self.users.get_user(creds.username, self.realm)
-        result = digest.AuthResult.FAILED
+        account = creds.username
+        if self.accounts.is_blocked(account, now) and not self.known.contains(account, ip, now):
+            self.refused += 1
+            incoming.respond(403, "Too Many Failed Attempts")
+            return None
+        user = await self.users.get_user(account, self.realm)
+        alg = digest.hash_algorithm(creds.algorithm)
+        ha1 = ""
         if user is not None and not user.disabled:
-            alg = digest.hash_algorithm(creds.algorithm)
-            ha1 = user.ha1_sha256 if alg == "SHA-256" else user.ha1_md5
-            if ha1:
-                result = digest.verify(
-                    creds,
-                    request.method,
-                    ha1,
-                    now=now,
-                    secret=self.secret,
-                    max_age=self.cfg.nonce_ttl,
-                    counter=self.counter,
-                )
+            ha1 = (user.ha1_sha256 if alg == "SHA-256" else user.ha1_md5) or ""
+        result = digest.verify(
+            creds,
+            request.method,
+            ha1 or self._decoy.get(alg, ""),
+            now=now,
+            secret=self.secret,
+            max_age=self.cfg.nonce_ttl,
+            counter=self.counter,
+            client_ip=ip,
+        )
         if result is digest.AuthResult.STALE:
-            self._challenge(incoming, proxy, stale=True)
+            self._challenge(incoming, proxy, ip, stale=True)
             return None
-        if result is digest.AuthResult.FAILED or not _uri_matches(creds.uri, request.uri):
+        ok = result is digest.AuthResult.OK and _uri_matches(creds.uri, request.uri)
+        if not ha1 or not ok:
             self.failures += 1
             self.metrics.auth_failure()
             self.throttle.record_failure(ip, now)
-            log.info("authentication failed for %r from %s", creds.username, ip)
+            self.accounts.record_failure(account, now)
+            log.info("authentication failed for %r from %s", account, ip)
             incoming.respond(403)
             return None
         self.throttle.record_success(ip)
-        return creds.username
+        self.known.add(account, ip, now)
+        return account
 
-    def _challenge(self, incoming: Incoming, proxy: bool, *, stale: bool) -> None:
+    def _challenge(self, incoming: Incoming, proxy: bool, ip: str, *, stale: bool) -> None:
         self.challenged += 1
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         values = digest.challenges(
@@ -100,6 +122,7 @@ class Authenticator:
             self.secret,
             self.cfg.algorithms,
             stale=stale,
+            client_ip=ip,
             salt=os.urandom(8),
         )
         incoming.respond(407 if proxy else 401, extra=[(name, v) for v in values])

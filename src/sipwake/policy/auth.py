@@ -15,13 +15,17 @@ caller-supplied random bytes (two challenges in the same microsecond would other
 a nonce and therefore an ``nc`` sequence). Binding the realm means a nonce answered for
 another realm is not ours.
 
-Outcome of :func:`verify` (RFC 7616 §3.3: ``stale=true`` only when the digest was right):
+Outcome of :func:`verify`. The nonce is checked *before* the digest:
+    - a nonce that is expired or not ours (forged, secret rotated, issued to another
+      address) -> STALE: a fresh challenge with ``stale=true``, never a failure. Anyone can
+      invent a nonce, so counting such a request as a failed password would let a blind
+      (spoofed UDP) sender lock users out; and the answer must not depend on the digest,
+      or an invented nonce would become an unthrottled password oracle. RFC 7616 §3.3 says
+      the server SHOULD set stale only for a right digest; we set it whatever the digest,
+      which costs a client with a wrong password one more round trip, nothing more;
     - wrong digest, unknown algorithm/qop, missing cnonce/nc -> FAILED (count it);
-    - right digest but a nonce that is expired, not ours (e.g. secret rotated) or an ``nc``
-      already seen -> STALE: re-challenge with ``stale=true``, the client retries without
-      asking its user. Many SIP clients reuse a nonce with ``nc=00000001``; STALE gets them
-      a fresh one instead of a password prompt, and a replayer without the password gains
-      nothing from a new nonce;
+    - right digest but an ``nc`` already seen -> STALE (RFC 7616 §3.4: a replay; many SIP
+      clients also reuse a nonce with ``nc=00000001``, and a fresh nonce serves them);
     - otherwise OK.
 The caller looks up HA1 for ``creds.username`` / ``creds.realm`` and
 ``hash_algorithm(creds.algorithm)``, and SHOULD check that ``creds.uri`` names the
@@ -360,6 +364,10 @@ def verify(
     """Check a response against the stored HA1 (see the module doc for the outcomes).
     ``counter`` enables nc replay protection for qop=auth; ``client_ip`` must be the one
     the nonce was made for (or "" for both)."""
+    # Nonce first (module doc): a request on a nonce we did not issue proves nothing.
+    status = check_nonce(creds.nonce, now, secret, max_age, realm=creds.realm, client_ip=client_ip)
+    if status is not NonceStatus.OK:
+        return AuthResult.STALE
     if hash_algorithm(creds.algorithm) not in _HASHES:
         return AuthResult.FAILED
     qop = creds.qop
@@ -382,9 +390,6 @@ def verify(
     )
     if not hmac.compare_digest(expected.encode(), creds.response.lower().encode("utf-8")):
         return AuthResult.FAILED
-    status = check_nonce(creds.nonce, now, secret, max_age, realm=creds.realm, client_ip=client_ip)
-    if status is not NonceStatus.OK:
-        return AuthResult.STALE
     if qop is not None and counter is not None:
         issued = nonce_issued_at(creds.nonce)
         assert issued is not None  # check_nonce decoded it
@@ -397,10 +402,10 @@ def verify(
 
 
 class FailureThrottle:
-    """Failed authentications per source IP in a sliding window. An IP with
-    ``max_failures`` failures in the last ``window`` seconds is blocked until the oldest
-    of them ages out. Memory is bounded: at most ``max_entries`` IPs (least recently failed
-    dropped first), each with at most ``max_failures`` timestamps."""
+    """Failed authentications per key (a source IP, or an account name) in a sliding
+    window. A key with ``max_failures`` failures in the last ``window`` seconds is blocked
+    until the oldest of them ages out. Memory is bounded: at most ``max_entries`` keys
+    (least recently failed dropped first), each with at most ``max_failures`` timestamps."""
 
     def __init__(self, max_failures: int = 10, window: float = 60.0, max_entries: int = 10_000):
         if max_failures < 1 or window <= 0 or max_entries < 1:
@@ -439,6 +444,36 @@ class FailureThrottle:
 
     def record_success(self, ip: str) -> None:
         self._failures.pop(ip, None)
+
+
+class KnownSources:
+    """Which source addresses authenticated as which account, and when (bounded LRU).
+
+    The per-account failure budget blocks guesses for an account from *every* source once
+    it is spent, which an attacker could use to lock the real user out; a source that
+    proved the password for that account within ``ttl`` seconds is exempt from it (it
+    still has its own per-source budget)."""
+
+    def __init__(self, ttl: float = 86_400.0, max_entries: int = 100_000) -> None:
+        if ttl <= 0 or max_entries < 1:
+            raise ValueError("ttl and max_entries must be positive")
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._seen: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def add(self, account: str, ip: str, now: float) -> None:
+        key = (account, ip)
+        self._seen[key] = now
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.max_entries:
+            self._seen.popitem(last=False)
+
+    def contains(self, account: str, ip: str, now: float) -> bool:
+        seen = self._seen.get((account, ip))
+        return seen is not None and now - seen <= self.ttl
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

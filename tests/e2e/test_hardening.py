@@ -1,0 +1,117 @@
+"""Attacks over real sockets against a server with authentication on (issue 15): user
+enumeration from a foreign domain, blind lock-out with invented nonces, many addresses
+guessing one password."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import RunningServer, loopback_config, serve, write_config
+from tests.e2e.probe import Prober, add_user
+
+pytestmark = pytest.mark.e2e
+
+DOMAIN = "127.0.0.1"
+MAX_FAILURES = 5
+
+
+def auth_config(tmp: Path, extra: str = "") -> str:
+    return loopback_config(
+        domains=(DOMAIN,),
+        storage=f"sqlite:///{tmp}/users.db",
+        extra=f"""
+[auth]
+enabled = true
+algorithms = ["MD5"]
+max_failures = {MAX_FAILURES}
+failure_window = 60.0
+{extra}
+""",
+    )
+
+
+@pytest.fixture
+def guarded(tmp_path: Path) -> Iterator[RunningServer]:
+    text = auth_config(tmp_path)
+    cfg = write_config(tmp_path / "sipwake.toml", text)
+    add_user(cfg, "alice", "1234")
+    add_user(cfg, "bob", "s3cret")
+    with serve(text, tmp_path) as server:
+        yield server
+        assert server.alive(), "server died during the test"
+
+
+@pytest.mark.parametrize("method", ["INVITE", "OPTIONS", "MESSAGE"])
+def test_foreign_caller_cannot_tell_existing_from_unknown_users(
+    guarded: RunningServer, method: str
+) -> None:
+    # alice exists (no binding), nobody does not: a caller from a domain that is not ours
+    # is never authenticated, so it must get the same answer for both.
+    answers = {}
+    with Prober(guarded.addr("udp")) as p:
+        for user in ("alice", "nobody", "bob", "zed"):
+            a = p.request(method, f"sip:{user}@{DOMAIN}", from_uri="sip:mallory@evil.example")
+            answers[user] = (a.status, a.reason)
+    assert len(set(answers.values())) == 1, answers
+
+
+def test_invented_nonces_do_not_lock_a_source_out(guarded: RunningServer) -> None:
+    with Prober(guarded.addr("udp"), "127.0.0.2") as p:
+        for i in range(3 * MAX_FAILURES):
+            forged = f"Zm9yZ2VkLW5vbmNlLXt7{i:04d}AAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+            a = p.register("alice", DOMAIN, password="guess", nonce=forged)
+            # A nonce we did not issue earns a fresh challenge, stale=true (RFC 7616).
+            assert a.status == 401, (i, a.status, a.reason)
+            assert "stale=true" in a.header("WWW-Authenticate")
+        # ...and the real user behind that address still gets in.
+        assert p.register("alice", DOMAIN, password="1234").status == 200
+
+
+def test_nonce_issued_to_another_address_is_not_a_failure(guarded: RunningServer) -> None:
+    # A spoofer cannot see the challenge sent to its victim's address; a nonce it got for
+    # its own address is stale at any other.
+    with Prober(guarded.addr("udp"), "127.0.0.3") as attacker:
+        nonce = attacker.register("alice", DOMAIN).nonce()
+    with Prober(guarded.addr("udp"), "127.0.0.4") as victim:
+        for _ in range(2 * MAX_FAILURES):
+            a = victim.register("alice", DOMAIN, password="guess", nonce=nonce)
+            assert a.status == 401 and "stale=true" in a.header("WWW-Authenticate")
+        assert victim.register("alice", DOMAIN, password="1234").status == 200
+
+
+def test_many_addresses_share_one_account_budget(guarded: RunningServer) -> None:
+    server = guarded.addr("udp")
+    # The real user authenticated from its own address before the attack.
+    with Prober(server, "127.0.0.9") as phone:
+        assert phone.register("alice", DOMAIN, password="1234").status == 200
+    # 30 addresses, one guess each; the right password is the 20th guess.
+    outcomes = []
+    for i in range(30):
+        with Prober(server, f"127.0.1.{i + 1}") as p:
+            guess = "1234" if i == 19 else f"{i:04d}"
+            outcomes.append(p.register("alice", DOMAIN, password=guess))
+    checked = [a for a in outcomes if a.reason != "Too Many Failed Attempts"]
+    assert len(checked) == MAX_FAILURES, [(a.status, a.reason) for a in outcomes]
+    assert all(a.status == 403 for a in outcomes), [(a.status, a.reason) for a in outcomes]
+    # The address that proved the password recently is not locked out...
+    with Prober(server, "127.0.0.9") as phone:
+        assert phone.register("alice", DOMAIN, password="1234").status == 200
+    # ...and other accounts are untouched.
+    with Prober(server, "127.0.2.1") as other:
+        assert other.register("bob", DOMAIN, password="s3cret").status == 200
+
+
+def test_unknown_users_spend_a_budget_like_known_ones(guarded: RunningServer) -> None:
+    server = guarded.addr("udp")
+    reasons = {}
+    for name in ("alice", "ghost"):
+        seen = []
+        for i in range(MAX_FAILURES + 2):
+            with Prober(server, f"127.0.3.{len(reasons) * 50 + i + 1}") as p:
+                a = p.register(name, DOMAIN, password=f"x{i}")
+                seen.append((a.status, a.reason))
+        reasons[name] = seen
+    assert reasons["alice"] == reasons["ghost"], reasons
