@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import sys
+import time
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -346,3 +347,31 @@ def test_serve_as_worker_passes_the_slot(fake_server: dict[str, Any]) -> None:
     result = invoke("serve", "--worker", "1/2")
     assert result.exit_code == 0, result.output
     assert fake_server["worker"] == (1, 2)
+
+
+def test_messages_list_reads_the_configured_store(tmp_path: Path) -> None:
+    """Stored through the store API, listed by the CLI from the same SQLite file."""
+    from sipwake.policy.inbox import StoredMessage
+    from sipwake.storage import open_stores
+
+    db = tmp_path / "s.db"
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[storage]\nurl = "sqlite://{db}"\n')
+    now = time.time()
+
+    async def store() -> None:
+        stores = await open_stores(f"sqlite://{db}", node_id="t")
+        m = StoredMessage("m-1", "c1@a", 1, "sip:alice@x", "text/plain", now, now + 60,
+                          ("dev-a", "dev-b"), b"MESSAGE ...")  # fmt: skip
+        await stores.messages.add("sip:bob@x", m, now, 10)
+        await stores.close()
+
+    asyncio.run(store())
+    runner = CliRunner()
+    result = runner.invoke(main, ["messages", "list", "-c", str(cfg)])
+    assert result.exit_code == 0, result.output
+    assert result.output == "sip:bob@x  1\n"
+    result = runner.invoke(main, ["messages", "list", "-c", str(cfg), "--aor", "sip:bob@x"])
+    assert result.exit_code == 0, result.output
+    assert "m-1" in result.output and "from sip:alice@x" in result.output
+    assert "11 bytes  pending for dev-a,dev-b" in result.output

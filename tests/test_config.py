@@ -18,6 +18,7 @@ from sipwake.config import (
     Config,
     ConfigError,
     ListenConfig,
+    MessageConfig,
     ProxyConfig,
     PushConfig,
     RegistrarConfig,
@@ -428,6 +429,7 @@ _DEFAULTS: dict[str, msgspec.Struct] = {
     "auth": AuthConfig(),
     "proxy": ProxyConfig(),
     "push": PushConfig(),
+    "message": MessageConfig(),
     "api": ApiConfig(),
 }
 
@@ -455,3 +457,12 @@ def test_sample_default_comments_are_true() -> None:
             last_default = None
     wanted = {p for p in _field_paths(Config) if not p.startswith(_EXAMPLE_TABLES)}
     assert checked == wanted
+
+
+def test_message_section_checks_its_values() -> None:
+    assert Config().message.preview is False
+    assert Config().message.store_for == 7 * 86400
+    with pytest.raises(ConfigError, match=r"f\.toml: message\.max_per_user: must be at least 1"):
+        loads_config("[message]\nmax_per_user = 0\n", "f.toml")
+    with pytest.raises(ConfigError, match=r"message\.store_for: must be between"):
+        loads_config("[message]\nstore_for = -1.0\n", "f.toml")

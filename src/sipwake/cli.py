@@ -241,6 +241,35 @@ def user_list(config_path: str | None, realm: str | None) -> None:
         click.echo(f"{u.username}@{u.realm}{'  (disabled)' if u.disabled else ''}")
 
 
+@main.group()
+def messages() -> None:
+    """SIP MESSAGEs stored for sleeping devices (read-only)."""
+
+
+@messages.command("list")
+@_CONFIG_OPTION
+@click.option("--aor", help="Only this address-of-record, one line per message.")
+def messages_list(config_path: str | None, aor: str | None) -> None:
+    """Users with pending messages and how many; with --aor, that user's messages."""
+    import time
+
+    from sipwake.storage.inbox import admin_view
+
+    config = _load(config_path)
+    view = _with_stores(config, lambda stores: admin_view(stores.messages, aor, time.time()))
+    if aor is None:
+        for user_aor, count in view["users"].items():
+            click.echo(f"{user_aor}  {count}")
+        return
+    for row in view["messages"]:
+        stored = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["stored_at"]))
+        devices = ",".join(row["devices"])
+        click.echo(
+            f"{row['id']}  {stored}Z  from {row['sender']}  {row['content_type']}  "
+            f"{row['size']} bytes  pending for {devices}"
+        )
+
+
 _PASSTHROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "ConfigError",
     "FcmConfig",
     "ListenConfig",
+    "MessageConfig",
     "ProxyConfig",
     "PushConfig",
     "RegistrarConfig",
@@ -497,6 +498,23 @@ class PushConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
         return bool(self.apns or self.fcm or self.webpush or self.webhook)
 
 
+class MessageConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """[message]: SIP MESSAGEs (RFC 3428) for sleeping devices: stored, alert-pushed,
+    delivered when the device registers (docs/app-developers.md "Messages")."""
+
+    # Put the start of the text in the alert push. Off by default: the push goes through
+    # Apple's or Google's servers, so with it on they see the text (the sender always shows).
+    preview: bool = False
+    store_for: float = 7 * 86400.0  # seconds a stored message waits for its device
+    max_per_user: int = 100  # stored messages per user; one more drops the oldest
+
+    def __post_init__(self) -> None:
+        if not 0 < self.store_for <= 90 * 86400:
+            raise _Invalid("store_for", f"must be between 0 and 90 days, got {self.store_for}")
+        if self.max_per_user < 1:
+            raise _Invalid("max_per_user", f"must be at least 1, got {self.max_per_user}")
+
+
 class ApiConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """[api]: the HTTP API (decline links in pushes, /healthz, /metrics, admin)."""
 
@@ -524,6 +542,7 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     auth: AuthConfig = field(default_factory=AuthConfig)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     push: PushConfig = field(default_factory=PushConfig)
+    message: MessageConfig = field(default_factory=MessageConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
 
     def __post_init__(self) -> None:

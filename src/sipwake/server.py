@@ -34,6 +34,7 @@ from sipwake.sip.timers import TimerConfig
 from sipwake.sip.transactions.layer import TransactionLayer
 from sipwake.storage import Stores, open_stores
 from sipwake.storage.base import StorageError
+from sipwake.storage.inbox import admin_view
 from sipwake.transport import tls
 from sipwake.transport.manager import TransportManager
 
@@ -319,6 +320,10 @@ class _Services:
         assert self.server.stores is not None
         found = await self.server.stores.bindings.lookup(aor, time.time())
         return [dataclasses.asdict(b) for b in found]
+
+    async def messages(self, aor: str | None) -> dict[str, object]:
+        assert self.server.stores is not None
+        return await admin_view(self.server.stores.messages, aor, time.time())
 
     async def held_calls(self) -> list[dict[str, Any]]:
         """This node's held calls with their live state; with a shared store, also those

@@ -49,6 +49,11 @@ class FakeAdmin:
     async def held_calls(self) -> list[dict[str, Any]]:
         return [{"call_id": "c1", "aor": "sip:bob@example.com"}]
 
+    async def messages(self, aor: str | None) -> dict[str, Any]:
+        if aor is None:
+            return {"users": {"sip:bob@example.com": 1}}
+        return {"aor": aor, "messages": [{"id": "m1", "devices": ["dev-a"]}]}
+
 
 class Health:
     def __init__(self) -> None:

@@ -67,3 +67,14 @@ def test_render_is_text_exposition() -> None:
     assert "# TYPE pushes_total counter" in text
     assert 'pushes_total{outcome="permanent",provider="fcm"} 1.0' in text
     assert "# TYPE push_latency_seconds histogram" in text
+
+
+def test_instant_message_results() -> None:
+    m = Metrics()
+    m.instant_message("stored")
+    m.instant_message("dropped", 3)
+    m.instant_message("expired", 0)  # nothing expired: no sample change
+    assert value(m, "instant_messages_total", {"result": "stored"}) == 1
+    assert value(m, "instant_messages_total", {"result": "dropped"}) == 3
+    assert value(m, "instant_messages_total", {"result": "expired"}) == 0
+    assert value(m, "instant_messages_total", {"result": "delivered"}) == 0

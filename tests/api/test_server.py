@@ -55,7 +55,7 @@ async def test_unknown_path_is_404(api: Api) -> None:
 @pytest.mark.parametrize(("admin", "token"), [(True, ""), (False, ADMIN_TOKEN)])
 async def test_admin_disabled_is_404(make_api: MakeApi, admin: bool, token: str) -> None:
     api = await make_api(admin=admin, admin_token=token)
-    for path in ("/admin/calls", "/admin/bindings?aor=sip:bob@example.com"):
+    for path in ("/admin/calls", "/admin/bindings?aor=sip:bob@example.com", "/admin/messages"):
         reply = await api.request("GET", path, headers=[("authorization", f"Bearer {ADMIN_TOKEN}")])
         assert reply.status == 404
 
@@ -83,6 +83,11 @@ async def test_admin_with_the_right_bearer(api: Api) -> None:
     assert body["bindings"][0]["aor"] == "sip:bob@example.com"
     assert (await api.request("GET", "/admin/bindings", headers=auth)).status == 400
     assert (await api.request("POST", "/admin/calls", headers=auth)).status == 405
+    reply = await api.request("GET", "/admin/messages", headers=auth)
+    assert json.loads(reply.body) == {"users": {"sip:bob@example.com": 1}}
+    reply = await api.request("GET", "/admin/messages?aor=sip%3Abob%40example.com", headers=auth)
+    assert json.loads(reply.body)["messages"][0]["id"] == "m1"
+    assert (await api.request("GET", "/admin/messages?aor=a&aor=b", headers=auth)).status == 400
 
 
 async def test_tls_offers_h2_and_http11(make_api: MakeApi, certs: CertFiles) -> None:

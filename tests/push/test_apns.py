@@ -57,6 +57,31 @@ async def test_alert_push_uses_bundle_topic_and_alert_token(
     assert push["payload"]["aps"]["alert"] == "Missed call"
 
 
+async def test_message_alert_is_an_alert_push_never_voip(
+    make_provider: Make, emulator: ApnsEmulator, clock: Clock
+) -> None:
+    """A stored SIP MESSAGE is announced with an alert push to the remote token: iOS 13+
+    ends apps whose VoIP pushes report no call (apns.md §8)."""
+    target = PushTarget("apns", TOKEN, alert_prid="cd" * 32)
+    request = PushRequest(
+        target,
+        {"type": "message", "message_id": "m-1"},
+        kind="alert",
+        expires_at=clock.now + 7 * 86400,
+        collapse_id="m-1",
+        alert_text="New message from Alice",
+        urgent=True,
+    )
+    assert isinstance(await make_provider().send(request, clock.now), Delivered)
+    [push] = emulator.pushes
+    headers = push["headers"]
+    assert headers["apns-push-type"] == "alert" and headers["apns-topic"] == BUNDLE
+    assert headers["apns-priority"] == "10" and headers["apns-collapse-id"] == "m-1"
+    assert push["token"] == "cd" * 32
+    assert push["payload"]["aps"]["alert"] == "New message from Alice"
+    assert push["payload"]["message_id"] == "m-1"
+
+
 async def test_jwt_reused_then_resigned_after_refresh(
     make_provider: Make, emulator: ApnsEmulator, clock: Clock
 ) -> None:

@@ -118,6 +118,23 @@ async def test_alert_push_is_normal_priority_with_remaining_ttl(rig: Rig) -> Non
     assert message["data"]["alert"] == "Missed call from Bob"
 
 
+async def test_urgent_alert_is_high_priority(rig: Rig) -> None:
+    """A stored SIP MESSAGE: a data message the app shows at once, so high priority."""
+    now = rig.clock()
+    request = PushRequest(
+        target=PushTarget("fcm", TOKEN),
+        payload={"type": "message", "message_id": "m-1"},
+        kind="alert",
+        expires_at=now + 3600,
+        alert_text="New message from Alice",
+        urgent=True,
+    )
+    assert isinstance(await rig.provider.send(request, now), Delivered)
+    message = rig.emulator.pushes[0]["message"]
+    assert message["android"] == {"priority": "high", "ttl": "3600s"}
+    assert message["data"]["type"] == "message" and "notification" not in message
+
+
 async def test_token_cached_shared_and_refetched_after_expiry(rig: Rig) -> None:
     now = rig.clock()
     # A burst before any token exists shares one refresh (single flight).

@@ -10,10 +10,14 @@ from hypothesis import strategies as st
 
 from sipwake.push.payload import (
     APNS_VOIP_LIMIT,
+    DEFAULT_LIMIT,
     FCM_DATA_LIMIT,
     PayloadTooLarge,
+    build_message_payload,
     build_payload,
     encoded_size,
+    message_alert_text,
+    message_preview,
 )
 
 CALL_ID = "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
@@ -77,3 +81,60 @@ def test_always_fits_and_keeps_a_prefix(display: str, limit: int) -> None:
     shown = payload["caller"]["display"]
     assert shown == display or display.startswith(shown.removesuffix("…"))
     assert payload["call_id"] == CALL_ID and payload["callee"] == "sip:bob@example.com"
+
+
+def message(**kw: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "message_id": "6f1c2e9a-0c4b-4e43-9a59-0d0a3b0c1d2e",
+        "sip_call_id": "abc@pc33",
+        "sender_uri": "sip:alice@example.com",
+        "recipient": "sip:bob@example.com",
+        "sent_at": 1700000000.5,
+        "expires_at": 1700604800.5,
+        "sip_host": "sip.example.com",
+        "sip_port": 5061,
+        "sip_transport": "TLS",
+        "content_type": "text/plain",
+        "sender_display": "Alice",
+    }
+    args.update(kw)
+    return build_message_payload(**args)
+
+
+def test_message_payload_shape() -> None:
+    assert message(preview="hi") == {
+        "type": "message",
+        "message_id": "6f1c2e9a-0c4b-4e43-9a59-0d0a3b0c1d2e",
+        "sip_call_id": "abc@pc33",
+        "sender": {"display": "Alice", "uri": "sip:alice@example.com"},
+        "recipient": "sip:bob@example.com",
+        "content_type": "text/plain",
+        "preview": "hi",
+        "sent_at": 1700000000.5,
+        "expires_at": 1700604800.5,
+        "sip": {"host": "sip.example.com", "port": 5061, "transport": "tls"},
+    }
+
+
+def test_message_payload_cuts_preview_before_display() -> None:
+    p = message(preview="x" * 5000, sender_display="Alice")
+    assert encoded_size(p) <= DEFAULT_LIMIT
+    assert p["preview"].endswith("…") and p["sender"]["display"] == "Alice"
+    p = message(preview="x" * 5000, sender_display="A" * 5000)
+    assert encoded_size(p) <= DEFAULT_LIMIT and p["preview"] == ""
+    assert p["sender"]["display"].endswith("…")
+
+
+def test_message_preview_of_plain_cpim_and_others() -> None:
+    assert message_preview("text/plain; charset=utf-8", b"hello\r\n  world") == "hello world"
+    cpim = (
+        b"From: <sip:alice@example.com>\r\nNS: imdn <urn:ietf:params:imdn>\r\n\r\n"
+        b"Content-Type: text/plain;charset=UTF-8\r\nContent-Length: 5\r\n\r\nhello"
+    )
+    assert message_preview("message/cpim", cpim) == "hello"
+    receipt = cpim.replace(b"text/plain;charset=UTF-8", b"message/imdn+xml")
+    assert message_preview("Message/CPIM", receipt) == ""
+    assert message_preview("image/png", b"\x89PNG") == ""
+    assert message_preview("text/plain", b"y" * 500, limit=10) == "y" * 9 + "…"
+    assert message_alert_text("Alice", "") == "New message from Alice"
+    assert message_alert_text("Alice", "hi") == "Alice: hi"

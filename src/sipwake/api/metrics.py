@@ -34,6 +34,8 @@ DECLINE_REASONS = (
     "unknown_call",
     "bad_request",
 )
+# Stored SIP MESSAGEs (issue 13): what happened to each (per device for delivered/refused).
+MESSAGE_RESULTS = ("stored", "delivered", "expired", "dropped", "refused")
 # Push round trips: a warm HTTP/2 connection answers in tens of ms, a cold one in hundreds.
 PUSH_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -99,6 +101,16 @@ class Metrics:
             Counter("declines", "Decline requests from apps, by reason", ["reason"], registry=r),
             DECLINE_REASONS,
         )
+        self._instant_messages = _Children(
+            Counter(
+                "instant_messages",
+                "SIP MESSAGEs kept for sleeping devices: stored, delivered (per device), "
+                "expired, dropped over the per-user quota, refused by a device",
+                ["result"],
+                registry=r,
+            ),
+            MESSAGE_RESULTS,
+        )
         self.auth_failures = Counter(
             "auth_failures", "Requests refused for bad credentials", registry=r
         )
@@ -143,6 +155,10 @@ class Metrics:
 
     def auth_failure(self) -> None:
         self.auth_failures.inc()
+
+    def instant_message(self, result: str, count: int = 1) -> None:
+        if count:
+            self._instant_messages[result].inc(count)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format (``CONTENT_TYPE``)."""

@@ -64,6 +64,11 @@ class AdminService(Protocol):
 
     def held_calls(self) -> Rows | Awaitable[Rows]: ...
 
+    def messages(self, aor: str | None) -> Any | Awaitable[Any]:
+        """SIP MESSAGEs stored for sleeping devices: ``{"aor", "messages": rows}`` for
+        one AoR, ``{"users": {aor: count}}`` for every AoR with some (issue 13)."""
+        ...
+
 
 async def _resolve(value: _T | Awaitable[_T]) -> _T:
     if inspect.isawaitable(value):
@@ -141,7 +146,7 @@ class ApiApp:
             if method != "GET":
                 return _error(405, "method not allowed", [("allow", "GET")])
             return 200, self.metrics.render(), METRICS_CONTENT_TYPE, []
-        if path in ("/admin/bindings", "/admin/calls"):
+        if path in ("/admin/bindings", "/admin/calls", "/admin/messages"):
             return await self._admin(method, path, query, scope["headers"])
         return _error(404, "not found")
 
@@ -216,6 +221,8 @@ class ApiApp:
             if path == "/admin/calls":
                 return _json(200, {"calls": await _resolve(self.admin.held_calls())})
             aors = query.get("aor", [])
+            if path == "/admin/messages" and len(aors) <= 1:
+                return _json(200, await _resolve(self.admin.messages(aors[0] if aors else None)))
             if len(aors) != 1 or not aors[0]:
                 return _error(400, "give exactly one aor=")
             rows = await _resolve(self.admin.bindings(aors[0]))

@@ -34,6 +34,11 @@ class MetricsPort(Protocol):
 
     def auth_failure(self) -> None: ...
 
+    def instant_message(self, result: str, count: int = 1) -> None:
+        """A SIP MESSAGE kept for a sleeping device: stored, delivered, expired, dropped
+        (over ``message.max_per_user``) or refused (the device answered 4xx/6xx)."""
+        ...
+
 
 class _NullGauge:
     def inc(self, amount: float = 1) -> None:
@@ -70,6 +75,9 @@ class NullMetrics:
         return None
 
     def auth_failure(self) -> None:
+        return None
+
+    def instant_message(self, result: str, count: int = 1) -> None:
         return None
 
 

@@ -36,6 +36,9 @@ class PushRequest:
     expires_at: float = 0.0  # wall clock; APNs apns-expiration / FCM ttl derive from it
     collapse_id: str = ""  # the call UUID
     alert_text: str = ""  # the visible text of a kind="alert" push
+    # Deliver now even to a dozing device: FCM priority high, Web Push Urgency high. Calls
+    # always are; an alert only when the user expects it at once (a chat message).
+    urgent: bool = False
 
 
 @dataclass(frozen=True, slots=True)

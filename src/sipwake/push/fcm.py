@@ -112,12 +112,14 @@ class FcmProvider:
 
 def build_message(request: PushRequest, now: float) -> dict[str, Any]:
     """The ``Message`` JSON: data-only, so the app's ``onMessageReceived`` runs even in the
-    background; HIGH priority only for calls, since FCM deprioritises apps whose
-    high-priority pushes show nothing (fcm.md A3, A5)."""
+    background; HIGH priority only for calls and messages (``urgent``), which the app
+    shows at once, since FCM deprioritises apps whose high-priority pushes show nothing
+    (fcm.md A3, A5)."""
     data = {key: _as_string(value) for key, value in request.payload.items()}
     if request.kind == "alert" and request.alert_text:
         data.setdefault("alert", request.alert_text)
-    android: dict[str, Any] = {"priority": "high" if request.kind == "voip" else "normal"}
+    urgent = request.kind == "voip" or request.urgent
+    android: dict[str, Any] = {"priority": "high" if urgent else "normal"}
     if request.expires_at > 0:
         # ttl = what is left of the hold window: a call push that arrives after the caller
         # gave up only rings a dead call ("0s": deliver now or drop).

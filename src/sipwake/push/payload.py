@@ -19,6 +19,9 @@ into JSON strings because FCM data values must be strings)::
                                             # where to REGISTER to receive the call
     }
 
+A ``message`` push (a SIP MESSAGE is stored for the device) is an alert, never a VoIP
+push, and has its own shape: :func:`build_message_payload`.
+
 On a ``call`` push the app must report the call to CallKit at once (apns.md §8), then
 REGISTER to ``sip``; the held INVITE follows over that connection. If no INVITE arrives, the
 caller is gone: end the CallKit call. POSTing to ``decline_url`` declines the call without
@@ -37,7 +40,7 @@ from typing import Any, Literal
 
 import msgspec
 
-PayloadType = Literal["call", "cancel-notice", "missed"]
+PayloadType = Literal["call", "cancel-notice", "missed", "message"]
 
 APNS_VOIP_LIMIT = 5120
 APNS_ALERT_LIMIT = 4096
@@ -89,22 +92,72 @@ def build_payload(
     return fit_payload(payload, limit - reserve)
 
 
+def build_message_payload(
+    *,
+    message_id: str,
+    sip_call_id: str,
+    sender_uri: str,
+    recipient: str,
+    sent_at: float,
+    expires_at: float,
+    sip_host: str,
+    sip_port: int,
+    sip_transport: str,
+    content_type: str,
+    sender_display: str = "",
+    preview: str = "",
+    limit: int = DEFAULT_LIMIT,
+    reserve: int = 0,
+) -> dict[str, Any]:
+    """The payload of a ``message`` alert push (docs/push-payload.md "Messages"): a SIP
+    MESSAGE waits for this device, which receives it after it registers to ``sip``.
+    ``preview`` is "" unless the operator turned ``message.preview`` on. To fit ``limit``
+    the preview is shortened first, then the display name; ids and URIs never."""
+    payload: dict[str, Any] = {
+        "type": "message",
+        "message_id": message_id,
+        "sip_call_id": sip_call_id,
+        "sender": {"display": sender_display, "uri": sender_uri},
+        "recipient": recipient,
+        "content_type": content_type,
+        "preview": preview,
+        "sent_at": sent_at,
+        "expires_at": expires_at,
+        "sip": {"host": sip_host, "port": sip_port, "transport": sip_transport.lower()},
+    }
+    limit -= reserve
+    if encoded_size(payload) > limit and preview:
+        try:
+            payload = _fit_text(payload, limit, "preview", None)
+        except PayloadTooLarge:
+            payload = {**payload, "preview": ""}  # and cut the display name below
+    return _fit_text(payload, limit, "display", "sender")
+
+
 def fit_payload(payload: dict[str, Any], limit: int) -> dict[str, Any]:
     """Shorten ``caller.display`` until the encoded payload fits ``limit`` bytes."""
+    return _fit_text(payload, limit, "display", "caller")
+
+
+def _fit_text(payload: dict[str, Any], limit: int, key: str, within: str | None) -> dict[str, Any]:
+    """Shorten the text at ``payload[within][key]`` (or ``payload[key]``) until the
+    encoded payload fits ``limit``; PayloadTooLarge if it does not fit even empty."""
     size = encoded_size(payload)
     if size <= limit:
         return payload
-    display: str = payload["caller"]["display"]
+    text: str = payload[within][key] if within else payload[key]
 
     def cut(keep: int) -> dict[str, Any]:
-        shorter = display[:keep] + "…" if keep else ""
-        return {**payload, "caller": {**payload["caller"], "display": shorter}}
+        shorter = text[:keep] + "…" if keep else ""
+        if within is None:
+            return {**payload, key: shorter}
+        return {**payload, within: {**payload[within], key: shorter}}
 
     if encoded_size(cut(0)) > limit:
         raise PayloadTooLarge(
             f"payload is {size} bytes; without the display name it is still over {limit}"
         )
-    fits, too_long = 0, len(display)  # binary search: about log2(len) encodes
+    fits, too_long = 0, len(text)  # binary search: about log2(len) encodes
     while too_long - fits > 1:
         mid = (fits + too_long) // 2
         if encoded_size(cut(mid)) <= limit:
@@ -112,3 +165,32 @@ def fit_payload(payload: dict[str, Any], limit: int) -> dict[str, Any]:
         else:
             too_long = mid
     return cut(fits)
+
+
+def message_preview(content_type: str, body: bytes, limit: int = 200) -> str:
+    """The start of a MESSAGE's text for ``message.preview``: the body of ``text/plain``,
+    or of a ``message/cpim`` wrapper (RFC 3862 §2: headers, a blank line, the inner MIME
+    headers, a blank line, the content) whose inner type is ``text/plain``; "" for
+    anything else (an image, a file transfer, an IMDN receipt)."""
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if ctype == "message/cpim":
+        parts = body.replace(b"\r\n", b"\n").split(b"\n\n", 2)
+        if len(parts) < 3:
+            return ""
+        inner = {
+            k.strip().lower(): v.strip()
+            for k, _, v in (
+                line.decode("utf-8", "replace").partition(":") for line in parts[1].split(b"\n")
+            )
+        }
+        ctype = inner.get("content-type", "").split(";", 1)[0].strip().lower()
+        body = parts[2]
+    if ctype != "text/plain":
+        return ""
+    text = " ".join(body.decode("utf-8", "replace").split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def message_alert_text(sender: str, preview: str) -> str:
+    """What the notification shows: the sender, and the text only when previews are on."""
+    return f"{sender}: {preview}" if preview else f"New message from {sender}"

@@ -189,7 +189,7 @@ class WebPushProvider:
             return Permanent("EndpointNotAllowed")
         headers = [
             ("ttl", str(_ttl(request, now))),
-            ("urgency", "high" if request.kind == "voip" else "normal"),
+            ("urgency", "high" if request.kind == "voip" or request.urgent else "normal"),
         ]
         if request.collapse_id:
             headers.append(("topic", topic_for(request.collapse_id)))

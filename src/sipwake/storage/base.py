@@ -17,11 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sipwake.policy.bindings import Binding
 
 from .cluster import Cluster, LocalCluster
+
+if TYPE_CHECKING:  # inbox.py imports the errors below
+    from .inbox import MessageStore
 
 T = TypeVar("T")
 
@@ -111,6 +114,12 @@ class UserStore(Protocol):
         ...
 
 
+def _memory_messages() -> MessageStore:
+    from .inbox import MemoryMessageStore  # here: inbox.py imports this module
+
+    return MemoryMessageStore()
+
+
 @dataclass(frozen=True, slots=True)
 class Stores:
     """What ``factory.open_stores`` returns: the stores of one backend, sharing one
@@ -122,6 +131,8 @@ class Stores:
     # Nodes sharing this backend find each other here; a one-node backend gets a
     # LocalCluster (nobody else to tell).
     cluster: Cluster = field(default_factory=LocalCluster)
+    # SIP MESSAGEs kept for sleeping devices (storage/inbox.py).
+    messages: MessageStore = field(default_factory=_memory_messages)
 
     async def close(self) -> None:
         await self.closer()

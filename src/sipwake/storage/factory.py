@@ -39,10 +39,13 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 
 from .base import Stores
+from .inbox import MemoryMessageStore
 from .memory import MemoryStore
 from .redis import DEFAULT_PREFIX, RedisStore
 from .redis_cluster import RedisCluster
+from .redis_inbox import RedisMessageStore
 from .sqlite import SQLiteStore
+from .sqlite_inbox import SQLiteMessageStore
 
 DEFAULT_REDIS_TIMEOUT = 2.0
 DEFAULT_MAX_CONNECTIONS = 64  # per process
@@ -68,7 +71,7 @@ async def open_stores(url: str, *, node_id: str) -> Stores:
     scheme = m.group(1).lower() if m else ""
     if scheme == "memory":
         mem = MemoryStore()
-        return Stores(bindings=mem, users=mem, closer=mem.close)
+        return Stores(bindings=mem, users=mem, closer=mem.close, messages=MemoryMessageStore())
     if scheme == "sqlite":
         rest = url[len("sqlite:") :]
         path, options = _split_query(rest[2:] if rest.startswith("//") else rest)
@@ -77,7 +80,7 @@ async def open_stores(url: str, *, node_id: str) -> Stores:
         if not path:
             raise ValueError(f"storage URL {url!r}: no database path after 'sqlite:'")
         sql = SQLiteStore.open(path, synchronous=synchronous)
-        return Stores(bindings=sql, users=sql, closer=sql.close)
+        return Stores(bindings=sql, users=sql, closer=sql.close, messages=SQLiteMessageStore(sql))
     if scheme in ("redis", "rediss", "redis+sentinel"):
         red = _open_redis(url, scheme, node_id)
         return Stores(
@@ -85,6 +88,7 @@ async def open_stores(url: str, *, node_id: str) -> Stores:
             users=red,
             closer=red.close,
             cluster=RedisCluster(red.client, prefix=red.prefix),
+            messages=RedisMessageStore(red.client, prefix=red.prefix),
         )
     raise ValueError(
         f"storage URL {url!r}: unknown scheme {scheme!r}; expected one of "

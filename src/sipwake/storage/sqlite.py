@@ -65,6 +65,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (realm, username)
         )""",
     ),
+    (
+        # Message inboxes (storage/inbox.py): one row per AoR holding its msgpack inbox,
+        # for the same reason bindings are one row per AoR (the rules change an inbox as a
+        # unit). ``earliest`` lets a purge find rows with an expired message by index.
+        """CREATE TABLE inboxes (
+            aor TEXT PRIMARY KEY NOT NULL,
+            data BLOB NOT NULL,
+            earliest REAL NOT NULL
+        )""",
+        "CREATE INDEX inboxes_earliest ON inboxes (earliest)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -199,19 +210,38 @@ class SQLiteStore:
         the commit cost is shared by a whole UDP read batch instead of paid per request.
         The in-memory view changes at once (atomic per AoR for later updates in the same
         batch) and is rolled back with the batch if the COMMIT fails."""
-        loop = asyncio.get_running_loop()
-        batch = self._batch
-        if batch is None:
-            with _mapped("update"):
-                self._conn.execute("BEGIN IMMEDIATE")
-            batch = self._batch = {}
-            loop.call_soon(self._commit)
+        batch = self._open_batch()
         if aor not in batch:
             batch[aor] = self._bindings.get(aor)
         with _mapped("update"):
             self._write(aor, bindings)
         self._remember(aor, bindings)
-        fut: asyncio.Future[None] = loop.create_future()
+        return self._wait_commit()
+
+    def execute_in_batch(self, sql: str, params: tuple[object, ...]) -> asyncio.Future[None]:
+        """Run one write statement on another table (the message inboxes, sqlite_inbox.py)
+        in the open group-commit batch; the future resolves once it is committed."""
+        self._open_batch()
+        with _mapped("update"):
+            self._conn.execute(sql, params)
+        return self._wait_commit()
+
+    def query(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+        """A read on the same connection: it sees writes of the open batch."""
+        with _mapped("query"):
+            return self._conn.execute(sql, params).fetchall()
+
+    def _open_batch(self) -> dict[str, tuple[Binding, ...] | None]:
+        batch = self._batch
+        if batch is None:
+            with _mapped("update"):
+                self._conn.execute("BEGIN IMMEDIATE")
+            batch = self._batch = {}
+            asyncio.get_running_loop().call_soon(self._commit)
+        return batch
+
+    def _wait_commit(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         return fut
 
