@@ -1,4 +1,8 @@
-"""Route a push to the provider configured for it: ``pn-provider`` family plus app id.
+"""Route a push to the provider configured for it: ``pn-provider`` family, then the app.
+
+Several entries of one family are told apart by what the target carries: APNs by the bundle
+id in ``pn-param`` (or a legacy ``app-id``), FCM by the Firebase project id that RFC 8599
+§10 puts in ``pn-param`` (or a legacy ``app-id`` naming the Android package).
 
 Every provider is wrapped in a concurrency cap and a retry loop for transient errors
 (Sygnal style, push/limits.py); the retry loop never runs past the push's expiry, which is
@@ -28,6 +32,7 @@ class Route:
     family: str  # apns | fcm | webpush | an operator's webhook provider name
     app: str  # bundle id / package; "" matches any
     provider: PushProvider
+    project: str = ""  # FCM: the Firebase project id this entry sends for
 
 
 class PushDispatcher:
@@ -38,7 +43,7 @@ class PushDispatcher:
     def from_config(cls, cfg: PushConfig) -> PushDispatcher:
         """Build every configured provider; key files are read now, so a missing or bad
         one stops start-up (ValueError naming the entry) rather than the first call."""
-        raw: list[tuple[str, str, PushProvider]] = []
+        raw: list[tuple[str, str, str, PushProvider]] = []
         for i, a in enumerate(cfg.apns):
             try:
                 provider: PushProvider = ApnsProvider(
@@ -54,10 +59,10 @@ class PushDispatcher:
                 )
             except (ValueError, OSError) as exc:
                 raise ValueError(f"push.apns[{i}] ({a.name}): {exc}") from None
-            raw.append(("apns", a.bundle_id, provider))
+            raw.append(("apns", a.bundle_id, "", provider))
         for i, f in enumerate(cfg.fcm):
             try:
-                provider = FcmProvider(
+                fcm = FcmProvider(
                     f.name,
                     service_account_file=f.service_account_file,
                     project_id=f.project_id or None,
@@ -66,7 +71,7 @@ class PushDispatcher:
                 )
             except (ValueError, OSError) as exc:
                 raise ValueError(f"push.fcm[{i}] ({f.name}): {exc}") from None
-            raw.append(("fcm", f.app_id, provider))
+            raw.append(("fcm", f.app_id, fcm.project_id, fcm))
         for i, w in enumerate(cfg.webpush):
             try:
                 provider = WebPushProvider(
@@ -78,19 +83,20 @@ class PushDispatcher:
                 )
             except (ValueError, OSError) as exc:
                 raise ValueError(f"push.webpush[{i}] ({w.name}): {exc}") from None
-            raw.append(("webpush", "", provider))
+            raw.append(("webpush", "", "", provider))
         for h in cfg.webhook:
             provider = WebhookProvider(
                 h.provider, url=h.url, secret=h.secret, ca_file=h.ca_file or None
             )
-            raw.append((h.provider, "", provider))
+            raw.append((h.provider, "", "", provider))
         routes = [
             Route(
                 family,
                 app,
                 Retrying(ConcurrencyLimited(p, cfg.max_in_flight), time.time, max_attempts=10),
+                project,
             )
-            for family, app, p in raw
+            for family, app, project, p in raw
         ]
         return cls(routes)
 
@@ -112,6 +118,12 @@ class PushDispatcher:
         for r in candidates:
             if r.app and r.app == app:
                 return r.provider
+        if family == "fcm" and target.param:
+            # RFC 8599 §10: pn-param is the FCM project id. (Legacy Linphone puts the
+            # numeric sender id there; that matches no project and falls through.)
+            for r in candidates:
+                if r.project == target.param:
+                    return r.provider
         for r in candidates:
             if not r.app:
                 return r.provider
