@@ -87,14 +87,58 @@ def test_help_lists_commands() -> None:
 # --- check-config ----------------------------------------------------------------------
 
 
-def test_check_config_ok() -> None:
+def test_check_config_loads_the_files_it_names() -> None:
+    # The sample names /etc/sipwake/... keys that this machine does not have: no "OK".
     result = invoke("check-config", str(SAMPLE))
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.strip() == (
+        f"{SAMPLE}: push.apns[0].key_file: /etc/sipwake/AuthKey_KEY1234567.p8: "
+        "cannot read: No such file or directory"
+    )
+
+
+def test_check_config_ok(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from sipwake.emulate.fcm import write_service_account
+
+    p8 = tmp_path / "AuthKey.p8"
+    p8.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    sa = write_service_account(tmp_path / "sa.json", token_uri="https://127.0.0.1/token")
+    text = SAMPLE.read_text()
+    text = text.replace("/etc/sipwake/AuthKey_KEY1234567.p8", str(p8))
+    text = text.replace("/etc/sipwake/firebase-service-account.json", str(sa))
+    vapid = tmp_path / "vapid.pem"
+    vapid.write_bytes(p8.read_bytes())  # any P-256 key serves as a VAPID key
+    text = text.replace("/etc/sipwake/vapid.pem", str(vapid))
+    path = tmp_path / "sipwake.toml"
+    path.write_text(text)
+    result = invoke("check-config", str(path))
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0] == f"{SAMPLE}: OK"
+    assert lines[0] == f"{path}: OK"
     assert "  listen: udp 0.0.0.0:5060 (advertised as sip.example.com)" in lines
     assert "  listen: tcp 0.0.0.0:5060 (advertised as sip.example.com)" in lines
     assert "  storage: sqlite:///var/lib/sipwake/sipwake.db" in lines
+    assert "  auth: digest, realm sip.example.com, SHA-256/MD5, random secret" in " ".join(lines)
+    assert any(
+        line.startswith("  push: apns ios: com.example.phone.voip, token key KEY1234567")
+        for line in lines
+    )
+    assert any(
+        line.startswith("  push: fcm android: project from the service account") for line in lines
+    )
+    assert any(line.startswith("  push: webpush ") for line in lines)
+    assert "  credential: push.apns[0].key_file: ios: token auth, key KEY1234567" in lines
+    assert any(line.startswith("  api: http://127.0.0.1:8080, admin ") for line in lines)
 
 
 def test_check_config_hides_password(tmp_path: Path) -> None:

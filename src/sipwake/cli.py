@@ -10,7 +10,7 @@ must stay fast and work even when an optional dependency of the server is missin
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any, NoReturn
 
 import click
@@ -22,6 +22,7 @@ from sipwake.config import (
     LOG_LEVELS,
     Config,
     ConfigError,
+    SetupError,
     load_config,
     workers_problem,
 )
@@ -127,6 +128,8 @@ def serve(  # noqa: PLR0917 (click passes options as keywords; one per option)
         _run_loop(run(config, slot), use_uvloop=not no_uvloop)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+    except SetupError as exc:
+        _fail(exc.located(config_path or "built-in config"))
     except (ConfigError, OSError, ValueError) as exc:
         # Unreadable certificate, address already in use, a node id already in use, ...:
         # an operator error, not a bug.
@@ -136,17 +139,90 @@ def serve(  # noqa: PLR0917 (click passes options as keywords; one per option)
 @main.command("check-config")
 @click.argument("file", metavar="FILE")
 def check_config(file: str) -> None:
-    """Validate FILE and print what it configures."""
+    """Validate FILE, load every file it names, and print what it configures."""
+    from sipwake.preflight import preflight
+
     config = _load(file)
+    try:
+        loaded = preflight(config)
+    except SetupError as exc:
+        _fail(exc.located(file))
     click.echo(f"{file}: OK")
-    click.echo(f"  domains: {', '.join(config.server.domains)}")
+    for line in summary(config, loaded.credentials):
+        click.echo(f"  {line}")
+
+
+def summary(config: Config, credentials: Sequence[Any] = ()) -> list[str]:
+    """What a configuration sets up, one item a line (check-config, the reload log)."""
+    out = [f"domains: {', '.join(config.server.domains)}"]
     for lst in config.listen:
         host = f"[{lst.host}]" if ":" in lst.host else lst.host
-        line = f"  listen: {lst.transport} {host}:{lst.port}"
+        line = f"listen: {lst.transport} {host}:{lst.port}"
         if lst.advertise:
             line += f" (advertised as {lst.advertise})"
-        click.echo(line)
-    click.echo(f"  storage: {config.storage.redacted_url()}")
+        out.append(line)
+    out.append(f"storage: {config.storage.redacted_url()}")
+    auth = config.auth
+    if auth.enabled:
+        realm = auth.realm or config.server.domains[0]
+        line = f"auth: digest, realm {realm}, {'/'.join(auth.algorithms)}"
+        if auth.trusted:
+            line += f", trusted {', '.join(auth.trusted)}"
+        if not auth.secret:
+            line += ", random secret (set auth.secret for several nodes)"
+        out.append(line)
+    else:
+        out.append("auth: off (anyone may register any user of our domains)")
+    push = config.push
+    for a in push.apns:
+        mode = f"token key {a.key_id}" if a.key_file else "certificate"
+        where = a.base_url or a.environment
+        out.append(f"push: apns {a.name}: {a.bundle_id}.voip, {mode}, {where}")
+    for f in push.fcm:
+        app = f", app {f.app_id}" if f.app_id else ""
+        project = f.project_id or "from the service account"
+        out.append(f"push: fcm {f.name}: project {project}{app}, {f.base_url}")
+    for w in push.webpush:
+        out.append(f"push: webpush {w.name}: subject {w.subject}")
+    for h in push.webhook:
+        out.append(f"push: webhook {h.provider}: {h.url}")
+    if not push.configured:
+        out.append("push: none configured (devices with push parameters get 555)")
+    else:
+        out.append(f"push: hold {push.hold_window:g} s, then {push.unanswered_status}")
+    for cred in credentials:
+        out.append(f"credential: {cred.key}: {cred.what}")
+    api = config.api
+    if api.enabled:
+        scheme = "https" if api.tls else "http"
+        host = f"[{api.host}]" if ":" in api.host else api.host
+        admin = "admin on (bearer token)" if api.admin_token else "admin off (no admin_token)"
+        out.append(f"api: {scheme}://{host}:{api.port}, {admin}")
+    else:
+        out.append("api: off")
+    return out
+
+
+@main.command("init-config")
+@click.argument("file", metavar="[FILE]", default="sipwake.toml", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+def init_config(file: str, force: bool) -> None:
+    """Write the sample configuration (every key, its default and meaning) to FILE."""
+    import importlib.resources
+    import os
+
+    sample = (importlib.resources.files("sipwake") / "sipwake.sample.toml").read_bytes()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (0 if force else os.O_EXCL)
+    try:
+        # 0600: the file will hold auth.secret and api.admin_token once edited.
+        fd = os.open(file, flags, 0o600)
+    except FileExistsError:
+        _fail(f"{file}: exists; use --force to overwrite it")
+    except OSError as exc:
+        _fail(f"{file}: cannot write: {exc.strerror or exc}")
+    with os.fdopen(fd, "wb") as f:
+        f.write(sample)
+    click.echo(f"{file}: written; edit it, then: sipwake check-config {file}")
 
 
 @main.command()
@@ -175,9 +251,16 @@ _CONFIG_OPTION = click.option(
 )
 
 
-def _with_stores(config: Config, action: Any) -> Any:
+def _with_stores(config: Config, action: Any, source: str | None = None) -> Any:
     """Open the configured stores, run ``action(stores)``, close them."""
     from sipwake.storage import open_stores
+
+    if config.storage.scheme == "memory":
+        # The store would die with this command: "saved" would be a lie.
+        _fail(
+            f"{source or 'built-in config'}: storage.url: memory:// keeps nothing once this "
+            "command exits; users and bindings need a sqlite: or redis: store"
+        )
 
     async def run() -> Any:
         stores = await open_stores(config.storage.url, node_id="cli")
@@ -212,7 +295,7 @@ def user_add(username: str, config_path: str | None, realm: str | None, password
         ha1_md5=ha1(username, realm, password, "MD5"),
         ha1_sha256=ha1(username, realm, password, "SHA-256"),
     )
-    _with_stores(config, lambda stores: stores.users.put_user(entry))
+    _with_stores(config, lambda stores: stores.users.put_user(entry), config_path)
     click.echo(f"{username}@{realm}: saved")
 
 
@@ -224,7 +307,9 @@ def user_remove(username: str, config_path: str | None, realm: str | None) -> No
     """Remove USERNAME."""
     config = _load(config_path)
     realm = realm or config.auth.realm or config.server.domains[0]
-    removed = _with_stores(config, lambda stores: stores.users.remove_user(username, realm))
+    removed = _with_stores(
+        config, lambda stores: stores.users.remove_user(username, realm), config_path
+    )
     if not removed:
         _fail(f"{username}@{realm}: no such user")
     click.echo(f"{username}@{realm}: removed")
@@ -236,7 +321,7 @@ def user_remove(username: str, config_path: str | None, realm: str | None) -> No
 def user_list(config_path: str | None, realm: str | None) -> None:
     """List users (name and realm; never the hashes)."""
     config = _load(config_path)
-    users = _with_stores(config, lambda stores: stores.users.list_users(realm))
+    users = _with_stores(config, lambda stores: stores.users.list_users(realm), config_path)
     for u in users:
         click.echo(f"{u.username}@{u.realm}{'  (disabled)' if u.disabled else ''}")
 

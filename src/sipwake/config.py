@@ -25,7 +25,7 @@ import re
 import socket
 import tomllib
 from os import PathLike
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, get_args, get_origin, get_type_hints
 from urllib.parse import SplitResult, urlsplit
 
 import msgspec
@@ -50,6 +50,7 @@ __all__ = [
     "PushConfig",
     "RegistrarConfig",
     "ServerConfig",
+    "SetupError",
     "SipConfig",
     "StorageConfig",
     "TlsConfig",
@@ -71,13 +72,6 @@ STORAGE_SCHEMES: Final = ("memory", "sqlite", "redis", "rediss", "redis+sentinel
 # Transports that run over TLS and so need our certificate (RFC 3261 §26.2, RFC 7118 §5).
 SECURE_TRANSPORTS: Final = frozenset({"tls", "wss"})
 
-# Literal-typed fields by key name, so "invalid enum value" can list the accepted values.
-_CHOICES: Final[dict[str, tuple[str, ...]]] = {
-    "transport": TRANSPORTS,
-    "log_level": LOG_LEVELS,
-    "log_format": LOG_FORMATS,
-}
-
 _HOSTNAME_RE: Final = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
@@ -86,6 +80,20 @@ _HOSTNAME_RE: Final = re.compile(
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names file, key path and reason."""
+
+
+class SetupError(ConfigError):
+    """A configured resource cannot be used: a file it names, a port, a server. ``key`` is
+    the config path (``tls.cert_file``, ``listen[1]``); the CLI puts the file name first, so
+    the operator reads one line: ``sipwake.toml: tls.cert_file: /x.pem: no such file``."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+    def located(self, source: str) -> str:
+        return f"{source}: {self.key}: {self.reason}"
 
 
 class _Invalid(ValueError):
@@ -621,10 +629,25 @@ def _describe(exc: msgspec.ValidationError) -> tuple[str, str]:
     if unknown := _UNKNOWN_RE.match(msg):
         return _join(at, unknown["name"]), "unknown key"
     if enum := _ENUM_RE.match(msg):
-        choices = _CHOICES.get(re.split(r"[.\[]", at)[-1])
+        choices = _choices_at(at)
         reason = f"invalid value {enum['value']}"
         return at, f"{reason}, expected one of: {', '.join(choices)}" if choices else reason
     return at, msg.replace("`", "")[:1].lower() + msg.replace("`", "")[1:]
+
+
+def _choices_at(path: str) -> tuple[str, ...] | None:
+    """The values a Literal-typed key accepts, found by walking ``path`` (``push.apns[0].
+    environment``) through the Config types, so every enum error lists them."""
+    tp: Any = Config
+    for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", path):
+        if not (isinstance(tp, type) and issubclass(tp, Struct)):
+            return None
+        tp = get_type_hints(tp).get(name)
+        while get_origin(tp) is tuple:  # a [[table]] list: descend into its element type
+            tp = get_args(tp)[0]
+    if get_origin(tp) is Literal:
+        return tuple(str(v) for v in get_args(tp))
+    return None
 
 
 def config_from_dict(data: dict[str, Any], source: str = "<config>") -> Config:

@@ -24,11 +24,12 @@ from sipwake.app.proxy import Proxy, ref_flow
 from sipwake.app.register import Registrar
 from sipwake.app.router import SipApp
 from sipwake.app.wake import WakeService
-from sipwake.config import Config
+from sipwake.config import Config, SetupError
 from sipwake.policy.decline import DeclineResult
 from sipwake.policy.proxying import Me
 from sipwake.policy.pushparams import parse_push_target
 from sipwake.policy.registrar import RegistrarPolicy
+from sipwake.preflight import preflight
 from sipwake.push.dispatcher import PushDispatcher
 from sipwake.sip.timers import TimerConfig
 from sipwake.sip.transactions.layer import TransactionLayer
@@ -71,6 +72,9 @@ class Server:
 
     def __init__(self, config: Config, worker: WorkerSlot | None = None) -> None:
         self.config = config
+        # Every file the config names is loaded first: a bad one is a SetupError naming
+        # its key, never an [Errno 2] or [SSL] PEM lib from deep inside.
+        self.preflight = preflight(config)
         self.worker = worker
         # Every worker is a node of its own: it owns its connections and transactions.
         self.node_id = config.server.node_name + (f".w{worker.index}" if worker else "")
@@ -126,11 +130,19 @@ class Server:
 
     async def start(self) -> None:
         cfg = self.config
-        self.stores = await open_stores(cfg.storage.url, node_id=self.node_id)
-        if self.stores.cluster.shared and not cfg.auth.secret:
-            # Tokens one node signs (Record-Route, owner routes, nonces, decline links)
-            # are checked by another: every node needs the same key.
-            self.secret = await self.stores.cluster.shared_secret(self.secret)
+        try:
+            self.stores = await open_stores(cfg.storage.url, node_id=self.node_id)
+            # Redis connects lazily: ask it something now, so an unreachable server stops
+            # start-up with its URL rather than failing the first REGISTER.
+            await self.stores.bindings.count()
+            if self.stores.cluster.shared and not cfg.auth.secret:
+                # Tokens one node signs (Record-Route, owner routes, nonces, decline
+                # links) are checked by another: every node needs the same key.
+                self.secret = await self.stores.cluster.shared_secret(self.secret)
+        except (StorageError, OSError) as exc:
+            raise SetupError(
+                "storage.url", f"{cfg.storage.redacted_url()}: cannot open: {_reason(exc)}"
+            ) from None
         worker = self.worker
         if cfg.api.enabled and (worker is None or worker.index == 0):
             self.api = ApiServer(
@@ -144,7 +156,12 @@ class Server:
                 tls_key=cfg.tls.key_file if cfg.api.tls else "",
                 admin_token=cfg.api.admin_token,
             )
-            api_host, api_port = await self.api.start()
+            try:
+                api_host, api_port = await self.api.start()
+            except OSError as exc:
+                raise SetupError(
+                    "api.port", f"cannot listen on {cfg.api.host}:{cfg.api.port}: {_reason(exc)}"
+                ) from None
             self.api_address = (api_host, api_port)
             self.decline_base = cfg.api.public_url or self.api.url
         elif cfg.api.enabled:
@@ -156,11 +173,18 @@ class Server:
         public: dict[str, tuple[str, int]] = {}  # where phones register (push payload)
         hosts = set(self.domains) | {h.lower() for h in _local_names()}
         ports: set[int] = set()
-        for lst in cfg.listen:
+        for i, lst in enumerate(cfg.listen):
             transport = lst.transport.upper()
-            host, port = await self.transport.listen(
-                transport, lst.host, lst.port, reuse_port=worker is not None
-            )
+            try:
+                host, port = await self.transport.listen(
+                    transport, lst.host, lst.port, reuse_port=worker is not None
+                )
+            except OSError as exc:
+                where = f"[{lst.host}]" if ":" in lst.host else lst.host
+                raise SetupError(
+                    f"listen[{i}]",
+                    f"cannot listen on {lst.transport} {where}:{lst.port}: {_reason(exc)}",
+                ) from None
             self.bound.append(Bound(transport, host, port))
             adv_host, adv_port = lst.advertised if lst.advertise else (host, port)
             if adv_host in ("0.0.0.0", "::"):
@@ -349,6 +373,15 @@ class _Services:
             if e.call_id not in mine
         ]
         return local + others
+
+
+def _reason(exc: BaseException) -> str:
+    """An OS error's text without the errno and address noise (``address already in use``),
+    anything else as it reads."""
+    if isinstance(exc, OSError) and exc.errno:
+        # asyncio wraps bind errors as "error while attempting to bind on address ...".
+        return os.strerror(exc.errno).lower()
+    return str(exc) or type(exc).__name__
 
 
 def _preferred_address(advertised: dict[str, tuple[str, int]]) -> tuple[str, int, str]:

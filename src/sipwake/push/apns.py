@@ -102,7 +102,7 @@ class ApnsProvider:
         else:
             if not (team_id and key_id and key_file):
                 raise ValueError("APNs token auth needs team_id, key_id and key_file (.p8)")
-            self._signing_key = _load_p8(Path(key_file))
+            self._signing_key = load_p8(Path(key_file))
         self._urls = (base_url, base_url) if base_url else (PRODUCTION_URL, SANDBOX_URL)
         self._clients: dict[str, H2Client] = {}
         self._jwt = ""
@@ -199,7 +199,7 @@ class ApnsProvider:
         return self._jwt
 
 
-def _load_p8(path: Path) -> ec.EllipticCurvePrivateKey:
+def load_p8(path: Path) -> ec.EllipticCurvePrivateKey:
     try:
         data = path.read_bytes()
     except OSError as exc:
