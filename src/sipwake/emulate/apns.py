@@ -42,7 +42,10 @@ import json
 import logging
 import random
 import re
+import shutil
+import signal
 import ssl
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -147,6 +150,7 @@ class ApnsEmulator:
         self.connections = 0
         self.random = random.Random(config.seed)
         self._server: asyncio.Server | None = None
+        self._temp_dir: Path | None = None  # generated TLS material, removed on close
         self._conns: set[_ApnsConnection] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -155,6 +159,7 @@ class ApnsEmulator:
         cert, key = cfg.cert_file, cfg.key_file
         if not cert:
             certs = make_test_certs()
+            self._temp_dir = certs.directory
             cert, key, self.ca_file = str(certs.cert_file), str(certs.key_file), str(certs.ca_file)
         ctx = server_context(cert, key)
         if cfg.client_ca_file:
@@ -177,6 +182,10 @@ class ApnsEmulator:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
+        if self._temp_dir is not None:
+            # It holds a private key: leave nothing behind in the system temp dir.
+            shutil.rmtree(self._temp_dir, ignore_errors=True)
+            self._temp_dir = None
 
     def forward(self, record: dict[str, Any]) -> None:
         if self.config.forward_url:
@@ -595,11 +604,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _run(config: ApnsEmulatorConfig) -> None:
+    with tempfile.TemporaryDirectory(prefix="sipwake-apns-") as tmp:
+        await _serve(config, Path(tmp))
+
+
+async def _serve(config: ApnsEmulatorConfig, tmp: Path) -> None:
     generated = ""
     if not config.keys:
-        path, public = generate_key(Path(make_test_certs().directory))
+        path, public = generate_key(tmp)
         config.keys["EMULATOR1"] = ApnsKey("EMULATORTM", public)
         generated = str(path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGTERM too, so the temporary keys are removed when a supervisor stops us.
+        loop.add_signal_handler(sig, stop.set)
     emulator = await serve_apns(config)
     print(f"APNs emulator on https://{config.host}:{emulator.port} (HTTP/2)", flush=True)
     if emulator.ca_file:
@@ -608,6 +627,6 @@ async def _run(config: ApnsEmulatorConfig) -> None:
         print(f"  signing key (.p8): {generated}  key id EMULATOR1  team id EMULATORTM")
     print(f"  pushes: GET https://{config.host}:{emulator.port}/_emulator/pushes", flush=True)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
         await emulator.close()

@@ -18,6 +18,7 @@ import re
 import secrets
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -469,9 +470,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--error", action="append", default=[], metavar="TOKEN=CODE")
     parser.add_argument("--error-rate", action="append", default=[], metavar="CODE=P")
     args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="sipwake-fcm-") as tmp:
+        # Generated keys live only as long as the emulator: nothing left in the temp dir.
+        return _main(parser, args, Path(tmp))
+
+
+def _main(parser: argparse.ArgumentParser, args: argparse.Namespace, tmp: Path) -> int:
     if not args.cert and not args.plain:
         # Zero setup, like the APNs emulator: a throw-away CA the client is told to trust.
-        certs = make_test_certs()
+        certs = make_test_certs(tmp)
         args.cert, args.key = str(certs.cert_file), str(certs.key_file)
         print(f"TLS: trust the CA in {certs.ca_file} (FcmProvider ca_file)", flush=True)
     files = list(args.service_account)
@@ -512,11 +519,12 @@ def _pair(text: str, conv: Callable[[str], _T]) -> tuple[str, _T]:
 
 
 async def _run(config: FcmEmulatorConfig) -> None:
-    emulator = await serve_fcm(config)
-    print(f"FCM emulator on {emulator.base_url} (token_uri {emulator.token_uri})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    emulator = await serve_fcm(config)
+    # Printed once a signal is handled: a supervisor may stop us as soon as it reads this.
+    print(f"FCM emulator on {emulator.base_url} (token_uri {emulator.token_uri})", flush=True)
     await stop.wait()
     await emulator.close()

@@ -2,14 +2,14 @@
 
 So ``sipwake emulate apns`` runs with zero setup: it makes a CA plus a server certificate
 for ``localhost``, ``127.0.0.1`` and ``::1`` in a temporary directory and prints the CA path
-for the client to trust. Uses ``trustme`` when installed (the test extra), else builds the
-same with ``cryptography`` (a hard dependency through ``pyjwt[crypto]``).
+for the client to trust. Built with ``cryptography`` (a hard dependency through ``pyjwt[crypto]``).
 """
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import ssl
 import tempfile
 from dataclasses import dataclass
@@ -40,17 +40,9 @@ def make_test_certs(
     out = Path(directory) if directory is not None else Path(tempfile.mkdtemp(prefix="sipwake-"))
     out.mkdir(parents=True, exist_ok=True)
     certs = CertFiles(out, out / "ca.pem", out / "server.pem", out / "server.key")
-    try:
-        import trustme
-    except ImportError:
-        _write_with_cryptography(certs, hosts)
-    else:
-        ca = trustme.CA()
-        server = ca.issue_cert(*hosts)
-        ca.cert_pem.write_to_path(str(certs.ca_file))
-        server.private_key_pem.write_to_path(str(certs.key_file))
-        chain = b"".join(blob.bytes() for blob in server.cert_chain_pems)
-        certs.cert_file.write_bytes(chain)
+    # Built here rather than with trustme: the same certificates with or without the test
+    # extra, and with the extensions strict verification wants (see _write_with_cryptography).
+    _write_with_cryptography(certs, hosts)
     return certs
 
 
@@ -90,6 +82,10 @@ def _write_with_cryptography(certs: CertFiles, hosts: tuple[str, ...]) -> None:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        # Python 3.13 verifies with VERIFY_X509_STRICT: a CA needs its Subject Key
+        # Identifier and every issued certificate an Authority Key Identifier naming it
+        # (RFC 5280 §4.2.1.1-2); without them "Missing Authority Key Identifier".
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -124,11 +120,18 @@ def _write_with_cryptography(certs: CertFiles, hosts: tuple[str, ...]) -> None:
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
     certs.ca_file.write_bytes(ca_cert.public_bytes(pem))
     certs.cert_file.write_bytes(cert.public_bytes(pem))
-    certs.key_file.write_bytes(
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    fd = os.open(certs.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key_pem)

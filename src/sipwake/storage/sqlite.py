@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -148,8 +149,11 @@ class SQLiteStore:
                 f"sqlite synchronous={synchronous!r}: expected one of {SYNCHRONOUS_MODES}"
             )
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with _mapped("open"):
+            # The file holds password hashes and push tokens: owner only. SQLite gives its
+            # -wal and -shm files the main file's mode, so creating it 0600 covers them.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
             # isolation_level=None: no implicit transactions; we issue BEGIN ourselves,
             # and a single statement outside one is its own atomic transaction.
             conn = sqlite3.connect(path, isolation_level=None)
