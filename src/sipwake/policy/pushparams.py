@@ -295,13 +295,16 @@ def _parse_rfc8599(get: _Lookup, provider_raw: str | None) -> PushTarget | None:
 
 
 def _apns_target(provider: str, prid_text: str, param: str, purr: str, get: _Lookup) -> PushTarget:
+    # Annotated: mypyc infers ``voip``'s type from the swap below and miscompiles it.
+    voip: str | None
+    remote: str | None
     voip, remote = _apns_tokens(prid_text)
     app_id = ""
     if param:
         split = split_apns_param(param)
         app_id = split.bundle_id
         if ":" not in prid_text and "voip" not in split.services:
-            voip, remote = None, voip  # an untyped token for a non-VoIP topic
+            remote, voip = voip, None  # an untyped token for a non-VoIP topic
     elif get.present("app-id"):
         app_id = _legacy_apple_app_id(get.value("app-id"))[0]
     if voip is None:

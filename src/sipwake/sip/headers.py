@@ -87,18 +87,16 @@ class Headers:
 
     __slots__ = ("_cache", "_entries", "_index")
 
-    def __init__(self) -> None:
-        self._entries: list[list[Any]] = []
+    def __init__(self, entries: list[list[Any]] | None = None) -> None:
+        self._entries: list[list[Any]] = [] if entries is None else entries
         self._cache: dict[str, Any] = {}
         self._index: dict[str, list[list[Any]]] | None = None
 
     @classmethod
     def _from_parsed(cls, entries: list[list[Any]]) -> Headers:
-        h = cls.__new__(cls)
-        h._entries = entries
-        h._cache = {}
-        h._index = None
-        return h
+        """Headers over entries a parser already split (taken, not copied). Through
+        ``__init__``, not ``cls.__new__``: mypyc cannot compile the latter."""
+        return cls(entries)
 
     def _idx(self) -> dict[str, list[list[Any]]]:
         """key -> its entries in order; built on first lookup, dropped on any change that

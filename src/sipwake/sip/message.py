@@ -177,7 +177,9 @@ class Message:
         head = "\r\n".join([self.start_line(), *self.headers.lines()])
         return head.encode("utf-8", "surrogateescape") + b"\r\n\r\n" + self.body
 
-    __bytes__ = serialise
+    def __bytes__(self) -> bytes:
+        # A method, not ``__bytes__ = serialise``: a compiled class cannot alias one.
+        return self.serialise()
 
 
 class Request(Message):

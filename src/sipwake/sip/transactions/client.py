@@ -21,16 +21,17 @@ class ClientTransaction(Transaction):
     """One request sent and its responses. ``data`` is the request serialised once for
     every retransmission; ``ack`` the ACK bytes once a non-2xx final made one."""
 
-    __slots__ = ("ack", "data", "invite")
-
-    key: ClientKey
+    __slots__ = ("ack", "data", "invite", "key")
 
     def __init__(self, txn_id: str, request: Request, dest: Dest, key: ClientKey) -> None:
         invite = request.method == "INVITE"
         if invite:
-            super().__init__(txn_id, CLIENT_INVITE, CALLING, request, dest, key=key)
+            super().__init__(txn_id, CLIENT_INVITE, CALLING, request, dest)
         else:
-            super().__init__(txn_id, CLIENT_NON_INVITE, TRYING, request, dest, key=key)
+            super().__init__(txn_id, CLIENT_NON_INVITE, TRYING, request, dest)
+        # The key lives here, typed for this side, not in Transaction: a subclass narrowing
+        # an attribute's type is unsound (mypyc rejects it).
+        self.key = key
         self.invite = invite
         self.data = request.serialise()
         self.ack: bytes | None = None

@@ -14,7 +14,6 @@ other forks) up to the TU rather than letting them arrive as strays (§7.2, Time
 
 from __future__ import annotations
 
-from collections.abc import Hashable
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -343,7 +342,6 @@ class Transaction:
     __slots__ = (
         "dest",
         "id",
-        "key",
         "life_input",
         "life_key",
         "reliable",
@@ -356,16 +354,13 @@ class Transaction:
         "table",
     )
 
-    def __init__(
-        self, txn_id: str, table: Table, state: str, request: Request, dest: Dest, *, key: Hashable
-    ) -> None:
+    def __init__(self, txn_id: str, table: Table, state: str, request: Request, dest: Dest) -> None:
         self.id = txn_id
         self.table = table
         self.state = state
         self.request = request
         self.dest = dest
         self.reliable = dest.reliable
-        self.key = key
         self.retx_key = (txn_id, 0)
         self.life_key = (txn_id, 1)
         self.retx_input = ""  # the TIMER_* input the retransmit timer feeds when it fires

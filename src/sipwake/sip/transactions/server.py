@@ -28,18 +28,17 @@ class ServerTransaction(Transaction):
     sent, serialised once, re-sent on request retransmissions and Timer G. For an RFC 2543
     peer, ``response_tag`` is the To tag of that response, which its ACK must carry."""
 
-    __slots__ = ("invite", "invite_id", "last", "response_tag", "rfc2543")
-
-    key: ServerKey
+    __slots__ = ("invite", "invite_id", "key", "last", "response_tag", "rfc2543")
 
     def __init__(
         self, txn_id: str, request: Request, flow: Dest, key: ServerKey, rfc2543: bool
     ) -> None:
         invite = request.method == "INVITE"
         if invite:
-            super().__init__(txn_id, SERVER_INVITE, PROCEEDING, request, flow, key=key)
+            super().__init__(txn_id, SERVER_INVITE, PROCEEDING, request, flow)
         else:
-            super().__init__(txn_id, SERVER_NON_INVITE, TRYING, request, flow, key=key)
+            super().__init__(txn_id, SERVER_NON_INVITE, TRYING, request, flow)
+        self.key = key  # typed for this side (see ClientTransaction.key)
         self.invite = invite
         self.rfc2543 = rfc2543
         self.last: bytes | None = None
