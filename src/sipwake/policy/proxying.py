@@ -16,18 +16,18 @@ SUPPORTED_OPTIONS = frozenset({"path", "outbound", "gruu"})
 
 
 class TooManyHops(ProtocolError):
-    status = 483
-    reason = "Too Many Hops"
+    STATUS = 483
+    REASON = "Too Many Hops"
 
 
 class LoopDetected(ProtocolError):
-    status = 482
-    reason = "Loop Detected"
+    STATUS = 482
+    REASON = "Loop Detected"
 
 
 class BadExtension(ProtocolError):
-    status = 420
-    reason = "Bad Extension"
+    STATUS = 420
+    REASON = "Bad Extension"
 
     def __init__(self, unsupported: list[str]) -> None:
         super().__init__(", ".join(unsupported))
