@@ -57,7 +57,7 @@ def test_contact_reachable_directly_needs_no_owner() -> None:
     # UDP, no reg-id, and the Contact is another listener on the host the REGISTER came
     # from (app/router.py binding_flow): RFC 3261 sends to the Contact, which any node can.
     b = binding(
-        reg_id=None,
+        reg_id=0,
         contact="sip:alice@192.0.2.1:5080",
         flow=FlowRef("UDP", "192.0.2.1", 40000, "10.0.0.1", 5060, 0, "node-a"),
     )

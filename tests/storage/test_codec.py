@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 import msgspec
 import pytest
 from hypothesis import given
@@ -9,7 +12,15 @@ from hypothesis import strategies as st
 
 from sipwake.policy.bindings import Binding, FlowRef, PushTarget
 from sipwake.storage.base import StorageError
-from sipwake.storage.codec import FORMAT_VERSION, decode_bindings, encode_bindings, key_clashes
+from sipwake.storage.codec import (
+    FORMAT_VERSION,
+    BindingFields,
+    FlowRefFields,
+    PushTargetFields,
+    decode_bindings,
+    encode_bindings,
+    key_clashes,
+)
 
 from .util import binding
 
@@ -56,6 +67,33 @@ bindings = st.builds(
 @given(st.lists(bindings, max_size=4))
 def test_round_trip(items: list[Binding]) -> None:
     assert decode_bindings("sip:a@example.com", encode_bindings(items)) == items
+
+
+@pytest.mark.parametrize(
+    ("cls", "shape"),
+    [(Binding, BindingFields), (FlowRef, FlowRefFields), (PushTarget, PushTargetFields)],
+)
+def test_decoded_shape_follows_the_dataclass(cls: type, shape: type) -> None:
+    """The TypedDict msgspec checks stored bindings against names every field of the
+    dataclass, requires exactly those without a default and, where the dataclass's own
+    annotations survive (pure Python; mypyc erases them), gives each the same type."""
+    fields = dataclasses.fields(cls)
+    assert set(typing.get_type_hints(shape)) == {f.name for f in fields}
+    required = {
+        f.name
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    assert shape.__required_keys__ == required  # type: ignore[attr-defined]
+    if all(isinstance(f.type, str) for f in fields):
+        nested = {
+            "FlowRef | None": FlowRefFields | None,
+            "PushTarget | None": PushTargetFields | None,
+        }
+        hints = typing.get_type_hints(shape)
+        for f in fields:
+            want = nested.get(f.type) if isinstance(f.type, str) else None
+            assert hints[f.name] == (want or typing.get_type_hints(cls)[f.name]), f.name
 
 
 def test_every_stored_key_is_unique() -> None:

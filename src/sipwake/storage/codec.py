@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Any
+from typing import Any, TypedDict
 
 import msgspec
 
@@ -116,6 +116,55 @@ def _expand(data: dict[str, Any], table: _Fields) -> dict[str, Any]:
     return out
 
 
+# The decoded shape of each dataclass, for msgspec to validate against. Not the dataclasses
+# themselves: compiled by mypyc, their annotations are erased to runtime classes
+# (``flow: type``), which msgspec cannot read. tests/storage/test_codec.py keeps these in
+# step with policy/bindings.py.
+class _FlowRefRequired(TypedDict):
+    transport: str
+    remote_host: str
+    remote_port: int
+
+
+class FlowRefFields(_FlowRefRequired, total=False):
+    local_host: str
+    local_port: int
+    conn_id: int
+    node_id: str
+
+
+class _PushTargetRequired(TypedDict):
+    provider: str
+    prid: str
+
+
+class PushTargetFields(_PushTargetRequired, total=False):
+    param: str
+    purr: str
+    alert_prid: str
+    app_id: str
+
+
+class _BindingRequired(TypedDict):
+    aor: str
+    contact: str
+    expires_at: float
+    call_id: str
+    cseq: int
+
+
+class BindingFields(_BindingRequired, total=False):
+    q: float
+    instance: str
+    reg_id: int
+    path: tuple[str, ...]
+    flow: FlowRefFields | None
+    push: PushTargetFields | None
+    user_agent: str
+    registered_at: float
+    extra: tuple[tuple[str, str], ...]
+
+
 _encoder = msgspec.msgpack.Encoder()
 _raw_decoder = msgspec.msgpack.Decoder(tuple[int, list[dict[str, Any]]])
 
@@ -158,6 +207,18 @@ def decode_bindings(aor: str, data: bytes) -> list[Binding]:
             if isinstance(push := b.get("push"), dict):
                 b["push"] = _expand(push, _PUSH_FIELDS)
             expanded.append(b)
-        return msgspec.convert(expanded, list[Binding])
+        checked: list[dict[str, Any]] = msgspec.convert(expanded, list[BindingFields])
+        return [_binding(b) for b in checked]
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise StorageError(f"corrupt binding record for {aor!r}: {exc}") from exc
+
+
+def _binding(fields: dict[str, Any]) -> Binding:
+    """A Binding from fields msgspec has checked against ``BindingFields``."""
+    flow = fields.get("flow")
+    if flow is not None:
+        fields["flow"] = FlowRef(**flow)
+    push = fields.get("push")
+    if push is not None:
+        fields["push"] = PushTarget(**push)
+    return Binding(**fields)
