@@ -67,7 +67,7 @@ def test_contact_reachable_directly_needs_no_owner() -> None:
 
 def test_connection_binding_goes_through_its_owner_whatever_the_contact() -> None:
     # Over TCP the registration's connection is the way to the device (issue 10 item 1).
-    b = binding(reg_id=None, contact="sip:alice@192.0.2.1:5080;transport=tcp")
+    b = binding(reg_id=0, contact="sip:alice@192.0.2.1:5080;transport=tcp")
     t = node().target(b)
     assert t.flow is None and len(t.path) == len(b.path) + 1
 
