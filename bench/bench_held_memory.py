@@ -67,6 +67,8 @@ enabled = false
 timer_c = 3600.0
 [push]
 hold_window = 3600.0
+max_per_device = 0.0  # one caller address holds every call: the push budget off
+max_per_source = 0.0
 {apns}
 """
 

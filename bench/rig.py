@@ -64,6 +64,9 @@ PUSH_CONFIG = """
 port = {api_port}
 [push]
 hold_window = 30.0
+# One SIPp caller address places every call: the push budget (a guard against spam) off.
+max_per_device = 0.0
+max_per_source = 0.0
 """
 
 

@@ -488,6 +488,13 @@ class PushConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     cancel_grace: float = 30.0  # a device pushed for a call that ended since gets INVITE+CANCEL
     missed_call_alert: bool = False  # alert push to the app's non-VoIP token for missed calls
     max_in_flight: int = 500  # concurrent pushes per provider
+    # Push budget (policy/pushbudget.py): pushes per minute per device and calls that push
+    # per minute per caller, each with a burst; 0 means unlimited.
+    max_per_device: float = 10.0
+    device_burst: int = 5
+    max_per_source: float = 30.0
+    source_burst: int = 10
+    require_auth_for_push: bool = False  # only authenticated or trusted callers wake devices
     apns: tuple[ApnsConfig, ...] = ()
     fcm: tuple[FcmConfig, ...] = ()
     webpush: tuple[WebPushConfig, ...] = ()
@@ -500,6 +507,12 @@ class PushConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
             raise _Invalid("unanswered_status", "must be a 4xx-6xx status")
         if self.cancel_grace < 0 or self.retry_after < 0 or self.max_in_flight <= 0:
             raise _Invalid("cancel_grace", "cancel_grace/retry_after >= 0, max_in_flight > 0")
+        for key in ("max_per_device", "max_per_source"):
+            if not 0 <= getattr(self, key) <= 1e6:
+                raise _Invalid(key, "must be between 0 (unlimited) and 1e6 per minute")
+        for key in ("device_burst", "source_burst"):
+            if getattr(self, key) < 1:
+                raise _Invalid(key, "must be at least 1")
 
     @property
     def configured(self) -> bool:

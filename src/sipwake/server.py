@@ -27,6 +27,7 @@ from sipwake.app.wake import WakeService
 from sipwake.config import Config, SetupError
 from sipwake.policy.decline import DeclineResult
 from sipwake.policy.proxying import Me
+from sipwake.policy.pushbudget import PushBudget
 from sipwake.policy.pushparams import parse_push_target
 from sipwake.policy.registrar import RegistrarPolicy
 from sipwake.preflight import preflight
@@ -284,6 +285,13 @@ class Server:
             relay_foreign=cfg.proxy.relay_foreign,
             reveal_unknown_users=cfg.auth.reveal_unknown_users,
             wake=wake,
+            push_budget=PushBudget(
+                per_device=cfg.push.max_per_device,
+                device_burst=cfg.push.device_burst,
+                per_source=cfg.push.max_per_source,
+                source_burst=cfg.push.source_burst,
+                require_auth=cfg.push.require_auth_for_push,
+            ),
             target_of=cluster.target,
         )
         self.engine.app = self.app

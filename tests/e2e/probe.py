@@ -68,6 +68,7 @@ class Prober:
         to_uri: str | None = None,
         headers: list[tuple[str, str]] | None = None,
         body: str = "",
+        contact: str | None = None,
     ) -> Answer:
         """Send one request and return its first final answer (100/110/180 are skipped)."""
         self.cseq += 1
@@ -80,7 +81,7 @@ class Prober:
             f"To: <{to_uri or ruri}>",
             f"Call-ID: {os.urandom(8).hex()}@probe",
             f"CSeq: {self.cseq} {method}",
-            f"Contact: <sip:probe@{self.host}:{self.port}>",
+            f"Contact: {contact or f'<sip:probe@{self.host}:{self.port}>'}",
         ]
         lines += [f"{k}: {v}" for k, v in headers or []]
         if body:
@@ -122,21 +123,23 @@ class Prober:
         password: str | None = None,
         nonce: str | None = None,
         realm: str | None = None,
+        contact: str | None = None,
     ) -> Answer:
         """REGISTER as ``user``: with ``password`` (and no ``nonce``) the whole digest
         exchange; with ``nonce`` one request answering that nonce, as a blind sender would."""
         aor = f"sip:{user}@{domain}"
         ruri = f"sip:{domain}"
         if password is None:
-            return self.request("REGISTER", ruri, from_uri=aor, to_uri=aor)
+            return self.request("REGISTER", ruri, from_uri=aor, to_uri=aor, contact=contact)
         if nonce is None:
-            first = self.request("REGISTER", ruri, from_uri=aor, to_uri=aor)
+            first = self.request("REGISTER", ruri, from_uri=aor, to_uri=aor, contact=contact)
             if first.status != 401:
                 return first
             nonce = first.nonce()
         cred = authorization(user, realm or domain, password, nonce, method="REGISTER", uri=ruri)
+        auth = [("Authorization", cred)]
         return self.request(
-            "REGISTER", ruri, from_uri=aor, to_uri=aor, headers=[("Authorization", cred)]
+            "REGISTER", ruri, from_uri=aor, to_uri=aor, headers=auth, contact=contact
         )
 
 

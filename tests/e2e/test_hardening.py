@@ -1,15 +1,27 @@
 """Attacks over real sockets against a server with authentication on (issue 15): user
 enumeration from a foreign domain, blind lock-out with invented nonces, many addresses
-guessing one password."""
+guessing one password, push spam."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import RunningServer, loopback_config, serve, write_config
+from sipwake.emulate.tlsutil import client_context
+from sipwake.push.http2 import H2Client
+from tests.e2e.harness import (
+    PHONE_PARAM,
+    ApnsEmulator,
+    RunningServer,
+    apns_emulator,
+    loopback_config,
+    serve,
+    write_config,
+)
 from tests.e2e.probe import Prober, add_user
 
 pytestmark = pytest.mark.e2e
@@ -115,3 +127,59 @@ def test_unknown_users_spend_a_budget_like_known_ones(guarded: RunningServer) ->
                 seen.append((a.status, a.reason))
         reasons[name] = seen
     assert reasons["alice"] == reasons["ghost"], reasons
+
+
+def pushes(emu: ApnsEmulator) -> int:
+    async def get() -> int:
+        client = H2Client(emu.url, ssl_context=client_context(emu.ca_file))
+        try:
+            resp = await client.request("GET", "/_emulator/pushes", [])
+            data = json.loads(resp.body)
+            return len(data["pushes"] if isinstance(data, dict) else data)
+        finally:
+            await client.close()
+
+    return asyncio.run(get())
+
+
+def push_contact(port: int, token: str) -> str:
+    return f"<sip:alice@127.0.0.1:{port};pn-provider=apns;pn-prid={token};pn-param={PHONE_PARAM}>"
+
+
+@pytest.mark.parametrize("require_auth", [False, True])
+def test_push_spam_is_bounded(tmp_path: Path, require_auth: bool) -> None:
+    with apns_emulator() as emu:
+        text = auth_config(
+            tmp_path,
+            extra=f"""
+[push]
+hold_window = 0.3
+max_per_device = 1.0
+device_burst = 3
+max_per_source = 60.0
+source_burst = 10
+require_auth_for_push = {"true" if require_auth else "false"}
+{emu.config()}""",
+        )
+        cfg = write_config(tmp_path / "sipwake.toml", text)
+        add_user(cfg, "alice", "1234")
+        with serve(text, tmp_path) as server:
+            addr = server.addr("udp")
+            with Prober(addr, "127.0.0.20") as phone:
+                contact = push_contact(phone.port, "ab" * 32)
+                assert (
+                    phone.register("alice", DOMAIN, password="1234", contact=contact).status == 200
+                )
+            answers = []
+            with Prober(addr, "127.0.0.21") as spammer:
+                for _ in range(20):
+                    a = spammer.request(
+                        "INVITE", f"sip:alice@{DOMAIN}", from_uri="sip:spam@evil.example"
+                    )
+                    answers.append((a.status, a.header("Warning")))
+            sent = pushes(emu)
+            assert server.alive()
+    assert sent == (0 if require_auth else 3), answers
+    refused = [a for a in answers if "Push budget exceeded" in a[1]]
+    assert len(refused) == 20 - sent, answers
+    assert all(status == 480 for status, _ in answers), answers

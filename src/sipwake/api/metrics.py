@@ -36,6 +36,14 @@ DECLINE_REASONS = (
 )
 # Stored SIP MESSAGEs (issue 13): what happened to each (per device for delivered/refused).
 MESSAGE_RESULTS = ("stored", "delivered", "expired", "dropped", "refused")
+# Work refused before it was done (issue 15): push budget, anonymous push, overload.
+REFUSED_REASONS = (
+    "push_budget_device",
+    "push_budget_source",
+    "push_needs_auth",
+    "overload",
+    "auth_budget",
+)
 # Push round trips: a warm HTTP/2 connection answers in tens of ms, a cold one in hundreds.
 PUSH_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -114,6 +122,12 @@ class Metrics:
         self.auth_failures = Counter(
             "auth_failures", "Requests refused for bad credentials", registry=r
         )
+        self._refused = _Children(
+            Counter(
+                "refused", "Work refused before it was done, by reason", ["reason"], registry=r
+            ),
+            REFUSED_REASONS,
+        )
 
     # -- plain methods: callers never touch labels ------------------------------------------
 
@@ -159,6 +173,9 @@ class Metrics:
     def instant_message(self, result: str, count: int = 1) -> None:
         if count:
             self._instant_messages[result].inc(count)
+
+    def refused(self, reason: str) -> None:
+        self._refused[reason].inc()
 
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format (``CONTENT_TYPE``)."""

@@ -80,6 +80,7 @@ class Authenticator:
         account = creds.username
         if self.accounts.is_blocked(account, now) and not self.known.contains(account, ip, now):
             self.refused += 1
+            self.metrics.refused("auth_budget")
             incoming.respond(403, "Too Many Failed Attempts")
             return None
         user = await self.users.get_user(account, self.realm)

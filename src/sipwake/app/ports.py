@@ -39,6 +39,10 @@ class MetricsPort(Protocol):
         (over ``message.max_per_user``) or refused (the device answered 4xx/6xx)."""
         ...
 
+    def refused(self, reason: str) -> None:
+        """Work refused before it was done (push budget, overload): REFUSED_REASONS."""
+        ...
+
 
 class _NullGauge:
     def inc(self, amount: float = 1) -> None:
@@ -78,6 +82,9 @@ class NullMetrics:
         return None
 
     def instant_message(self, result: str, count: int = 1) -> None:
+        return None
+
+    def refused(self, reason: str) -> None:
         return None
 
 

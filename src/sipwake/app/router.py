@@ -20,6 +20,7 @@ from sipwake.app.wake import WakeService
 from sipwake.policy.bindings import Binding
 from sipwake.policy.flowtoken import decode_owner
 from sipwake.policy.proxying import BadExtension, Me, loop_hash, validate_request
+from sipwake.policy.pushbudget import PushBudget
 from sipwake.sip.errors import ParseError
 from sipwake.sip.flows import DEFAULT_PORTS
 from sipwake.sip.message import Request, Response
@@ -38,6 +39,8 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, PRACK, MESSA
 # Requests that are never challenged: they belong to a transaction or dialog already
 # authorised (RFC 3261 §22.1: CANCEL and ACK cannot be challenged).
 UNCHALLENGED = frozenset({"ACK", "CANCEL", "PRACK", "BYE", "NOTIFY", "UPDATE", "INFO"})
+# RFC 3261 §20.43: 399 is the miscellaneous warning; the agent is a pseudonym.
+PUSH_REFUSED = ("Warning", '399 sipwake "Push budget exceeded"')
 
 
 def binding_flow(b: Binding) -> Flow | None:
@@ -100,6 +103,7 @@ class SipApp:
         relay_foreign: bool = False,
         reveal_unknown_users: bool = True,
         wake: WakeService | None = None,
+        push_budget: PushBudget | None = None,
         target_of: Callable[[Binding], Target] = binding_target,
     ) -> None:
         self.target_of = target_of
@@ -113,6 +117,7 @@ class SipApp:
         self.relay_foreign = relay_foreign
         self.reveal_unknown_users = reveal_unknown_users
         self.wake = wake
+        self.push_budget = push_budget
         self.stray_responses = 0
         self.metrics: MetricsPort = NullMetrics()
 
@@ -230,9 +235,13 @@ class SipApp:
             ctx.on_final.append(lambda c: self.metrics.call(call_result(c.incoming.answered)))
         wake = self.wake
         sleeping = [b for b in bindings if wake is not None and wake.sleeping(b)]
+        refused = False
         if sleeping and wake is not None and req.method == "INVITE":
-            # Push first: every millisecond before the push is one the caller waits.
-            wake.hold(ctx, aor, sleeping)
+            allowed = self._push_allowed(incoming, caller, sleeping)
+            refused = len(allowed) < len(sleeping)
+            if allowed:
+                # Push first: every millisecond before the push is one the caller waits.
+                wake.hold(ctx, aor, allowed)
         else:
             sleeping = []
         for b in bindings:
@@ -240,7 +249,28 @@ class SipApp:
                 await self.proxy.add_target(ctx, self.target_of(b))
         if not ctx.branches and not ctx.fork.waiting and not ctx.fork.finished:
             self.proxy.discard(ctx)
-            incoming.respond(480)
+            incoming.respond(480, extra=[PUSH_REFUSED] if refused else None)
+
+    def _push_allowed(
+        self, incoming: Incoming, caller: str | None, sleeping: list[Binding]
+    ) -> list[Binding]:
+        """The sleeping bindings this call may push (policy/pushbudget.py); the source is
+        the authenticated user, else the address; trusted peers have no source budget."""
+        budget = self.push_budget
+        if budget is None:
+            return sleeping
+        ip = incoming.flow.remote[0]
+        if self.auth is not None and self.auth.trusted.contains(ip):
+            source = None
+        elif caller is None or caller == TRUSTED:
+            source = "ip:" + ip
+        else:
+            source = "user:" + caller
+        devices = [b.device_key for b in sleeping]
+        verdict = budget.admit(devices, source, time.monotonic(), anonymous=caller is None)
+        for _, why in verdict.refused:
+            self.metrics.refused(why.value)
+        return [b for b in sleeping if b.device_key in verdict.push]
 
     async def _no_binding_status(self, user: str | None, caller: str | None) -> int:
         """404 for a user that does not exist, but only to a caller who authenticated (or
