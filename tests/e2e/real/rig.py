@@ -1,0 +1,194 @@
+"""One real `sipwake serve` (UDP, TCP, TLS, digest auth, SQLite users) with the APNs
+emulator behind it, for the real-client tests: linphone and baresip are started per test
+by :mod:`tests.e2e.real.linphone` and :mod:`tests.e2e.real.baresip`."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from sipwake.emulate.tlsutil import CertFiles, make_test_certs
+from sipwake.policy.auth import ha1
+from sipwake.storage import User, open_stores
+from tests.e2e.harness import (
+    PHONE_PARAM,
+    ApnsEmulator,
+    RunningServer,
+    apns_emulator,
+    loopback_config,
+    serve,
+)
+from tests.e2e.real.baresip import Baresip, BaresipAccount
+from tests.e2e.real.linphone import Linphone, LinphoneAccount
+
+DOMAIN = "127.0.0.1"
+PASSWORD = "correct-horse"
+USERS = 40  # alice-N / bob-N, one pair per test
+
+
+@dataclass
+class Push:
+    at: float  # when the emulator's forward reached us
+    record: dict[str, Any]
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        p = self.record.get("payload", {})
+        return p if isinstance(p, dict) else {}
+
+
+class PushInbox:
+    """Receives the APNs emulator's copy of every push it accepted (--forward-url)."""
+
+    def __init__(self) -> None:
+        self.pushes: list[Push] = []
+        self.cond = threading.Condition()
+        inbox = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                with inbox.cond:
+                    inbox.pushes.append(Push(time.time(), json.loads(body)))
+                    inbox.cond.notify_all()
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def for_token(self, token: str) -> list[Push]:
+        with self.cond:
+            return [p for p in self.pushes if str(p.record.get("token", "")).lower() == token]
+
+    def wait(self, token: str, timeout: float = 10.0) -> Push:
+        with self.cond:
+            ok = self.cond.wait_for(lambda: bool(self.for_token(token)), timeout)
+        if not ok:
+            raise AssertionError(f"no push for {token}")
+        return self.for_token(token)[0]
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@dataclass
+class RealRig:
+    server: RunningServer
+    emu: ApnsEmulator
+    inbox: PushInbox
+    certs: CertFiles
+    client_pem: Path  # certificate + key for baresip's TLS listener
+    tmp: Path
+    pairs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def users(self) -> tuple[str, str]:
+        n = next(self.pairs)
+        assert n <= USERS, "raise USERS"
+        return f"alice-{n}", f"bob-{n}"
+
+    def linphone(self, user: str, transport: str, token: str | None) -> Linphone:
+        params = f"pn-provider=apns;pn-prid={token};pn-param={PHONE_PARAM}" if token else None
+        account = LinphoneAccount(
+            user,
+            PASSWORD,
+            DOMAIN,
+            self.server.addr(transport),
+            transport,
+            ca_file=self.certs.ca_file if transport == "tls" else None,
+            push_params=params,
+        )
+        return Linphone(self.tmp / f"linphone-{user}", account)
+
+    def baresip(self, user: str, transport: str) -> Baresip:
+        tls = transport == "tls"
+        account = BaresipAccount(
+            user,
+            PASSWORD,
+            DOMAIN,
+            self.server.addr(transport),
+            transport,
+            ca_file=self.certs.ca_file if tls else None,
+            cert_file=self.client_pem if tls else None,
+        )
+        return Baresip(self.tmp / f"baresip-{user}", account)
+
+    def decline(self, url: str, reason: str) -> int:
+        req = urllib.request.Request(
+            url, json.dumps({"reason": reason}).encode(), {"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return int(resp.status)
+
+
+def rig_config(emu: ApnsEmulator, certs: CertFiles, db: Path) -> str:
+    # baresip 1.0 knows only MD5 and fails the REGISTER ("Function not implemented") as
+    # soon as one WWW-Authenticate names SHA-256, in either order: offer MD5 alone (README
+    # "Users and authentication"). linphone takes either.
+    return loopback_config(
+        storage=f"sqlite:///{db}",
+        extra=f"""
+[tls]
+cert_file = "{certs.cert_file}"
+key_file = "{certs.key_file}"
+[[listen]]
+transport = "tls"
+host = "127.0.0.1"
+port = 0
+[auth]
+algorithms = ["MD5"]
+[push]
+hold_window = 15.0
+cancel_grace = 15.0
+{emu.config()}
+""",
+    )
+
+
+async def _add_users(db: Path) -> None:
+    stores = await open_stores(f"sqlite:///{db}", node_id="test")
+    try:
+        for n in range(1, USERS + 1):
+            for name in (f"alice-{n}", f"bob-{n}"):
+                await stores.users.put_user(
+                    User(
+                        username=name,
+                        realm=DOMAIN,
+                        ha1_md5=ha1(name, DOMAIN, PASSWORD, "MD5"),
+                        ha1_sha256=ha1(name, DOMAIN, PASSWORD, "SHA-256"),
+                    )
+                )
+    finally:
+        await stores.close()
+
+
+@contextmanager
+def real_rig(tmp: Path) -> Iterator[RealRig]:
+    certs = make_test_certs(tmp / "certs")
+    client_pem = tmp / "certs" / "client.pem"
+    client_pem.write_bytes(certs.cert_file.read_bytes() + certs.key_file.read_bytes())
+    db = tmp / "sipwake.db"
+    inbox = PushInbox()
+    try:
+        with apns_emulator("--forward-url", inbox.url) as emu:
+            asyncio.run(_add_users(db))
+            with serve(rig_config(emu, certs, db), tmp) as server:
+                yield RealRig(server, emu, inbox, certs, client_pem, tmp)
+                assert server.alive()
+    finally:
+        inbox.close()
