@@ -125,6 +125,8 @@ class Server:
         self.dispatcher: PushDispatcher | None = None
         self.decline_base = config.api.public_url
         self.metrics = Metrics()
+        stats = self.transport.stats
+        self.metrics.watch_keepalives(lambda: {"stun": stats.stun_requests, "crlf": stats.pings})
         self.api: ApiServer | None = None
         self.api_address: tuple[str, int] | None = None
         self._purger: asyncio.Task[None] | None = None

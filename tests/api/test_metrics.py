@@ -78,3 +78,14 @@ def test_instant_message_results() -> None:
     assert value(m, "instant_messages_total", {"result": "dropped"}) == 3
     assert value(m, "instant_messages_total", {"result": "expired"}) == 0
     assert value(m, "instant_messages_total", {"result": "delivered"}) == 0
+
+
+def test_keepalives_are_read_from_the_transport_counters_at_scrape_time() -> None:
+    m = Metrics()
+    counts = {"stun": 0, "crlf": 0}
+    m.watch_keepalives(lambda: dict(counts))
+    assert value(m, "sip_keepalives_total", {"kind": "stun"}) == 0
+    counts["stun"] = 3
+    counts["crlf"] = 2
+    assert value(m, "sip_keepalives_total", {"kind": "stun"}) == 3
+    assert b'sip_keepalives_total{kind="crlf"} 2.0' in m.render()

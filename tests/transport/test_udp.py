@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 
 import pytest
 
@@ -136,3 +137,23 @@ async def test_connect_and_send_udp(manager: TransportManager) -> None:
         flow = await manager.connect_and_send("UDP", "127.0.0.1", peer.getsockname()[1], b"hi")
         assert peer.recvfrom(10)[0] == b"hi"
     assert flow.transport == "UDP"
+
+
+async def test_stun_binding_request_on_the_sip_port_is_answered(
+    manager: TransportManager, recorder: Recorder
+) -> None:
+    # RFC 5626 §4.4.2: an outbound UA keeps its UDP flow alive with STUN on the SIP port.
+    addr = await manager.listen("UDP", "127.0.0.1", 0)
+    txid = bytes(range(12))
+    with _client() as peer:
+        peer.setblocking(False)
+        peer.sendto(struct.pack("!HHI12s", 0x0001, 0, 0x2112A442, txid), addr)
+        loop = asyncio.get_running_loop()
+        reply = await asyncio.wait_for(loop.sock_recv(peer, 2048), 2)
+        port = peer.getsockname()[1]
+    kind, _, _, got_txid = struct.unpack_from("!HHI12s", reply)
+    assert (kind, got_txid) == (0x0101, txid)
+    family, xport, xaddr = struct.unpack_from("!xBHI", reply, 24)
+    assert (family, xport ^ 0x2112, xaddr ^ 0x2112A442) == (1, port, 0x7F000001)
+    assert manager.stats.stun_requests == 1
+    assert recorder.got == []  # not handed to SIP

@@ -13,7 +13,11 @@ base.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus text format 0.0.4
 
@@ -129,6 +133,12 @@ class Metrics:
             REFUSED_REASONS,
         )
 
+    def watch_keepalives(self, read: Callable[[], dict[str, int]]) -> None:
+        """Keep-alives the transports answered, read from their counters at scrape time
+        (the UDP read loop only bumps a plain int): ``read()`` gives {"stun": n,
+        "crlf": n} (RFC 5626 §4.4.1 CRLF pings, §4.4.2 STUN Binding Requests)."""
+        self.registry.register(_Keepalives(read))
+
     # -- plain methods: callers never touch labels ------------------------------------------
 
     def message_received(self) -> None:
@@ -180,3 +190,16 @@ class Metrics:
     def render(self) -> bytes:
         """The registry in the Prometheus text exposition format (``CONTENT_TYPE``)."""
         return generate_latest(self.registry)
+
+
+class _Keepalives(Collector):
+    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "sip_keepalives", "Keep-alives answered (RFC 5626 §4.4), by kind", labels=["kind"]
+        )
+        for kind, count in sorted(self._read().items()):
+            family.add_metric([kind], count)
+        yield family

@@ -56,6 +56,7 @@ class TransportStats:
     send_errors: int = 0  # OS errors on send (also counted in dropped)
     sink_errors: int = 0  # exceptions raised by the sink (a bug above us; logged)
     pings: int = 0  # RFC 5626 CRLFCRLF keep-alives answered
+    stun_requests: int = 0  # RFC 5626 §4.4.2 STUN Binding Requests answered (UDP)
     connections_opened: int = 0
     connections_closed: int = 0
     connections_open: int = 0
