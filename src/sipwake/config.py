@@ -242,9 +242,17 @@ class SipConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     max_line_length: int = 8192
     idle_timeout: float = 600.0  # close TCP/TLS/WS connections idle this long
     user_agent: str = "sipwake"  # Server header (§20.35); "" sends none
+    max_connections: int = 10000  # TCP/TLS/WS connections accepted at once, in total ...
+    max_connections_per_ip: int = 500  # ... and from one address
+    message_timeout: float = 10.0  # to complete a message once begun (tcp_msg_read_timeout)
+    tls_handshake_timeout: float = 10.0  # to complete a TLS handshake (TLS and WSS)
 
     def __post_init__(self) -> None:
-        for name in ("t1", "t2", "t4", "timer_c", "idle_timeout"):
+        for name in ("max_connections", "max_connections_per_ip"):
+            if getattr(self, name) < 1:
+                raise _Invalid(name, f"must be at least 1, got {getattr(self, name)}")
+        seconds = ("t1", "t2", "t4", "timer_c", "idle_timeout", "message_timeout")
+        for name in (*seconds, "tls_handshake_timeout"):
             value = getattr(self, name)
             if not value > 0 or value == float("inf"):
                 raise _Invalid(name, f"must be a positive number of seconds, got {value}")

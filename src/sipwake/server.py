@@ -114,6 +114,10 @@ class Server:
             idle_timeout=sip.idle_timeout,
             tls_server=server_ctx,
             tls_client=client_ctx,
+            max_connections=sip.max_connections,
+            max_connections_per_ip=sip.max_connections_per_ip,
+            message_timeout=sip.message_timeout,
+            tls_handshake_timeout=sip.tls_handshake_timeout,
         )
         self.engine.sender = self.transport
         self.bound: list[Bound] = []

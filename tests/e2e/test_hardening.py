@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -183,3 +185,52 @@ require_auth_for_push = {"true" if require_auth else "false"}
     refused = [a for a in answers if "Push budget exceeded" in a[1]]
     assert len(refused) == 20 - sent, answers
     assert all(status == 480 for status, _ in answers), answers
+
+
+def test_slowloris_cannot_starve_new_clients(tmp_path: Path) -> None:
+    text = auth_config(tmp_path, extra="[sip]\nmax_connections_per_ip = 10\nmessage_timeout = 1.0")
+    with serve(text, tmp_path) as server:
+        addr = server.addr("tcp")
+        held = []
+        for _ in range(30):
+            s = socket.socket()
+            s.bind(("127.0.0.40", 0))
+            s.settimeout(5.0)
+            s.connect(addr)
+            s.sendall(b"O")  # the first byte of a message that never ends
+            held.append(s)
+        # A client from another address is served at once.
+        with socket.create_connection(addr, source_address=("127.0.0.41", 0), timeout=5) as c:
+            c.sendall(options_request(c.getsockname()))
+            assert c.recv(4096).startswith(b"SIP/2.0 200 ")
+        # Every trickling connection is gone within the message deadline (+ reaper tick).
+        deadline = time.monotonic() + 5.0
+        for s in held:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                while s.recv(1024):
+                    pass
+            except ConnectionResetError:
+                pass
+            s.close()
+        assert time.monotonic() < deadline
+        assert server.alive()
+        assert "max_connections_per_ip" in server_text(server)
+        assert "sip.message_timeout" in server_text(server)
+
+
+def server_text(server: RunningServer) -> str:
+    return "".join(server.output)
+
+
+def options_request(local: tuple[str, int]) -> bytes:
+    return (
+        f"OPTIONS sip:{DOMAIN} SIP/2.0\r\n"
+        f"Via: SIP/2.0/TCP {local[0]}:{local[1]};branch=z9hG4bKopt1\r\n"
+        "Max-Forwards: 70\r\n"
+        f"From: <sip:probe@{DOMAIN}>;tag=1\r\n"
+        f"To: <sip:{DOMAIN}>\r\n"
+        "Call-ID: opt-1@probe\r\n"
+        "CSeq: 1 OPTIONS\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()

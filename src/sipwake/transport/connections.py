@@ -45,6 +45,13 @@ class Connection(Protocol):
 
     def is_closing(self) -> bool: ...
 
+    @property
+    def incomplete_since(self) -> float | None:
+        """When the message now being received began (or the connection was accepted, until
+        its first message); None when nothing is pending. ``sip.message_timeout`` runs
+        from here."""
+        ...
+
 
 def normalise_host(host: str) -> str:
     """Canonical text for an address so "[::1]", "::1" and "0::1" are one key."""
@@ -133,6 +140,27 @@ class FlowTable:
         return iter(list(self._by_id.values()))
 
 
+class LogEvery:
+    """At most one log line per ``interval`` seconds for a recurring condition (a limit
+    biting under attack would otherwise flood the log); says how many were suppressed."""
+
+    __slots__ = ("_last", "_suppressed", "interval")
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last = float("-inf")
+        self._suppressed = 0
+
+    def __call__(self, now: float, msg: str, *args: object) -> None:
+        if now - self._last < self.interval:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
+        log.warning(msg + more, *args)
+        self._last = now
+        self._suppressed = 0
+
+
 @dataclass(slots=True)
 class TransportContext:
     """Shared by every socket and connection of one TransportManager."""
@@ -144,6 +172,28 @@ class TransportContext:
     table: FlowTable = field(default_factory=FlowTable)
     # Told of every connection that closes (the registrar forgets flows through it).
     on_close: list[Callable[[Flow], None]] = field(default_factory=list)
+    # Accepted connections at once, in total and per remote address (0: no limit). File
+    # descriptors are finite: without a bound, one client holding connections open
+    # locks every other TCP/TLS/WS client out.
+    max_connections: int = 0
+    max_per_ip: int = 0
+    per_ip: dict[str, int] = field(default_factory=dict)
+    refusal_log: LogEvery = field(default_factory=LogEvery)
+
+    def admit(self, transport: str, ip: str) -> bool:
+        """May a connection just accepted from ``ip`` stay? Counts and logs a refusal."""
+        why = ""
+        if self.max_connections and self.stats.connections_open >= self.max_connections:
+            why = f"sip.max_connections ({self.max_connections})"
+        elif self.max_per_ip and self.per_ip.get(ip, 0) >= self.max_per_ip:
+            why = f"sip.max_connections_per_ip ({self.max_per_ip})"
+        if not why:
+            return True
+        self.stats.connections_refused += 1
+        self.refusal_log(
+            self.clock(), "refusing %s connections from %s: %s reached", transport, ip, why
+        )
+        return False
 
     def deliver(self, data: bytes, flow: Flow) -> None:
         """Hand one message to the engine; its bugs must not tear down our read loop."""
@@ -158,11 +208,17 @@ class TransportContext:
         self.table.add(conn)
         self.stats.connections_opened += 1
         self.stats.connections_open += 1
+        ip = conn.flow.remote[0]
+        self.per_ip[ip] = self.per_ip.get(ip, 0) + 1
 
     def closed(self, conn: Connection) -> None:
         if self.table.remove(conn):
             self.stats.connections_closed += 1
             self.stats.connections_open -= 1
+            ip = conn.flow.remote[0]
+            left = self.per_ip.pop(ip, 1) - 1
+            if left > 0:
+                self.per_ip[ip] = left
             for hook in self.on_close:
                 try:
                     hook(conn.flow)

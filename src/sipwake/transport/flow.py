@@ -61,6 +61,8 @@ class TransportStats:
     connections_closed: int = 0
     connections_open: int = 0
     idle_closed: int = 0
+    connections_refused: int = 0  # over sip.max_connections or max_connections_per_ip
+    message_timeouts: int = 0  # closed for not completing a message in sip.message_timeout
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

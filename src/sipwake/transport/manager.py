@@ -22,6 +22,7 @@ from sipwake.sip.codec import Limits
 from sipwake.transport.connections import (
     Connection,
     Key,
+    LogEvery,
     TransportContext,
     flow_key,
     normalise_host,
@@ -64,10 +65,24 @@ class TransportManager:
         tls_server: ssl.SSLContext | None = None,
         tls_client: ssl.SSLContext | None = None,
         connect_timeout: float = 10.0,
+        max_connections: int = 0,
+        max_connections_per_ip: int = 0,
+        message_timeout: float = 0.0,
+        tls_handshake_timeout: float = 10.0,
     ) -> None:
-        self._ctx = TransportContext(sink=sink, limits=limits, clock=time.monotonic)
+        """``max_connections*`` and ``message_timeout``: 0 means no limit."""
+        self._ctx = TransportContext(
+            sink=sink,
+            limits=limits,
+            clock=time.monotonic,
+            max_connections=max_connections,
+            max_per_ip=max_connections_per_ip,
+        )
         self.stats: TransportStats = self._ctx.stats
         self.idle_timeout = idle_timeout
+        self.message_timeout = message_timeout
+        self.tls_handshake_timeout = tls_handshake_timeout
+        self._timeout_log = LogEvery()
         self.connect_timeout = connect_timeout
         self._tls_server = tls_server
         self._tls_client = tls_client
@@ -100,13 +115,26 @@ class TransportManager:
         elif transport in STREAM_TRANSPORTS:
             tls = self._require(self._tls_server, transport) if transport == "TLS" else None
             server = await loop.create_server(
-                lambda: StreamConnection(ctx, transport), host, port, ssl=tls, reuse_port=reuse_port
+                lambda: StreamConnection(ctx, transport),
+                host,
+                port,
+                ssl=tls,
+                reuse_port=reuse_port,
+                ssl_handshake_timeout=self.tls_handshake_timeout if tls is not None else None,
             )
             self._servers.append(server)
             addr = _sockname(server.sockets[0])
         else:
             tls = self._require(self._tls_server, transport) if transport == "WSS" else None
-            ws_server = await serve_ws(ctx, transport, host, port, tls, reuse_port=reuse_port)
+            ws_server = await serve_ws(
+                ctx,
+                transport,
+                host,
+                port,
+                tls,
+                reuse_port=reuse_port,
+                handshake_timeout=self.tls_handshake_timeout,
+            )
             self._servers.append(ws_server)
             addr = _sockname(next(iter(ws_server.sockets)))
         self._listeners.setdefault(transport, []).append(addr)
@@ -268,21 +296,39 @@ class TransportManager:
     async def _reap(self) -> None:
         # Idle connections hold a file descriptor and buffers each; a device that still
         # wants its flow sends keep-alives well within the timeout (RFC 5626 §4.4.1).
-        interval = max(min(self.idle_timeout / 4, 10.0), 0.01)
+        interval = min(self.idle_timeout, self.message_timeout or self.idle_timeout) / 4
+        interval = max(min(interval, 10.0), 0.01)
         while True:
             await asyncio.sleep(interval)
             self.reap_idle(time.monotonic())
 
     def reap_idle(self, now: float) -> int:
-        """Close connections silent for longer than idle_timeout; returns how many."""
+        """Close connections silent for longer than idle_timeout, or that took longer than
+        message_timeout over a message (or, accepted, over their first); returns how many."""
         deadline = now - self.idle_timeout
+        slow = now - self.message_timeout if self.message_timeout else float("-inf")
         reaped = 0
         for conn in self._ctx.table:
-            if conn.last_activity < deadline and not conn.is_closing():
+            if conn.is_closing():
+                continue
+            began = conn.incomplete_since
+            if began is not None and began < slow:
+                self.stats.message_timeouts += 1
+                self._timeout_log(
+                    now,
+                    "closing %s connection from %s: no whole message within "
+                    "sip.message_timeout (%.1f s)",
+                    conn.flow.transport,
+                    conn.flow.remote[0],
+                    self.message_timeout,
+                )
+                conn.abort()
+                reaped += 1
+            elif conn.last_activity < deadline:
                 log.debug("closing idle %s connection to %s", conn.flow.transport, conn.flow.remote)
                 conn.close()
                 reaped += 1
-        self.stats.idle_closed += reaped
+                self.stats.idle_closed += 1
         return reaped
 
     async def close(self) -> None:

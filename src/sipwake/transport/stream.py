@@ -23,9 +23,12 @@ log = logging.getLogger("sipwake.transport.stream")
 class StreamConnection(asyncio.Protocol):
     """One TCP or TLS connection, accepted or dialled."""
 
-    def __init__(self, ctx: TransportContext, transport_name: str) -> None:
+    def __init__(
+        self, ctx: TransportContext, transport_name: str, *, accepted: bool = True
+    ) -> None:
         self._ctx = ctx
         self._name = transport_name
+        self._accepted = accepted
         self._framer = StreamFramer(ctx.limits)
         self._transport: asyncio.Transport | None = None
         self._flow: Flow | None = None
@@ -38,6 +41,10 @@ class StreamConnection(asyncio.Protocol):
         # bound. (The high-water mark, lower, pauses our reading first.)
         self._hard_limit = 16 * ctx.limits.max_message_size
         self.last_activity = ctx.clock()
+        # sip.message_timeout runs from here: the first byte of a message not yet whole,
+        # or, on a connection we accepted, the accept until its first message. A byte a
+        # second resets the idle timer but not this one (slowloris).
+        self.incomplete_since: float | None = None
 
     @property
     def flow(self) -> Flow:
@@ -56,9 +63,15 @@ class StreamConnection(asyncio.Protocol):
             t.abort()
             return
         ctx = self._ctx
+        if self._accepted and not ctx.admit(self._name, peer[0]):
+            self._closing = True
+            t.abort()
+            return
         self._flow = Flow(self._name, (local[0], local[1]), (peer[0], peer[1]), ctx.table.new_id())
         t.set_write_buffer_limits(high=4 * ctx.limits.max_message_size)
         self.last_activity = ctx.clock()
+        if self._accepted:
+            self.incomplete_since = self.last_activity
         ctx.opened(self)
 
     def data_received(self, data: bytes) -> None:
@@ -73,6 +86,11 @@ class StreamConnection(asyncio.Protocol):
         except ParseError as exc:
             self._framing_error(exc)
             return
+        if self._framer.buffered:
+            if items or self.incomplete_since is None:
+                self.incomplete_since = self.last_activity  # a new message began
+        elif items:
+            self.incomplete_since = None
         if not items:
             return
         flow = self.flow
@@ -187,7 +205,7 @@ async def open_stream(
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
         _, proto = await loop.create_connection(
-            lambda: StreamConnection(ctx, transport_name),
+            lambda: StreamConnection(ctx, transport_name, accepted=False),
             host,
             port,
             ssl=ssl_context,

@@ -11,10 +11,12 @@ import contextlib
 import logging
 import ssl
 from collections import deque
+from http import HTTPStatus
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from sipwake.sip.codec import PONG
@@ -60,6 +62,12 @@ class WsConnection:
     @property
     def flow(self) -> Flow:
         return self._flow
+
+    @property
+    def incomplete_since(self) -> float | None:
+        # websockets assembles frames itself; a trickled frame never reaches us, and
+        # last_activity moves only per whole message, so idle_timeout bounds it.
+        return None
 
     def is_closing(self) -> bool:
         return self._closing
@@ -151,14 +159,25 @@ async def serve_ws(
     ssl_context: ssl.SSLContext | None,
     *,
     reuse_port: bool = False,
+    handshake_timeout: float = 10.0,
 ) -> Server:
     async def handler(ws: ServerConnection) -> None:
         await WsConnection(ws, transport_name, ctx).run()
+
+    def admit(ws: ServerConnection, request: Request) -> Response | None:
+        # Refused during the HTTP upgrade, before any SIP state exists (RFC 6455 §4.2.2
+        # lets the server answer with any HTTP status).
+        if ctx.admit(transport_name, _addr(ws.remote_address)[0]):
+            return None
+        return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "Too many connections\n")
 
     return await serve(
         handler,
         host,
         port,
+        process_request=admit,
+        open_timeout=handshake_timeout,  # the TLS handshake and the HTTP upgrade
+        ssl_handshake_timeout=handshake_timeout if ssl_context is not None else None,
         # With a server subprotocol list, websockets refuses (HTTP 400) a handshake that
         # does not offer "sip", as RFC 7118 §4.1 requires.
         subprotocols=[SUBPROTOCOL],
