@@ -17,6 +17,7 @@ import click
 import msgspec
 
 from sipwake import __version__
+from sipwake.cli_admin import bindings, calls, push
 from sipwake.config import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -391,8 +392,9 @@ def phone(ctx: click.Context) -> None:
     raise SystemExit(phone_main(ctx.args))
 
 
-# Later subcommands slot in here:
-#   bindings                 list/remove registrations in the store
+main.add_command(bindings)
+main.add_command(calls)
+main.add_command(push)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ and the application together. Nothing else constructs these."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gc
 import logging
 import os
@@ -17,6 +16,7 @@ from typing import Any
 
 from sipwake.api.metrics import Metrics
 from sipwake.api.server import ApiServer
+from sipwake.app.admin import AdminService
 from sipwake.app.auth import Authenticator
 from sipwake.app.cluster import ClusterNode
 from sipwake.app.engine import Engine
@@ -347,6 +347,7 @@ class _Services:
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self._ops: AdminService | None = None
 
     def decline(self, call_id: str, token: str, reason: str) -> DeclineResult:
         wake = self.server.wake
@@ -354,10 +355,35 @@ class _Services:
             return DeclineResult(404, "push is not configured")
         return wake.decline(call_id, token, reason)
 
-    async def bindings(self, aor: str) -> list[dict[str, Any]]:
-        assert self.server.stores is not None
-        found = await self.server.stores.bindings.lookup(aor, time.time())
-        return [dataclasses.asdict(b) for b in found]
+    @property
+    def ops(self) -> AdminService:
+        if self._ops is None:
+            server = self.server
+            assert server.stores is not None
+            self._ops = AdminService(
+                store=server.stores.bindings,
+                dispatcher=lambda: server.dispatcher,
+                domain=server.config.server.domains[0],
+            )
+        return self._ops
+
+    async def bindings(self, aor: str) -> dict[str, Any]:
+        return await self.ops.bindings(aor)
+
+    async def all_bindings(self, offset: int, limit: int) -> dict[str, Any]:
+        return await self.ops.bindings("", offset, limit)
+
+    async def remove_bindings(self, aor: str, instance: str) -> dict[str, Any]:
+        return await self.ops.remove_bindings(aor, instance)
+
+    async def push_test(self, aor: str) -> dict[str, Any]:
+        return await self.ops.push_test(aor)
+
+    def recent_calls(self) -> list[dict[str, Any]]:
+        return []
+
+    def call(self, call_id: str) -> dict[str, Any] | None:
+        return None
 
     async def messages(self, aor: str | None) -> dict[str, object]:
         assert self.server.stores is not None

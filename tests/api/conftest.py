@@ -43,11 +43,31 @@ class FakeDecline:
 class FakeAdmin:
     """One plain and one async method: the route accepts both shapes."""
 
-    def bindings(self, aor: str) -> list[dict[str, Any]]:
-        return [{"aor": aor, "contact": "sip:bob@192.0.2.4:5060", "expires": 3600}]
+    def __init__(self) -> None:
+        self.removed: list[tuple[str, str]] = []
+
+    def bindings(self, aor: str) -> dict[str, Any]:
+        rows = [{"aor": aor, "contact": "sip:bob@192.0.2.4:5060", "expires": 3600}]
+        return {"aor": aor, "bindings": rows}
+
+    async def all_bindings(self, offset: int, limit: int) -> dict[str, Any]:
+        return {"bindings": [], "aors": 0, "next": None, "asked": [offset, limit]}
+
+    async def remove_bindings(self, aor: str, instance: str) -> dict[str, Any]:
+        self.removed.append((aor, instance))
+        return {"aor": aor, "removed": ["sip:bob@192.0.2.4:5060"]}
+
+    async def push_test(self, aor: str) -> dict[str, Any]:
+        return {"aor": aor, "results": []}
 
     async def held_calls(self) -> list[dict[str, Any]]:
         return [{"call_id": "c1", "aor": "sip:bob@example.com"}]
+
+    def recent_calls(self) -> list[dict[str, Any]]:
+        return [{"call_id": "c0", "status": 200}]
+
+    def call(self, call_id: str) -> dict[str, Any] | None:
+        return {"call_id": call_id, "events": []} if call_id == "c0" else None
 
     async def messages(self, aor: str | None) -> dict[str, Any]:
         if aor is None:

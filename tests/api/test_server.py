@@ -75,13 +75,25 @@ async def test_admin_with_the_right_bearer(api: Api) -> None:
     auth = [("authorization", f"bearer {ADMIN_TOKEN}")]  # scheme is case-insensitive
     reply = await api.request("GET", "/admin/calls", headers=auth)
     assert reply.status == 200
-    assert json.loads(reply.body) == {"calls": [{"call_id": "c1", "aor": "sip:bob@example.com"}]}
+    assert json.loads(reply.body) == {
+        "calls": [{"call_id": "c1", "aor": "sip:bob@example.com"}],
+        "recent": [{"call_id": "c0", "status": 200}],
+    }
     reply = await api.request("GET", "/admin/bindings?aor=sip%3Abob%40example.com", headers=auth)
     assert reply.status == 200
     body = json.loads(reply.body)
     assert body["aor"] == "sip:bob@example.com"
     assert body["bindings"][0]["aor"] == "sip:bob@example.com"
-    assert (await api.request("GET", "/admin/bindings", headers=auth)).status == 400
+    reply = await api.request("GET", "/admin/bindings?offset=5&limit=7", headers=auth)
+    assert json.loads(reply.body)["asked"] == [5, 7]
+    assert (await api.request("GET", "/admin/bindings?limit=x", headers=auth)).status == 400
+    assert (await api.request("GET", "/admin/bindings?aor=a&aor=b", headers=auth)).status == 400
+    reply = await api.request("DELETE", "/admin/bindings?aor=bob&instance=urn:x", headers=auth)
+    assert json.loads(reply.body)["removed"] == ["sip:bob@192.0.2.4:5060"]
+    assert (await api.request("DELETE", "/admin/bindings", headers=auth)).status == 400
+    assert (await api.request("GET", "/admin/push-test?aor=bob", headers=auth)).status == 405
+    assert (await api.request("GET", "/admin/calls/c0", headers=auth)).status == 200
+    assert (await api.request("GET", "/admin/calls/nope", headers=auth)).status == 404
     assert (await api.request("POST", "/admin/calls", headers=auth)).status == 405
     reply = await api.request("GET", "/admin/messages", headers=auth)
     assert json.loads(reply.body) == {"users": {"sip:bob@example.com": 1}}
@@ -154,3 +166,21 @@ async def test_streamed_body_over_the_cap_is_413_without_content_length() -> Non
     await app(scope, receive, send)
     assert sent[0]["status"] == 413
     assert len(chunks) == 1  # stopped reading at the second chunk
+
+
+async def test_openapi_describes_every_admin_route(api: Api) -> None:
+    """Each documented path and method answers something other than 404/405, and the
+    document itself needs no token (it holds no secret)."""
+    reply = await api.request("GET", "/admin/openapi.json")
+    assert reply.status == 200
+    spec = json.loads(reply.body)
+    assert spec["openapi"].startswith("3.1")
+    auth = [("authorization", f"Bearer {ADMIN_TOKEN}")]
+    seen = set()
+    for path, methods in spec["paths"].items():
+        for method in methods:
+            url = path.replace("{call_id}", "c0") + ("?aor=bob" if "aor" in str(methods) else "")
+            reply = await api.request(method.upper(), url, headers=auth)
+            assert reply.status == 200, (method, path, reply.status)
+            seen.add(path)
+    assert {"/admin/bindings", "/admin/push-test", "/admin/calls", "/admin/calls/{call_id}"} <= seen

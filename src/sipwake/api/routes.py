@@ -27,8 +27,10 @@ from urllib.parse import parse_qs, quote, unquote
 
 import msgspec
 
+from sipwake.api.admin import AdminService, admin_route
 from sipwake.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from sipwake.api.metrics import Metrics
+from sipwake.api.openapi import OPENAPI
 from sipwake.policy.decline import BAD_TOKEN, EXPIRED, REPLAYED, WRONG_CALL, DeclineResult
 
 log = logging.getLogger(__name__)
@@ -55,19 +57,6 @@ class DeclineService(Protocol):
     def decline(
         self, call_id: str, token: str, reason: str
     ) -> DeclineResult | Awaitable[DeclineResult]: ...
-
-
-class AdminService(Protocol):
-    """Read-only views for operators (plain or ``async def``); values JSON-serialisable."""
-
-    def bindings(self, aor: str) -> Rows | Awaitable[Rows]: ...
-
-    def held_calls(self) -> Rows | Awaitable[Rows]: ...
-
-    def messages(self, aor: str | None) -> Any | Awaitable[Any]:
-        """SIP MESSAGEs stored for sleeping devices: ``{"aor", "messages": rows}`` for
-        one AoR, ``{"users": {aor: count}}`` for every AoR with some (issue 13)."""
-        ...
 
 
 async def _resolve(value: _T | Awaitable[_T]) -> _T:
@@ -146,7 +135,7 @@ class ApiApp:
             if method != "GET":
                 return _error(405, "method not allowed", [("allow", "GET")])
             return 200, self.metrics.render(), METRICS_CONTENT_TYPE, []
-        if path in ("/admin/bindings", "/admin/calls", "/admin/messages"):
+        if path.startswith("/admin/"):
             return await self._admin(method, path, query, scope["headers"])
         return _error(404, "not found")
 
@@ -212,21 +201,12 @@ class ApiApp:
     ) -> Reply:
         if self.admin is None or not self._admin_token:
             return _error(404, "not found")  # disabled: do not even reveal the route
+        if path == "/admin/openapi.json" and method == "GET":
+            return 200, OPENAPI, "application/json", []  # documentation: no secret in it
         if not self._authorised(headers):
             self.metrics.auth_failure()
             return _error(401, "unauthorised", [("www-authenticate", 'Bearer realm="admin"')])
-        if method != "GET":
-            return _error(405, "method not allowed", [("allow", "GET")])
-        async with asyncio.timeout(SERVICE_TIMEOUT):
-            if path == "/admin/calls":
-                return _json(200, {"calls": await _resolve(self.admin.held_calls())})
-            aors = query.get("aor", [])
-            if path == "/admin/messages" and len(aors) <= 1:
-                return _json(200, await _resolve(self.admin.messages(aors[0] if aors else None)))
-            if len(aors) != 1 or not aors[0]:
-                return _error(400, "give exactly one aor=")
-            rows = await _resolve(self.admin.bindings(aors[0]))
-            return _json(200, {"aor": aors[0], "bindings": rows})
+        return await admin_route(self.admin, method, path, query)
 
     def _authorised(self, headers: list[tuple[bytes, bytes]]) -> bool:
         for name, value in headers:

@@ -17,8 +17,9 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 
+from sipwake.api.admin import AdminService
 from sipwake.api.metrics import Metrics
-from sipwake.api.routes import AdminService, ApiApp, DeclineService
+from sipwake.api.routes import ApiApp, DeclineService
 
 
 class ApiServer:
