@@ -419,3 +419,22 @@ def test_messages_list_reads_the_configured_store(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "m-1" in result.output and "from sip:alice@x" in result.output
     assert "11 bytes  pending for dev-a,dev-b" in result.output
+
+
+def test_vapid_keygen_writes_a_private_key_and_prints_the_public_one(tmp_path: Path) -> None:
+    # Issue 10 item 8: the operator makes the key pair the web developer asks for.
+    from sipwake.push.webpush import b64url_decode, load_vapid_key
+
+    key_file = tmp_path / "vapid.pem"
+    result = invoke("vapid-keygen", str(key_file))
+    assert result.exit_code == 0, result.output
+    public = result.output.strip()
+    assert public == load_vapid_key(key_file).public_key_b64
+    point = b64url_decode(public)
+    assert len(point) == 65 and point[0] == 4  # uncompressed P-256 point (RFC 8292 §3.2)
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    again = invoke("vapid-keygen", str(key_file))
+    assert again.exit_code != 0 and "exists" in again.output
+    assert load_vapid_key(key_file).public_key_b64 == public  # not overwritten
+    forced = invoke("vapid-keygen", str(key_file), "--force")
+    assert forced.exit_code == 0 and forced.output.strip() != public

@@ -226,6 +226,40 @@ def init_config(file: str, force: bool) -> None:
     click.echo(f"{file}: written; edit it, then: sipwake check-config {file}")
 
 
+@main.command("vapid-keygen")
+@click.argument("file", metavar="FILE", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+def vapid_keygen(file: str, force: bool) -> None:
+    """Make a VAPID key pair (RFC 8292, P-256): the private key goes to FILE (PEM, 0600,
+    for [[push.webpush]] vapid_private_key_file); the public key is printed (base64url),
+    the applicationServerKey web apps subscribe with and REGISTER 200s carry as
+    +sip.vapid (RFC 8599 §12)."""
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from sipwake.push.webpush import load_vapid_key
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (0 if force else os.O_EXCL)
+    try:
+        fd = os.open(file, flags, 0o600)
+    except FileExistsError:
+        _fail(f"{file}: exists; use --force to overwrite it")
+    except OSError as exc:
+        _fail(f"{file}: cannot write: {exc.strerror or exc}")
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    # Read back the way the server will, so what is printed is what REGISTERs will carry.
+    click.echo(load_vapid_key(file).public_key_b64)
+
+
 @main.command()
 @click.option("--json", "json_output", is_flag=True, help="Print the result as JSON.")
 @click.option(

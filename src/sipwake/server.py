@@ -236,6 +236,7 @@ class Server:
             max_bindings_per_aor=reg.max_bindings_per_aor,
             push_parser=parse_push_target,
             supported_providers=providers,
+            vapid_public_key=self.dispatcher.vapid_public_key,
         )
         registrar = Registrar(
             stores.bindings,

@@ -692,3 +692,22 @@ def test_property_no_duplicate_devices_no_expired_never_over_cap(
             assert new == live
             assert outcome.added == outcome.removed == ()
         state = new
+
+
+def test_webpush_feature_caps_carry_our_vapid_key() -> None:
+    # RFC 8599 §5.6.1.1, §12 (issue 10 item 8): the browser app learns the key to subscribe
+    # with; other providers never get it, and without a key nothing is invented.
+    key = "BC3u" + "A" * 83
+    policy = RegistrarPolicy(
+        push_parser=fake_push_parser,
+        supported_providers=frozenset({"apns", "webpush"}),
+        vapid_public_key=key,
+    )
+    _, outcome = decide([], register("<sip:a@h;pn-provider=webpush;pn-prid=p1>"), policy)
+    assert ("Feature-Caps", f'*;+sip.pns="webpush";+sip.vapid="{key}"') in outcome.headers
+    _, outcome = decide([], register("<sip:a@h;pn-provider>"), policy)  # query: every type
+    assert ("Feature-Caps", '*;+sip.pns="apns"') in outcome.headers
+    assert ("Feature-Caps", f'*;+sip.pns="webpush";+sip.vapid="{key}"') in outcome.headers
+    no_key = dataclasses.replace(policy, vapid_public_key="")
+    _, outcome = decide([], register("<sip:a@h;pn-provider=webpush;pn-prid=p1>"), no_key)
+    assert ("Feature-Caps", '*;+sip.pns="webpush"') in outcome.headers

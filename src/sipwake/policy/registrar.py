@@ -69,6 +69,9 @@ class RegistrarPolicy:
     push_parser: PushParser | None = None  # None: no push parsing, no Feature-Caps, no 555
     supported_providers: frozenset[str] = frozenset()  # empty: push not configured -> 555
     one_flow_per_instance: bool = True  # False: RFC 5626 multiple flows (reg-ids) coexist
+    # Our VAPID public key (base64url P-256 point): webpush Feature-Caps carry it as
+    # +sip.vapid (RFC 8599 §5.6.1.1, §12); "" when no [[push.webpush]] is configured.
+    vapid_public_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -370,7 +373,15 @@ def _push_checks(policy: RegistrarPolicy, candidates: list[_Candidate]) -> list[
             for provider in asked:
                 check_provider_supported(provider, supported)
             providers.extend(asked)
-    return [("Feature-Caps", f'*;+sip.pns="{p}"') for p in dict.fromkeys(providers)]
+    return [("Feature-Caps", _feature_caps(policy, p)) for p in dict.fromkeys(providers)]
+
+
+def _feature_caps(policy: RegistrarPolicy, provider: str) -> str:
+    value = f'*;+sip.pns="{provider}"'
+    if provider == "webpush" and policy.vapid_public_key:
+        # §12: the browser app may restrict its subscription to the key we sign with.
+        value += f';+sip.vapid="{policy.vapid_public_key}"'
+    return value
 
 
 def _merge(

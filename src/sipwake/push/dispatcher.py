@@ -36,14 +36,18 @@ class Route:
 
 
 class PushDispatcher:
-    def __init__(self, routes: list[Route]) -> None:
+    def __init__(self, routes: list[Route], vapid_public_key: str = "") -> None:
         self.routes = routes
+        # The first [[push.webpush]] entry's VAPID public key (base64url P-256 point), for
+        # the +sip.vapid Feature-Caps of a REGISTER 200 (RFC 8599 §5.6.1.1, §12); "" if none.
+        self.vapid_public_key = vapid_public_key
 
     @classmethod
     def from_config(cls, cfg: PushConfig) -> PushDispatcher:
         """Build every configured provider; key files are read now, so a missing or bad
         one stops start-up (ValueError naming the entry) rather than the first call."""
         raw: list[tuple[str, str, str, PushProvider]] = []
+        vapid = ""
         for i, a in enumerate(cfg.apns):
             try:
                 provider: PushProvider = ApnsProvider(
@@ -83,6 +87,7 @@ class PushDispatcher:
                 )
             except (ValueError, OSError) as exc:
                 raise ValueError(f"push.webpush[{i}] ({w.name}): {exc}") from None
+            vapid = vapid or provider.vapid.public_key_b64
             raw.append(("webpush", "", "", provider))
         for h in cfg.webhook:
             provider = WebhookProvider(
@@ -98,7 +103,7 @@ class PushDispatcher:
             )
             for family, app, project, p in raw
         ]
-        return cls(routes)
+        return cls(routes, vapid)
 
     def supported(self) -> frozenset[str]:
         """pn-provider values we can serve (the registrar answers 555 for others)."""
