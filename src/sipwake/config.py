@@ -44,6 +44,7 @@ __all__ = [
     "AuthConfig",
     "Config",
     "ConfigError",
+    "EdgeConfig",
     "FcmConfig",
     "ListenConfig",
     "MessageConfig",
@@ -73,6 +74,11 @@ STORAGE_SCHEMES: Final = ("memory", "sqlite", "redis", "rediss", "redis+sentinel
 # Transports that run over TLS and so need our certificate (RFC 3261 §26.2, RFC 7118 §5).
 SECURE_TRANSPORTS: Final = frozenset({"tls", "wss"})
 
+# sip:host[:port][;transport=x]: what [edge] upstream accepts (RFC 3261 §19.1.1, no user).
+_UPSTREAM_RE: Final = re.compile(
+    r"sips?:(?P<hostport>\[[0-9a-fA-F:.]+\](?::\d+)?|[^;:@\[\]]+(?::\d+)?)"
+    r"(?:;transport=(?P<transport>[A-Za-z]+))?(?:;lr)?"
+)
 _HOSTNAME_RE: Final = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
@@ -462,6 +468,45 @@ class MessageConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
             raise _Invalid("max_per_user", f"must be at least 1, got {self.max_per_user}")
 
 
+class EdgeConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """[edge]: sipwake in front of a registrar/SBC that stays as it is (docs/edge-mode.md).
+    Present with an ``upstream``: REGISTERs are relayed there, calls come from there."""
+
+    upstream: str = ""  # SIP URI of the unchanged registrar/SBC, e.g. sip:sbc.example.com
+    upstream_expires: int = 3600  # lifetime we register upstream, whatever the app asked
+    refresh_before: int = 300  # push the app this long before the upstream lifetime ends
+    use_path: bool = False  # keep the app's Contact and add Path (RFC 3327) instead of ctid
+    credentials: Literal["none", "store"] = "none"  # "store": refresh upstream ourselves
+
+    def __post_init__(self) -> None:
+        if not self.upstream:
+            raise _Invalid("upstream", "is required in [edge] (the registrar's SIP URI)")
+        m = _UPSTREAM_RE.fullmatch(self.upstream)
+        if m is None:
+            raise _Invalid(
+                "upstream", f"{self.upstream!r} is not a sip: URI (sip:host[:port][;transport=])"
+            )
+        try:
+            parse_hostport(m["hostport"])
+        except ValueError as exc:
+            raise _Invalid("upstream", str(exc)) from None
+        transport = (m["transport"] or "udp").lower()
+        if transport not in ("udp", "tcp", "tls"):
+            raise _Invalid("upstream", f"transport {transport!r} must be udp, tcp or tls")
+        if self.upstream_expires < 2:
+            raise _Invalid(
+                "upstream_expires", f"must be at least 2 seconds, got {self.upstream_expires}"
+            )
+        if not 0 < self.refresh_before < self.upstream_expires:
+            raise _Invalid(
+                "refresh_before",
+                f"must be between 1 and upstream_expires - 1 ({self.upstream_expires - 1}), "
+                f"got {self.refresh_before}",
+            )
+        if self.credentials == "store":
+            raise _Invalid("credentials", '"store" is not implemented yet (docs/edge-mode.md)')
+
+
 class ApiConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """[api]: the HTTP API (decline links in pushes, /healthz, /metrics, admin)."""
 
@@ -491,6 +536,7 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     push: PushConfig = field(default_factory=PushConfig)
     message: MessageConfig = field(default_factory=MessageConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    edge: EdgeConfig | None = None  # absent: registrar mode
 
     def __post_init__(self) -> None:
         if not self.listen:

@@ -19,6 +19,7 @@ from sipwake.api.server import ApiServer
 from sipwake.app.admin import AdminService
 from sipwake.app.auth import Authenticator
 from sipwake.app.cluster import ClusterNode
+from sipwake.app.edge import EdgeService
 from sipwake.app.engine import Engine
 from sipwake.app.proxy import Proxy, ref_flow
 from sipwake.app.register import Registrar
@@ -126,6 +127,7 @@ class Server:
         self.stores: Stores | None = None
         self.app: SipApp | None = None
         self.wake: WakeService | None = None
+        self.edge: EdgeService | None = None
         self.dispatcher: PushDispatcher | None = None
         self.decline_base = config.api.public_url
         self.metrics = Metrics()
@@ -277,6 +279,31 @@ class Server:
             cluster.on_registered = wake.on_registered
             cluster.on_decline = partial(wake.decline, forwarded=True)
         self.wake = wake
+        edge: EdgeService | None = None
+        if cfg.edge is not None:
+            edge = EdgeService(
+                cfg=cfg.edge,
+                engine=self.engine,
+                proxy=proxy,
+                store=stores.bindings,
+                policy=policy,
+                me=me,
+                domains=self.domains,
+                secret=self.secret,
+                node_id=self.node_id,
+                hooks=registrar.hooks,
+                dispatcher=self.dispatcher if cfg.push.configured else None,
+                sip_address=_preferred_address(public),
+            )
+            try:
+                await edge.start()
+            except (OSError, ValueError) as exc:
+                raise SetupError(
+                    "edge.upstream", f"cannot reach {cfg.edge.upstream}: {exc}"
+                ) from None
+            if wake is not None:
+                wake.on_binding_removed.append(edge.binding_removed)
+        self.edge = edge
         metrics = self.metrics
         for part in (self.engine, registrar, auth, wake):
             if part is not None:
@@ -300,6 +327,7 @@ class Server:
                 require_auth=cfg.push.require_auth_for_push,
             ),
             target_of=cluster.target,
+            edge=edge,
         )
         self.engine.app = self.app
         self.app.metrics = metrics
@@ -327,6 +355,8 @@ class Server:
             await self.cluster.close()
         if self.api is not None:
             await self.api.close()
+        if self.edge is not None:
+            await self.edge.close()
         if self.wake is not None:
             await self.wake.close()
         elif self.dispatcher is not None:

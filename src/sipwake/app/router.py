@@ -12,6 +12,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from sipwake.app.auth import TRUSTED, Authenticator
+from sipwake.app.edge import EdgeService
 from sipwake.app.engine import Incoming
 from sipwake.app.ports import MetricsPort, NullMetrics, call_result
 from sipwake.app.proxy import Proxy, Target, ref_flow
@@ -105,7 +106,12 @@ class SipApp:
         wake: WakeService | None = None,
         push_budget: PushBudget | None = None,
         target_of: Callable[[Binding], Target] = binding_target,
+        edge: EdgeService | None = None,
     ) -> None:
+        # Edge mode (docs/edge-mode.md): REGISTERs and initial requests go through it.
+        self.edge = edge
+        if edge is not None:
+            edge.fork = self.fork_from_upstream
         self.target_of = target_of
         self.me = me
         self.domains = domains
@@ -156,6 +162,8 @@ class SipApp:
             if not self.is_local_domain(req.ruri.host):
                 incoming.respond(403, "Not Our Domain")
                 return None
+            if self.edge is not None:
+                return self.edge.register(incoming)
             return self.registrar.handle(incoming)
         lhash = loop_hash(req)
         try:
@@ -165,6 +173,8 @@ class SipApp:
             return None
         if req.to.tag:
             return self.proxy.route_in_dialog(incoming, lhash)
+        if self.edge is not None:
+            return self.edge.route(incoming, lhash)
         # Initial request: strip Route entries that point at us (a preloaded outbound proxy
         # route, §16.4); anything left names the next hop.
         while (routes := req.routes) and self.me.is_me(routes[0].uri):
@@ -229,6 +239,28 @@ class SipApp:
         if not bindings:
             incoming.respond(await self._no_binding_status(req.ruri.user, caller))
             return
+        await self.fork(incoming, lhash, aor, bindings, caller)
+
+    async def fork_from_upstream(
+        self, incoming: Incoming, lhash: str, aor: str, bindings: list[Binding]
+    ) -> None:
+        """Edge mode: a call the upstream registrar sent for one of its bindings here. The
+        upstream relays every caller, so it is a peer without a source push budget."""
+        await self.fork(incoming, lhash, aor, bindings, TRUSTED, from_upstream=True)
+
+    async def fork(
+        self,
+        incoming: Incoming,
+        lhash: str,
+        aor: str,
+        bindings: list[Binding],
+        caller: str | None,
+        *,
+        from_upstream: bool = False,
+    ) -> None:
+        """Ring the live bindings and hold the call for the sleeping ones (push first);
+        the one call path of registrar and edge mode."""
+        req = incoming.request
         bindings.sort(key=lambda b: -b.q)
         ctx = self.proxy.new_context(incoming, lhash)
         if req.method == "INVITE":
@@ -237,7 +269,7 @@ class SipApp:
         sleeping = [b for b in bindings if wake is not None and wake.sleeping(b)]
         refused = False
         if sleeping and wake is not None and req.method == "INVITE":
-            allowed = self._push_allowed(incoming, caller, sleeping)
+            allowed = self._push_allowed(incoming, caller, sleeping, from_upstream)
             refused = len(allowed) < len(sleeping)
             if allowed:
                 # Push first: every millisecond before the push is one the caller waits.
@@ -252,7 +284,7 @@ class SipApp:
             incoming.respond(480, extra=[PUSH_REFUSED] if refused else None)
 
     def _push_allowed(
-        self, incoming: Incoming, caller: str | None, sleeping: list[Binding]
+        self, incoming: Incoming, caller: str | None, sleeping: list[Binding], peer: bool
     ) -> list[Binding]:
         """The sleeping bindings this call may push (policy/pushbudget.py); the source is
         the authenticated user, else the address; trusted peers have no source budget."""
@@ -260,7 +292,7 @@ class SipApp:
         if budget is None:
             return sleeping
         ip = incoming.flow.remote[0]
-        if self.auth is not None and self.auth.trusted.contains(ip):
+        if peer or (self.auth is not None and self.auth.trusted.contains(ip)):
             source = None
         elif caller is None or caller == TRUSTED:
             source = "ip:" + ip
@@ -296,6 +328,8 @@ class SipApp:
 
     # -- transaction events -----------------------------------------------------------------
     def on_response(self, response: Response, txn_id: str) -> None:
+        if self.edge is not None and self.edge.on_response(response, txn_id):
+            return
         self.proxy.on_response(response, txn_id)
 
     def on_stray_response(self, response: Response, flow: Flow) -> None:
@@ -303,6 +337,8 @@ class SipApp:
         self.stray_responses += 1
 
     def on_timeout(self, txn_id: str) -> None:
+        if self.edge is not None and self.edge.on_timeout(txn_id):
+            return
         self.proxy.on_timeout(txn_id)
 
     def on_terminated(self, txn_id: str) -> None:

@@ -95,6 +95,9 @@ class WakeService:
         self.by_id: dict[str, Held] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.metrics: MetricsPort = NullMetrics()
+        # Called with a binding removed because its push token was rejected (edge mode
+        # de-REGISTERs it upstream).
+        self.on_binding_removed: list[Callable[[Binding], None]] = []
         self.stats: dict[str, int] = {
             "held": 0, "pushed": 0, "push_failed": 0, "tokens_rejected": 0, "joined": 0,
             "late_deliveries": 0, "declined": 0,
@@ -220,6 +223,8 @@ class WakeService:
                 )
             except StorageError as exc:
                 log.warning("could not remove a binding with a dead push token: %s", exc)
+            for hook in self.on_binding_removed:
+                hook(b)
         else:
             self.stats["push_failed"] += 1
             log.warning("%s: push failed for good: %s", call.aor, outcome)

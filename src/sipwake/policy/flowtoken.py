@@ -120,3 +120,23 @@ def decode_owner(secret: bytes, user: str | None) -> FlowKey | None:
         return _dec(payload)
     except ValueError:
         return None
+
+
+# Edge mode (policy/edge.py): the per-binding id in the Contact we register upstream,
+# as OpenSIPS mid_registrar's ctid. Another prefix and MAC domain again, so neither kind of
+# token above can be passed off as a binding id or the other way round.
+_BINDING_PREFIX = "se-"
+
+
+def encode_binding_id(secret: bytes, aor: str, device: str) -> str:
+    """User part naming one device's binding of ``aor`` (``device``: a short hash)."""
+    return _sign(secret, _BINDING_PREFIX, f"{device}|{aor}".encode(), b"edge|")
+
+
+def decode_binding_id(secret: bytes, user: str | None) -> tuple[str, str] | None:
+    """(aor, device hash) of a binding id we issued; None for anything else."""
+    payload = _verify(secret, _BINDING_PREFIX, user, b"edge|")
+    if payload is None:
+        return None
+    device, sep, aor = payload.partition("|")
+    return (aor, device) if sep and device and aor else None

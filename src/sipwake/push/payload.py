@@ -5,7 +5,7 @@ App developers: this dictionary is what your app receives (APNs VoIP: the whole
 into JSON strings because FCM data values must be strings)::
 
     {
-      "type": "call",                       # "call" | "cancel-notice" | "missed"
+      "type": "call",                       # "call" | "cancel-notice" | "missed" | "refresh"
       "call_id": "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
                                             # UUID, the same on every device and every retry:
                                             # use it as the CallKit call UUID
@@ -27,6 +27,8 @@ REGISTER to ``sip``; the held INVITE follows over that connection. If no INVITE 
 caller is gone: end the CallKit call. POSTing to ``decline_url`` declines the call without
 registering. Past ``expires_at`` the call is over. ``missed`` is sent as a visible alert
 (never as a VoIP push); ``cancel-notice`` is for platforms without PushKit's rules (Android).
+``refresh`` (edge mode, docs/edge-mode.md) asks the app to REGISTER to ``sip`` again before
+its registration at the operator's registrar ends; no call follows it.
 
 Size: APNs VoIP payloads may be 5120 bytes, APNs alerts and FCM data 4096 (apns.md §2,
 fcm.md). :func:`build_payload` keeps the payload under the limit by shortening the display
@@ -40,7 +42,7 @@ from typing import Any, Literal
 
 import msgspec
 
-PayloadType = Literal["call", "cancel-notice", "missed", "message"]
+PayloadType = Literal["call", "cancel-notice", "missed", "message", "refresh"]
 
 APNS_VOIP_LIMIT = 5120
 APNS_ALERT_LIMIT = 4096
