@@ -17,6 +17,7 @@ from sipwake.config import (
     AuthConfig,
     Config,
     ConfigError,
+    EdgeConfig,
     ListenConfig,
     MessageConfig,
     ProxyConfig,
@@ -34,6 +35,8 @@ from sipwake.config import (
 from sipwake.sip.codec import Limits
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sipwake.sample.toml"
+# Edge mode has its own sample: an [edge] section in the main one would switch it on.
+EDGE_SAMPLE = SAMPLE.with_name("sipwake.edge.sample.toml")
 
 
 def error_of(text: str) -> str:
@@ -416,7 +419,14 @@ def test_sample_loads_with_the_values_it_shows() -> None:
 
 def test_sample_sets_every_key() -> None:
     data = tomllib.loads(SAMPLE.read_text())
-    assert _sample_paths(data) == _field_paths(Config)
+    edge = {p for p in _field_paths(Config) if p.startswith("edge.")}
+    assert _sample_paths(data) == _field_paths(Config) - edge
+    assert edge <= _sample_paths(tomllib.loads(EDGE_SAMPLE.read_text()))
+
+
+def test_edge_sample_loads() -> None:
+    config = load_config(EDGE_SAMPLE)
+    assert config.edge == EdgeConfig(upstream="sip:sbc.example.com:5060;transport=udp")
 
 
 _DEFAULTS: dict[str, msgspec.Struct] = {
@@ -431,11 +441,13 @@ _DEFAULTS: dict[str, msgspec.Struct] = {
     "push": PushConfig(),
     "message": MessageConfig(),
     "api": ApiConfig(),
+    "edge": EdgeConfig(upstream="sip:sbc.example.com"),
 }
 
 # Provider entries have required keys and no meaningful defaults: the sample shows an
 # example of each instead of "# Default:" claims.
 _EXAMPLE_TABLES = ("push.apns.", "push.fcm.", "push.webpush.", "push.webhook.")
+_EXAMPLE_KEYS = frozenset({"edge.upstream"})  # required, no default
 
 
 def test_sample_default_comments_are_true() -> None:
@@ -443,7 +455,7 @@ def test_sample_default_comments_are_true() -> None:
     table = ""
     last_default: str | None = None
     checked: set[str] = set()
-    for line in SAMPLE.read_text().splitlines():
+    for line in (SAMPLE.read_text() + EDGE_SAMPLE.read_text()).splitlines():
         if header := re.fullmatch(r"\[\[?([\w.]+)\]\]?", line):
             table, last_default = header[1], None
         elif comment := re.fullmatch(r"# Default: (.+)", line):
@@ -455,7 +467,11 @@ def test_sample_default_comments_are_true() -> None:
             assert claimed == actual, f"{table}.{key}: sample says {claimed!r}, code has {actual!r}"
             checked.add(f"{table}.{key}")
             last_default = None
-    wanted = {p for p in _field_paths(Config) if not p.startswith(_EXAMPLE_TABLES)}
+    wanted = {
+        p
+        for p in _field_paths(Config)
+        if not p.startswith(_EXAMPLE_TABLES) and p not in _EXAMPLE_KEYS
+    }
     assert checked == wanted
 
 
@@ -466,3 +482,39 @@ def test_message_section_checks_its_values() -> None:
         loads_config("[message]\nmax_per_user = 0\n", "f.toml")
     with pytest.raises(ConfigError, match=r"message\.store_for: must be between"):
         loads_config("[message]\nstore_for = -1.0\n", "f.toml")
+
+
+# --- [edge] -----------------------------------------------------------------------------
+
+
+def test_no_edge_section_is_registrar_mode() -> None:
+    assert loads_config("").edge is None
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("", "edge.upstream: is required in [edge] (the registrar's SIP URI)"),
+        ("upstream = 'sbc.example.com'", "edge.upstream: 'sbc.example.com' is not a sip: URI"),
+        ("upstream = 'sip:bob@sbc.example.com'", "edge.upstream: 'sip:bob@sbc.example.com' is not"),
+        ("upstream = 'sip:sbc.example.com:99999'", "edge.upstream: bad port '99999'"),
+        ("upstream = 'sip:sbc;transport=sctp'", "edge.upstream: transport 'sctp' must be udp"),
+        ("upstream = 'sip:sbc'\nupstream_expires = 1", "edge.upstream_expires: must be at least 2"),
+        ("upstream = 'sip:sbc'\nrefresh_before = 3600", "edge.refresh_before: must be between 1"),
+        ("upstream = 'sip:sbc'\nrefresh_before = 0", "edge.refresh_before: must be between 1"),
+        ("upstream = 'sip:sbc'\ncredentials = 'store'", 'edge.credentials: "store" is not'),
+        ("upstream = 'sip:sbc'\ncredentials = 'keep'", "edge.credentials: invalid value 'keep'"),
+        ("upstream = 'sip:sbc'\nexpires = 60", "edge.expires: unknown key"),
+    ],
+)
+def test_bad_edge_values_name_the_key(body: str, message: str) -> None:
+    assert error_of(f"[edge]\n{body}").startswith(f"sipwake.toml: {message}")
+
+
+def test_edge_upstream_forms() -> None:
+    for uri in (
+        "sip:sbc.example.com",
+        "sip:192.0.2.1:5070;transport=tcp",
+        "sip:[2001:db8::1]:5060",
+    ):
+        assert loads_config(f"[edge]\nupstream = '{uri}'").edge == EdgeConfig(upstream=uri)
