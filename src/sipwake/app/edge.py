@@ -49,8 +49,9 @@ log = logging.getLogger("sipwake.edge")
 # the bindings to ring or wake.
 ForkFn = Callable[[Incoming, str, str, list[Binding]], Awaitable[None]]
 # Retries of a refresh push the app did not act on: the first after this many seconds,
-# doubling, never past the end of the upstream registration.
+# doubling, never past the end of the upstream registration, this many pushes at most.
 REFRESH_RETRY = 2.0
+REFRESH_ATTEMPTS = 6
 
 
 class EdgeService:
@@ -339,11 +340,13 @@ class EdgeService:
             return
         if not isinstance(outcome, Delivered):
             log.warning("%s: refresh push failed: %s", aor, outcome)
-        retry = now + REFRESH_RETRY * 2**attempt
-        if retry < b.expires_at and key not in self._refresh:
+        # Backoff, but always a retry before the end: halfway to it when the next step
+        # would overshoot (a short upstream lifetime).
+        delay = min(REFRESH_RETRY * 2**attempt, (b.expires_at - now) / 2)
+        if attempt + 1 < REFRESH_ATTEMPTS and delay >= 0.25 and key not in self._refresh:
             # Re-armed only if the app's REGISTER has not rescheduled it meanwhile.
             self._attempts[key] = attempt + 1
-            self._refresh.set(key, retry)
+            self._refresh.set(key, now + delay)
             self._arm()
 
     async def _drop(self, b: Binding) -> None:
