@@ -185,9 +185,13 @@ def test_without_sipwake_a_sleeping_phone_cannot_be_called(tmp_path: Path) -> No
         relay.close()
 
 
-@pytest.mark.parametrize("upstream", ["udp", "tcp"])
-def test_sleeping_phone_is_woken_through_the_legacy_box(tmp_path: Path, upstream: str) -> None:
-    with edge_rig(tmp_path, upstream) as r:
+@pytest.mark.parametrize(("upstream", "use_path"), [("udp", False), ("tcp", False), ("udp", True)])
+def test_sleeping_phone_is_woken_through_the_legacy_box(
+    tmp_path: Path, upstream: str, use_path: bool
+) -> None:
+    """use_path: the phone's own Contact is registered at Kamailio with a Path naming us
+    (RFC 3327); Kamailio sends the INVITE to that Contact with a Route through us."""
+    with edge_rig(tmp_path, upstream, edge={"use_path": use_path}) as r:
         phone = r.phone()
         assert r.registers_seen_upstream() == 2  # challenged, then with credentials
         res = r.call(scenario("uac_call.xml", tmp_path))
