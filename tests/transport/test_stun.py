@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-from sipwake.transport.stun import MAGIC_COOKIE, binding_response, maybe_stun
+from sipwake.transport.stun import MAGIC_COOKIE, binding_response, is_stun, maybe_stun
 
 TXID = bytes.fromhex("b7e7a701bc34d686fa87dfae")  # RFC 5769 §2.2 / §2.3
 
@@ -62,3 +62,11 @@ def test_sip_never_looks_like_stun() -> None:
     for start in b"INVITE", b"SIP/2.0", b"OPTIONS", b"\r\n":
         assert not maybe_stun(start[0])
     assert maybe_stun(request()[0])
+
+
+def test_is_stun_needs_the_cookie_and_a_matching_length() -> None:
+    header = struct.pack("!HHI12s", 0x0001, 0, 0x2112A442, bytes(12))
+    assert is_stun(header)
+    assert not is_stun(header + b"\0\0\0\0")  # length field says 0
+    assert not is_stun(b"\x00\xffgarbage that is not SIP\r\n\r\n")
+    assert not is_stun(b"\0")

@@ -157,3 +157,17 @@ async def test_stun_binding_request_on_the_sip_port_is_answered(
     assert (family, xport ^ 0x2112, xaddr ^ 0x2112A442) == (1, port, 0x7F000001)
     assert manager.stats.stun_requests == 1
     assert recorder.got == []  # not handed to SIP
+
+
+async def test_low_byte_garbage_is_not_taken_for_stun(
+    manager: TransportManager, recorder: Recorder
+) -> None:
+    # A datagram whose first byte looks like STUN but has no magic cookie is garbage: it
+    # goes where garbage goes (the engine drops and counts it), not into the STUN path.
+    addr = await manager.listen("UDP", "127.0.0.1", 0)
+    garbage = b"\x00\xffgarbage that is not SIP\r\n\r\n"
+    with _client() as peer:
+        peer.sendto(garbage, addr)
+        got = await recorder.wait_for(1)
+    assert [data for data, _ in got] == [garbage]
+    assert manager.stats.stun_requests == 0

@@ -27,6 +27,18 @@ def maybe_stun(first_byte: int) -> bool:
     return first_byte < 0x04
 
 
+def is_stun(data: bytes) -> bool:
+    """A well-formed RFC 5389 message: header with the magic cookie and a length that
+    matches the datagram (§6). Anything else starting with a low byte is not STUN, and goes
+    where garbage goes (dropped and counted by the engine)."""
+    if len(data) < 20:
+        return False
+    length: int
+    cookie: int
+    _, length, cookie, _ = _HEADER.unpack_from(data)
+    return cookie == MAGIC_COOKIE and length % 4 == 0 and len(data) == 20 + length
+
+
 def binding_response(data: bytes, remote: tuple[str, int]) -> bytes | None:
     """The Binding Success Response to a Binding Request ``data`` from ``remote``, with
     XOR-MAPPED-ADDRESS (and FINGERPRINT when the request had one, as RFC 5389 §7.3.1

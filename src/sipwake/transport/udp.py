@@ -16,7 +16,7 @@ import socket
 
 from sipwake.transport.connections import TransportContext, normalise_host
 from sipwake.transport.flow import Flow
-from sipwake.transport.stun import binding_response, maybe_stun
+from sipwake.transport.stun import binding_response, is_stun, maybe_stun
 
 log = logging.getLogger("sipwake.transport.udp")
 
@@ -99,11 +99,11 @@ class UdpEndpoint:
                 stats.oversize += 1
                 stats.dropped += 1
                 continue
-            if maybe_stun(buf[0]):
-                # RFC 5626 §4.4.2 STUN keep-alive (never SIP: SIP starts with a letter).
-                self._stun(bytes(view[:n]), addr)
-                continue
             data = bytes(view[:n])
+            if maybe_stun(buf[0]) and is_stun(data):
+                # RFC 5626 §4.4.2 STUN keep-alive (never SIP: SIP starts with a letter).
+                self._stun(data, addr)
+                continue
             if not data.strip(b"\r\n\0 "):
                 # RFC 5626 §4.4.2 / common NAT keep-alives over UDP ("\r\n\r\n", a NUL or a
                 # blank): nothing to parse and nothing to answer.
@@ -113,7 +113,7 @@ class UdpEndpoint:
     def _stun(self, data: bytes, addr: tuple[str, int]) -> None:
         answer = binding_response(data, (addr[0], addr[1]))
         if answer is None:
-            return  # a NUL keep-alive, or STUN that needs no answer
+            return  # STUN that needs no answer (an indication, a response)
         self._ctx.stats.stun_requests += 1
         with contextlib.suppress(OSError):  # lost like any datagram; the UA sends again
             self.sock.sendto(answer, addr)
