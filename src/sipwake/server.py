@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from sipwake.api.metrics import Metrics
+from sipwake.api.metrics import Metrics, multiprocess_dir
 from sipwake.api.server import ApiServer
 from sipwake.app.admin import AdminService
 from sipwake.app.auth import Authenticator
@@ -29,7 +29,7 @@ from sipwake.config import Config, SetupError
 from sipwake.policy.decline import DeclineResult
 from sipwake.policy.proxying import Me
 from sipwake.policy.pushbudget import PushBudget
-from sipwake.policy.pushparams import parse_push_target
+from sipwake.policy.pushparams import parse_push_target, provider_family
 from sipwake.policy.registrar import RegistrarPolicy
 from sipwake.preflight import preflight
 from sipwake.push.dispatcher import PushDispatcher
@@ -42,6 +42,9 @@ from sipwake.transport import tls
 from sipwake.transport.manager import TransportManager
 
 log = logging.getLogger("sipwake.server")
+
+BINDINGS_SCAN_LIMIT = 1_000_000  # AoRs walked for sipwake_bindings (at most every 10 s)
+WORKER_SAMPLE_INTERVAL = 5.0  # seconds between a worker's samples in multiprocess mode
 
 
 def new_id() -> str:
@@ -130,12 +133,17 @@ class Server:
         self.edge: EdgeService | None = None
         self.dispatcher: PushDispatcher | None = None
         self.decline_base = config.api.public_url
-        self.metrics = Metrics()
+        self.metrics = Metrics(multiprocess_dir=multiprocess_dir())
+        self.metrics.add_sampler(self._sample_metrics)
+        for cred in self.preflight.credentials:
+            if cred.not_after is not None:
+                self.metrics.set_credential_expiry(cred.key, cred.not_after)
         stats = self.transport.stats
         self.metrics.watch_keepalives(lambda: {"stun": stats.stun_requests, "crlf": stats.pings})
         self.api: ApiServer | None = None
         self.api_address: tuple[str, int] | None = None
         self._purger: asyncio.Task[None] | None = None
+        self._sampler: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         cfg = self.config
@@ -229,6 +237,7 @@ class Server:
         reg = cfg.registrar
         # Key files are read here: a missing one stops start-up with the entry's name.
         self.dispatcher = PushDispatcher.from_config(cfg.push)
+        self.dispatcher.metrics = self.metrics
         providers = self.dispatcher.supported()
         policy = RegistrarPolicy(
             min_expires=reg.min_expires,
@@ -332,7 +341,44 @@ class Server:
         self.engine.app = self.app
         self.app.metrics = metrics
         self._purger = asyncio.get_running_loop().create_task(self._purge_loop())
+        if self.worker is None or self.worker.index == 0:
+            # One process walks the shared store for sipwake_bindings, at scrape time.
+            self.metrics.add_async_sampler(self._count_bindings)
+        if self.metrics.multiprocess_dir is not None:
+            self._sampler = asyncio.get_running_loop().create_task(self._sample_loop())
         log.info("listening on %s", ", ".join(str(b) for b in self.bound))
+
+    def _sample_metrics(self, metrics: Metrics) -> None:
+        """Values read from elsewhere, for sipwake_open_connections and credential expiry."""
+        metrics.set_connections(self.transport.connection_counts())
+        if self.dispatcher is not None:
+            for name, until in self.dispatcher.credential_expiry().items():
+                metrics.set_credential_expiry(name, until)
+
+    async def _count_bindings(self, metrics: Metrics) -> None:
+        """sipwake_bindings by push provider, from the store (all nodes' bindings)."""
+        if self.stores is None:
+            return
+        store = self.stores.bindings
+        now = time.time()
+        counts: dict[str, int] = {}
+        try:
+            for aor in await store.aors("", BINDINGS_SCAN_LIMIT):
+                for b in await store.lookup(aor, now):
+                    family = provider_family(b.push.provider) if b.push is not None else "none"
+                    family = family if family in ("apns", "fcm", "webpush", "none") else "webhook"
+                    counts[family] = counts.get(family, 0) + 1
+        except StorageError as exc:
+            log.warning("counting bindings for metrics failed: %s", exc)
+            return
+        metrics.set_bindings(counts)
+
+    async def _sample_loop(self) -> None:
+        """In a worker, values only this process sees are written to the shared files
+        every few seconds (worker 0 renders them all at each scrape)."""
+        while True:
+            await asyncio.sleep(WORKER_SAMPLE_INTERVAL)
+            self.metrics.sample()
 
     async def _purge_loop(self) -> None:
         """Delete expired bindings from the store now and then (they are already invisible
@@ -351,6 +397,8 @@ class Server:
     async def stop(self) -> None:
         if self._purger is not None:
             self._purger.cancel()
+        if self._sampler is not None:
+            self._sampler.cancel()
         if self.cluster is not None and self.cluster.shared:
             await self.cluster.close()
         if self.api is not None:

@@ -9,16 +9,24 @@ bindings, held calls and the cluster bus through the (Redis) store, as separate 
 would.
 
 The supervisor only starts, watches and stops them: it restarts a worker that dies (its
-transactions die with it, like a node's, see docs/scale-out.md) and forwards SIGINT/SIGTERM.
+transactions die with it, like a node's, see docs/scale-out.md) and forwards SIGINT/SIGTERM,
+and SIGHUP (reload). It also gives them one PROMETHEUS_MULTIPROC_DIR, a directory of its
+own, so that worker 0's /metrics adds up every worker's counters (api/metrics.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import os
 import signal
 import sys
+import tempfile
 import time
+
+from prometheus_client.multiprocess import mark_process_dead
+
+from sipwake.api.metrics import MULTIPROC_ENV
 
 READY = "sipwake ready:"
 _RESTART_DELAY = 1.0
@@ -43,13 +51,25 @@ class Supervisor:
         self.ready: dict[int, str] = {}
         self.stopping = False
         self.failed: int | None = None  # exit code of a worker that failed at start-up
+        self.env: dict[str, str] = dict(os.environ)
         self._all_ready = asyncio.Event()
         self._done = asyncio.Event()
 
     async def run(self) -> int:
+        with tempfile.TemporaryDirectory(prefix="sipwake-metrics-") as metrics_dir:
+            self.env = {**os.environ, MULTIPROC_ENV: metrics_dir}
+            return await self._run()
+
+    def _reload(self) -> None:
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGHUP)
+
+    async def _run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
         watchers = [loop.create_task(self._watch(i)) for i in range(self.count)]
         ready_wait = loop.create_task(self._all_ready.wait())
         done_wait = loop.create_task(self._done.wait())
@@ -77,6 +97,7 @@ class Supervisor:
                 f"{index}/{self.count}",
                 stdout=asyncio.subprocess.PIPE,
                 preexec_fn=_die_with_parent,
+                env=self.env,
             )
             self.procs[index] = proc
             assert proc.stdout is not None
@@ -89,6 +110,8 @@ class Supervisor:
                 else:
                     print(line, flush=True)
             code = await proc.wait()
+            # Its live gauges (held calls, connections) must no longer count.
+            mark_process_dead(proc.pid, self.env[MULTIPROC_ENV])  # type: ignore[no-untyped-call]
             if self.stopping:
                 return
             if not self._all_ready.is_set():

@@ -24,7 +24,7 @@ async def post(api: Api, path: str, body: bytes = b'{"reason": "busy"}') -> tupl
 
 
 def declines(api: Api, reason: str) -> float:
-    value = api.metrics.registry.get_sample_value("declines_total", {"reason": reason})
+    value = api.metrics.registry.get_sample_value("sipwake_declines_total", {"reason": reason})
     assert value is not None
     return value
 

@@ -33,17 +33,17 @@ async def test_metrics_renders_counters_incremented_here(api: Api) -> None:
     api.metrics.push("fcm", "token_rejected")
     api.metrics.response_sent(486)
     api.metrics.held_calls.inc()
-    api.metrics.set_bindings(7)
+    api.metrics.set_bindings({"apns": 7})
     reply = await api.request("GET", "/metrics")
     assert reply.status == 200
     assert reply.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = reply.body.decode()
-    assert 'pushes_total{outcome="delivered",provider="apns"} 1.0' in text
-    assert 'pushes_total{outcome="token_rejected",provider="fcm"} 1.0' in text
-    assert 'sip_responses_sent_total{class="4xx"} 1.0' in text
-    assert "held_calls 1.0" in text
-    assert "bindings 7.0" in text
-    assert "push_latency_seconds_count 1.0" in text
+    assert 'sipwake_pushes_total{outcome="delivered",provider="apns",reason=""} 1.0' in text
+    assert 'sipwake_pushes_total{outcome="token_rejected",provider="fcm",reason=""} 1.0' in text
+    assert 'sipwake_sip_responses_sent_total{code="486"} 1.0' in text
+    assert "sipwake_held_calls 1.0" in text
+    assert 'sipwake_bindings{provider="apns"} 7.0' in text
+    assert 'sipwake_push_latency_seconds_count{provider="apns"} 1.0' in text
 
 
 async def test_unknown_path_is_404(api: Api) -> None:
@@ -68,7 +68,7 @@ async def test_admin_wrong_credentials_is_401(api: Api, auth: str | None) -> Non
     reply = await api.request("GET", "/admin/calls", headers=headers)
     assert reply.status == 401
     assert reply.headers["www-authenticate"].startswith("Bearer")
-    assert api.metrics.registry.get_sample_value("auth_failures_total") == 1
+    assert api.metrics.registry.get_sample_value("sipwake_auth_failures_total") == 1
 
 
 async def test_admin_with_the_right_bearer(api: Api) -> None:

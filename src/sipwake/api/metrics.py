@@ -1,5 +1,15 @@
 """Prometheus metrics for the whole server, on an injected registry (never the global one).
 
+Every name starts with ``sipwake_``. With ``--workers N`` the supervisor gives every worker
+the same ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode: each process
+writes its values to memory-mapped files there), and worker 0's ``/metrics`` adds them up:
+counters and histograms summed, gauges summed over live processes, or the maximum for values
+every worker reads from the shared store (bindings by provider, credential expiry).
+
+Values that live elsewhere (connections per transport, pushes in flight, keep-alives the
+transports answered, credential expiry) are read by ``sample()``: before each scrape in a
+single process, every few seconds in each worker (server.py).
+
 One ``Metrics`` object is built by the composition root and handed to whoever counts. The
 registry is injected so tests and several servers in one process do not collide, and so
 nothing registers itself as an import side effect.
@@ -13,11 +23,16 @@ base.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+import platform
+import re
+import time
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from sipwake import __version__
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus text format 0.0.4
 
@@ -50,6 +65,19 @@ REFUSED_REASONS = (
 )
 # Push round trips: a warm HTTP/2 connection answers in tens of ms, a cold one in hundreds.
 PUSH_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Waking a phone: the push's delivery, the OS launching the app, its TLS and REGISTER.
+WAKE_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 30.0)
+TRANSPORTS = ("tcp", "tls", "ws", "wss")  # connection-oriented: UDP has no connections
+BINDING_PROVIDERS = (*PUSH_PROVIDERS, "none")  # "none": a binding without a push target
+# Push failure reasons become a label: keep the provider's reason token (Unregistered,
+# BadDeviceToken, UNREGISTERED, QUOTA_EXCEEDED...), never free text.
+_REASON_TOKEN = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+ASYNC_SAMPLE_MAX_AGE = 10.0  # seconds between walks of the store for sipwake_bindings
+
+
+def reason_label(reason: str) -> str:
+    return reason if _REASON_TOKEN.fullmatch(reason) else "other"
 
 
 class _Children:
@@ -67,55 +95,100 @@ class _Children:
 
 
 class Metrics:
-    """Counters, gauges and a histogram for SIP, registrations, calls, pushes and declines."""
+    """Every series the server exports, behind plain methods (callers never see labels)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, *, multiprocess_dir: str | None = None
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        # Set by the supervisor for --workers; then render() aggregates every worker's files.
+        self.multiprocess_dir = multiprocess_dir
         r = self.registry
         self.sip_messages_received = Counter(
-            "sip_messages_received", "SIP messages received (parsed or not)", registry=r
+            "sipwake_sip_messages_received", "SIP messages received (parsed or not)", registry=r
         )
         self.sip_parse_errors = Counter(
-            "sip_parse_errors", "SIP messages rejected by the parser", registry=r
+            "sipwake_sip_parse_errors", "SIP messages rejected by the parser", registry=r
         )
         self.sip_dropped = Counter(
-            "sip_dropped",
-            "SIP messages dropped without an answer",
-            registry=r,
+            "sipwake_sip_dropped", "SIP messages dropped without an answer", registry=r
         )
-        responses = Counter(
-            "sip_responses_sent", "SIP responses sent, by status class", ["class"], registry=r
-        )
-        self._responses = [responses.labels(c) for c in RESPONSE_CLASSES]
+        self._responses = _Children(
+            Counter(
+                "sipwake_sip_responses_sent", "SIP responses sent, by status code", ["code"],
+                registry=r,
+            ),
+            ("100", "110", "180", "200", "401", "407", "404", "480", "486", "487", "603"),
+        )  # fmt: skip
         self._registrations = _Children(
-            Counter("registrations", "REGISTER requests by result", ["result"], registry=r),
+            Counter("sipwake_registrations", "REGISTER requests by result", ["result"], registry=r),
             REGISTRATION_RESULTS,
         )
-        self.bindings = Gauge("bindings", "Live bindings in the store", registry=r)
-        self._calls = _Children(
-            Counter("calls", "Finished calls by result", ["result"], registry=r), CALL_RESULTS
+        bindings = Gauge(
+            "sipwake_bindings",
+            "Live bindings in the store, by push provider (none: no push target)",
+            ["provider"],
+            registry=r,
+            multiprocess_mode="livemax",  # every worker reads the same shared store
         )
-        self.held_calls = Gauge("held_calls", "Calls held while a device is woken", registry=r)
+        self._bindings = {p: bindings.labels(p) for p in BINDING_PROVIDERS}
+        self._bindings_parent = bindings
+        self._calls = _Children(
+            Counter("sipwake_calls", "Finished calls by result", ["result"], registry=r),
+            CALL_RESULTS,
+        )
+        self.held_calls = Gauge(
+            "sipwake_held_calls",
+            "Calls held while a device is woken",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         pushes = Counter(
-            "pushes", "Push requests by provider and outcome", ["provider", "outcome"], registry=r
+            "sipwake_pushes",
+            "Push requests by provider, outcome and the provider's reason",
+            ["provider", "outcome", "reason"],
+            registry=r,
         )
         self._pushes_parent = pushes
-        self._pushes: dict[tuple[str, str], Counter] = {
-            (p, o): pushes.labels(p, o) for p in PUSH_PROVIDERS for o in PUSH_OUTCOMES
+        self._pushes: dict[tuple[str, str, str], Counter] = {
+            (p, o, ""): pushes.labels(p, o, "") for p in PUSH_PROVIDERS for o in PUSH_OUTCOMES
         }
-        self.push_latency = Histogram(
-            "push_latency_seconds",
-            "Push request round trip to the provider",
+        self._push_latency = Histogram(
+            "sipwake_push_latency_seconds",
+            "Push request round trip to the provider, by provider",
+            ["provider"],
             buckets=PUSH_LATENCY_BUCKETS,
             registry=r,
         )
-        self._declines = _Children(
-            Counter("declines", "Decline requests from apps, by reason", ["reason"], registry=r),
-            DECLINE_REASONS,
+        self._in_flight = Gauge(
+            "sipwake_pushes_in_flight",
+            "Push requests waiting for the provider's answer",
+            ["provider"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
+        self.wake_register = Histogram(
+            "sipwake_wake_register_seconds",
+            "From a device's push sent to its wake REGISTER",
+            buckets=WAKE_BUCKETS,
+            registry=r,
+        )
+        self.wake_delivery = Histogram(
+            "sipwake_wake_delivery_seconds",
+            "From a held INVITE's arrival to its delivery to a woken device",
+            buckets=WAKE_BUCKETS,
+            registry=r,
+        )
+        self._declines = _Children(
+            Counter(
+                "sipwake_declines", "Decline requests from apps, by reason", ["reason"],
+                registry=r,
+            ),
+            DECLINE_REASONS,
+        )  # fmt: skip
         self._instant_messages = _Children(
             Counter(
-                "instant_messages",
+                "sipwake_instant_messages",
                 "SIP MESSAGEs kept for sleeping devices: stored, delivered (per device), "
                 "expired, dropped over the per-user quota, refused by a device",
                 ["result"],
@@ -124,20 +197,101 @@ class Metrics:
             MESSAGE_RESULTS,
         )
         self.auth_failures = Counter(
-            "auth_failures", "Requests refused for bad credentials", registry=r
+            "sipwake_auth_failures", "Requests refused for bad credentials", registry=r
         )
         self._refused = _Children(
             Counter(
-                "refused", "Work refused before it was done, by reason", ["reason"], registry=r
+                "sipwake_refused", "Work refused before it was done, by reason", ["reason"],
+                registry=r,
             ),
             REFUSED_REASONS,
+        )  # fmt: skip
+        connections = Gauge(
+            "sipwake_open_connections",
+            "Open SIP connections by transport",
+            ["transport"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
+        self._connections = {t: connections.labels(t) for t in TRANSPORTS}
+        self._keepalives = _Children(
+            Counter(
+                "sipwake_sip_keepalives", "Keep-alives answered (RFC 5626 §4.4), by kind",
+                ["kind"], registry=r,
+            ),
+            ("stun", "crlf"),
+        )  # fmt: skip
+        self._credential_expiry = Gauge(
+            "sipwake_credential_expiry_timestamp_seconds",
+            "When a credential expires (certificate notAfter, FCM access token), Unix time",
+            ["credential"],
+            registry=r,
+            multiprocess_mode="livemin",  # the soonest any worker knows of
+        )
+        Gauge(
+            "sipwake_build_info",
+            "Always 1; the version and Python in labels",
+            ["version", "python"],
+            registry=r,
+            multiprocess_mode="livemax",
+        ).labels(__version__, platform.python_version()).set(1)
+        self._samplers: list[Callable[[Metrics], None]] = []
+        self._async_samplers: list[Callable[[Metrics], Awaitable[None]]] = []
+        self._refreshed = float("-inf")
+        self._keepalive_seen: dict[str, int] = {}
+
+    # -- values read from elsewhere -----------------------------------------------------------
+
+    def add_sampler(self, sampler: Callable[[Metrics], None]) -> None:
+        """``sampler(self)`` sets the read-from-elsewhere values (connections, in flight,
+        credential expiry...); ``sample()`` runs every sampler."""
+        self._samplers.append(sampler)
+
+    def sample(self) -> None:
+        for sampler in self._samplers:
+            sampler(self)
+
+    def add_async_sampler(self, sampler: Callable[[Metrics], Awaitable[None]]) -> None:
+        """A sampler that asks the store (bindings by provider): run by ``refresh()``."""
+        self._async_samplers.append(sampler)
+
+    async def refresh(self, max_age: float = ASYNC_SAMPLE_MAX_AGE) -> None:
+        """Run the async samplers unless they ran less than ``max_age`` seconds ago: a
+        scrape every few seconds must not walk a large store every time."""
+        now = time.monotonic()
+        if now - self._refreshed < max_age:
+            return
+        self._refreshed = now
+        for sampler in self._async_samplers:
+            await sampler(self)
 
     def watch_keepalives(self, read: Callable[[], dict[str, int]]) -> None:
-        """Keep-alives the transports answered, read from their counters at scrape time
-        (the UDP read loop only bumps a plain int): ``read()`` gives {"stun": n,
-        "crlf": n} (RFC 5626 §4.4.1 CRLF pings, §4.4.2 STUN Binding Requests)."""
-        self.registry.register(_Keepalives(read))
+        """Keep-alives the transports answered, from their counters (the UDP read loop only
+        bumps a plain int): ``read()`` gives {"stun": n, "crlf": n} (RFC 5626 §4.4.1 CRLF
+        pings, §4.4.2 STUN Binding Requests); each sample adds what is new."""
+
+        def sampler(metrics: Metrics) -> None:
+            for kind, count in read().items():
+                new = count - self._keepalive_seen.get(kind, 0)
+                if new > 0:
+                    self._keepalives[kind].inc(new)
+                    self._keepalive_seen[kind] = count
+
+        self.add_sampler(sampler)
+
+    def set_connections(self, counts: dict[str, int]) -> None:
+        for transport, child in self._connections.items():
+            child.set(counts.get(transport, 0))
+
+    def set_bindings(self, by_provider: dict[str, int]) -> None:
+        for provider in set(self._bindings) | set(by_provider):
+            child = self._bindings.get(provider)
+            if child is None:
+                child = self._bindings[provider] = self._bindings_parent.labels(provider)
+            child.set(by_provider.get(provider, 0))
+
+    def set_credential_expiry(self, credential: str, timestamp: float) -> None:
+        self._credential_expiry.labels(credential).set(timestamp)
 
     # -- plain methods: callers never touch labels ------------------------------------------
 
@@ -151,28 +305,40 @@ class Metrics:
         self.sip_dropped.inc()
 
     def response_sent(self, status: int) -> None:
-        """Count one response by class; ``status`` outside 100..699 is a bug upstream."""
-        self._responses[status // 100 - 1].inc()
+        self._responses[str(status)].inc()
 
     def registration(self, result: str) -> None:
         self._registrations[result].inc()
 
-    def set_bindings(self, count: int) -> None:
-        self.bindings.set(count)
-
     def call(self, result: str) -> None:
         self._calls[result].inc()
 
-    def push(self, provider: str, outcome: str, latency: float | None = None) -> None:
-        """Count a push result; ``latency`` (seconds) also feeds the histogram."""
-        child = self._pushes.get((provider, outcome))
+    def push(
+        self, provider: str, outcome: str, latency: float | None = None, reason: str = ""
+    ) -> None:
+        """Count a push result; ``latency`` (seconds) also feeds the provider's histogram."""
+        key = (provider, outcome, reason_label(reason) if reason else "")
+        child = self._pushes.get(key)
         if child is None:
             if outcome not in PUSH_OUTCOMES:
                 raise ValueError(f"unknown push outcome {outcome!r}")
-            child = self._pushes[provider, outcome] = self._pushes_parent.labels(provider, outcome)
+            child = self._pushes[key] = self._pushes_parent.labels(*key)
         child.inc()
         if latency is not None:
-            self.push_latency.observe(latency)
+            self._push_latency.labels(provider).observe(latency)
+
+    def push_started(self, provider: str) -> None:
+        self._in_flight.labels(provider).inc()
+
+    def push_finished(self, provider: str) -> None:
+        self._in_flight.labels(provider).dec()
+
+    def wake(self, *, push_to_register: float | None, invite_to_delivery: float | None) -> None:
+        """A woken device's latencies, in seconds (app/timeline.py computes them)."""
+        if push_to_register is not None:
+            self.wake_register.observe(push_to_register)
+        if invite_to_delivery is not None:
+            self.wake_delivery.observe(invite_to_delivery)
 
     def decline(self, reason: str) -> None:
         self._declines[reason].inc()
@@ -188,18 +354,16 @@ class Metrics:
         self._refused[reason].inc()
 
     def render(self) -> bytes:
-        """The registry in the Prometheus text exposition format (``CONTENT_TYPE``)."""
-        return generate_latest(self.registry)
+        """The metrics in the Prometheus text exposition format (``CONTENT_TYPE``): this
+        process's, or every worker's added up in multiprocess mode."""
+        if self.multiprocess_dir is None:
+            self.sample()
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
 
 
-class _Keepalives(Collector):
-    def __init__(self, read: Callable[[], dict[str, int]]) -> None:
-        self._read = read
-
-    def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "sip_keepalives", "Keep-alives answered (RFC 5626 §4.4), by kind", labels=["kind"]
-        )
-        for kind, count in sorted(self._read().items()):
-            family.add_metric([kind], count)
-        yield family
+def multiprocess_dir() -> str | None:
+    """The directory workers share their values through, when running under --workers."""
+    return os.environ.get(MULTIPROC_ENV) or None

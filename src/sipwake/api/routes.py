@@ -134,6 +134,7 @@ class ApiApp:
         if path == "/metrics":
             if method != "GET":
                 return _error(405, "method not allowed", [("allow", "GET")])
+            await self.metrics.refresh()
             return 200, self.metrics.render(), METRICS_CONTENT_TYPE, []
         if path.startswith("/admin/"):
             return await self._admin(method, path, query, scope["headers"])

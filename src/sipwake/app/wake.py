@@ -22,14 +22,12 @@ from sipwake.policy import decline as tokens
 from sipwake.policy.bindings import Binding, FlowRef
 from sipwake.policy.fork import Respond
 from sipwake.policy.parking import DeliverAndCancel, DeviceState, HeldCall, HeldState, Join
-from sipwake.policy.pushparams import provider_family
 from sipwake.push.base import (
     Delivered,
     Permanent,
     PushOutcome,
     PushRequest,
     TokenRejected,
-    Transient,
 )
 from sipwake.push.dispatcher import PushDispatcher
 from sipwake.push.payload import build_payload
@@ -40,20 +38,6 @@ if TYPE_CHECKING:  # app/cluster.py imports the router, which imports us
     from sipwake.app.cluster import ClusterNode
 
 log = logging.getLogger("sipwake.wake")
-
-
-_OUTCOME: dict[type, str] = {
-    Delivered: "delivered",
-    TokenRejected: "token_rejected",
-    Transient: "transient",
-    Permanent: "permanent",
-}
-_FAMILIES = ("apns", "fcm", "webpush")
-
-
-def _family(provider: str) -> str:
-    family = provider_family(provider)
-    return family if family in _FAMILIES else "webhook"
 
 
 @dataclass(eq=False, slots=True)
@@ -193,16 +177,12 @@ class WakeService:
     async def _push(self, held: Held, b: Binding) -> None:
         device = b.device_key
         assert b.push is not None
-        started = time.monotonic()
         try:
             outcome: PushOutcome = await self.dispatcher.send(self._payload_request(held, b))
         except (ValueError, OSError) as exc:
             # A payload that cannot be built (PayloadTooLarge) or a provider bug: this
             # device cannot be pushed, so stop waiting for it rather than for the window.
             outcome = Permanent(f"{type(exc).__name__}: {exc}")
-        self.metrics.push(
-            _family(b.push.provider), _OUTCOME[type(outcome)], time.monotonic() - started
-        )
         call = held.call
         if isinstance(outcome, Delivered):
             self.stats["pushed"] += 1

@@ -13,12 +13,21 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from sipwake.config import PushConfig
 from sipwake.policy.bindings import PushTarget
 from sipwake.policy.pushparams import provider_family, split_apns_param
 from sipwake.push.apns import ApnsProvider
-from sipwake.push.base import Permanent, PushOutcome, PushProvider, PushRequest
+from sipwake.push.base import (
+    Delivered,
+    Permanent,
+    PushOutcome,
+    PushProvider,
+    PushRequest,
+    TokenRejected,
+    Transient,
+)
 from sipwake.push.fcm import FcmProvider
 from sipwake.push.limits import ConcurrencyLimited, Retrying
 from sipwake.push.webhook import WebhookProvider
@@ -35,9 +44,56 @@ class Route:
     project: str = ""  # FCM: the Firebase project id this entry sends for
 
 
+class PushMetrics(Protocol):
+    """What the dispatcher counts (api/metrics.py's Metrics has these)."""
+
+    def push(
+        self, provider: str, outcome: str, latency: float | None = None, reason: str = ""
+    ) -> None: ...
+
+    def push_started(self, provider: str) -> None: ...
+
+    def push_finished(self, provider: str) -> None: ...
+
+
+class _NoMetrics:
+    def push(
+        self, provider: str, outcome: str, latency: float | None = None, reason: str = ""
+    ) -> None:
+        return None
+
+    def push_started(self, provider: str) -> None:
+        return None
+
+    def push_finished(self, provider: str) -> None:
+        return None
+
+
+_OUTCOMES: dict[type, str] = {
+    Delivered: "delivered",
+    TokenRejected: "token_rejected",
+    Transient: "transient",
+    Permanent: "permanent",
+}
+_FAMILIES = ("apns", "fcm", "webpush")
+
+
+def _metrics_family(provider: str) -> str:
+    """The provider label: apns/fcm/webpush, and "webhook" for every operator provider."""
+    family = provider_family(provider)
+    return family if family in _FAMILIES else "webhook"
+
+
+def _describe(outcome: PushOutcome) -> tuple[str, str]:
+    reason = "" if isinstance(outcome, Delivered) else getattr(outcome, "reason", "")
+    return _OUTCOMES[type(outcome)], str(reason)
+
+
 class PushDispatcher:
     def __init__(self, routes: list[Route], vapid_public_key: str = "") -> None:
         self.routes = routes
+        self.metrics: PushMetrics = _NoMetrics()
+        self.fcm: list[FcmProvider] = []  # for their access tokens' expiry (metrics)
         # The first [[push.webpush]] entry's VAPID public key (base64url P-256 point), for
         # the +sip.vapid Feature-Caps of a REGISTER 200 (RFC 8599 §5.6.1.1, §12); "" if none.
         self.vapid_public_key = vapid_public_key
@@ -94,6 +150,7 @@ class PushDispatcher:
                 h.provider, url=h.url, secret=h.secret, ca_file=h.ca_file or None
             )
             raw.append((h.provider, "", "", provider))
+        fcm_providers = [p for _, _, _, p in raw if isinstance(p, FcmProvider)]
         routes = [
             Route(
                 family,
@@ -103,7 +160,13 @@ class PushDispatcher:
             )
             for family, app, project, p in raw
         ]
-        return cls(routes, vapid)
+        dispatcher = cls(routes, vapid)
+        dispatcher.fcm = fcm_providers
+        return dispatcher
+
+    def credential_expiry(self) -> dict[str, float]:
+        """FCM access tokens' expiry by entry name (Unix time), once fetched."""
+        return {f"fcm:{p.name}": p.tokens.valid_until for p in self.fcm if p.tokens.valid_until}
 
     def supported(self) -> frozenset[str]:
         """pn-provider values we can serve (the registrar answers 555 for others)."""
@@ -135,10 +198,23 @@ class PushDispatcher:
         return None
 
     async def send(self, request: PushRequest) -> PushOutcome:
+        """Send through the target's provider; every push is counted here, the one place
+        all of them pass (calls, missed-call alerts, messages, admin test pushes)."""
+        family = _metrics_family(request.target.provider)
         provider = self.provider_for(request.target)
         if provider is None:
-            return Permanent("NoProviderForApp")
-        return await provider.send(request, time.time())
+            outcome: PushOutcome = Permanent("NoProviderForApp")
+            self.metrics.push(family, "permanent", None, reason="NoProviderForApp")
+            return outcome
+        self.metrics.push_started(family)
+        started = time.monotonic()
+        try:
+            outcome = await provider.send(request, time.time())
+        finally:
+            self.metrics.push_finished(family)
+        kind, reason = _describe(outcome)
+        self.metrics.push(family, kind, time.monotonic() - started, reason=reason)
+        return outcome
 
     async def close(self) -> None:
         for r in self.routes:

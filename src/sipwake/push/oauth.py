@@ -139,6 +139,11 @@ class AccessTokenSource:
         self._lock = asyncio.Lock()
         self.fetches = 0  # how many token requests succeeded (tests, metrics)
 
+    @property
+    def valid_until(self) -> float:
+        """When the cached access token expires (Unix time; 0 before the first fetch)."""
+        return self._valid_until
+
     async def token(self, now: float) -> str:
         """A valid access token; ``now`` is wall-clock seconds (the assertion's ``iat``)."""
         if self._token and now < self._valid_until:

@@ -211,6 +211,14 @@ class TransportManager:
         if conn is not None:
             conn.close()
 
+    def connection_counts(self) -> dict[str, int]:
+        """Open connections by transport (``tcp``, ``tls``, ``ws``, ``wss``), for metrics."""
+        counts: dict[str, int] = {}
+        for conn in self._ctx.table:
+            transport = conn.flow.transport.lower()
+            counts[transport] = counts.get(transport, 0) + 1
+        return counts
+
     def is_alive(self, flow: Flow) -> bool:
         if flow.transport == "UDP":
             return any(e.local == flow.local for e in self._udp)
