@@ -20,6 +20,7 @@ from sipwake.config import (
     EdgeConfig,
     ListenConfig,
     MessageConfig,
+    OverloadConfig,
     ProxyConfig,
     PushConfig,
     RegistrarConfig,
@@ -440,6 +441,7 @@ _DEFAULTS: dict[str, msgspec.Struct] = {
     "proxy": ProxyConfig(),
     "push": PushConfig(),
     "message": MessageConfig(),
+    "overload": OverloadConfig(),
     "api": ApiConfig(),
     "edge": EdgeConfig(upstream="sip:sbc.example.com"),
 }
@@ -518,3 +520,19 @@ def test_edge_upstream_forms() -> None:
         "sip:[2001:db8::1]:5060",
     ):
         assert loads_config(f"[edge]\nupstream = '{uri}'").edge == EdgeConfig(upstream=uri)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[sip]\nmax_connections = 0", "sip.max_connections: must be at least 1, got 0"),
+        ("[sip]\nmessage_timeout = 0.0", "sip.message_timeout: must be a positive number"),
+        ("[auth]\nknown_source_ttl = -1.0", "auth.known_source_ttl: must be positive"),
+        ("[push]\ndevice_burst = 0", "push.device_burst: must be at least 1"),
+        ("[push]\nmax_per_source = -2.0", "push.max_per_source: must be between 0"),
+        ("[overload]\nmax_pending = 0", "overload.max_pending: must be positive, got 0"),
+        ("[overload]\nmax_loop_lag = 0.0", "overload.max_loop_lag: must be positive"),
+    ],
+)
+def test_hardening_keys_are_checked(text: str, message: str) -> None:
+    assert message in error_of(text)

@@ -48,6 +48,7 @@ __all__ = [
     "FcmConfig",
     "ListenConfig",
     "MessageConfig",
+    "OverloadConfig",
     "ProxyConfig",
     "PushConfig",
     "RegistrarConfig",
@@ -402,6 +403,21 @@ class AuthConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
                 raise _Invalid(key, "must be positive")
 
 
+class OverloadConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """[overload]: answer new work 503 + Retry-After past these bounds (policy/overload.py)."""
+
+    enabled: bool = True
+    max_pending: int = 2000  # requests received, not yet finally answered (held calls apart)
+    max_held_calls: int = 10000  # calls held for a device being woken
+    max_loop_lag: float = 0.25  # seconds the event loop runs late
+    retry_after: int = 5  # seconds, in the 503 (RFC 3261 §21.5.4)
+
+    def __post_init__(self) -> None:
+        for key in ("max_pending", "max_held_calls", "max_loop_lag", "retry_after"):
+            if not getattr(self, key) > 0:
+                raise _Invalid(key, f"must be positive, got {getattr(self, key)}")
+
+
 class ProxyConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """[proxy]: forwarding behaviour (RFC 3261 §16)."""
 
@@ -535,6 +551,7 @@ class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     push: PushConfig = field(default_factory=PushConfig)
     message: MessageConfig = field(default_factory=MessageConfig)
+    overload: OverloadConfig = field(default_factory=OverloadConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     edge: EdgeConfig | None = None  # absent: registrar mode
 

@@ -28,6 +28,7 @@ import msgspec
 __all__ = [
     "CallIdFilter",
     "JsonFormatter",
+    "LogEvery",
     "TextFormatter",
     "call_context",
     "get_call_id",
@@ -90,6 +91,29 @@ class CallIdFilter(logging.Filter):
         if not hasattr(record, "call_id"):  # an explicit extra={"call_id": ...} wins
             record.call_id = _call_id.get()
         return True
+
+
+class LogEvery:
+    """At most one warning per ``interval`` seconds for a recurring condition (a limit
+    biting under attack would otherwise flood the log); says how many were suppressed.
+    The caller passes the time in, from whatever clock it runs on."""
+
+    __slots__ = ("_last", "_log", "_suppressed", "interval")
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        self._log = logger
+        self.interval = interval
+        self._last = float("-inf")
+        self._suppressed = 0
+
+    def __call__(self, now: float, msg: str, *args: object) -> None:
+        if now - self._last < self.interval:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
+        self._log.warning(msg + more, *args)
+        self._last = now
+        self._suppressed = 0
 
 
 def _utc_stamp(record: logging.LogRecord) -> str:

@@ -27,6 +27,7 @@ from sipwake.app.router import SipApp
 from sipwake.app.wake import WakeService
 from sipwake.config import Config, SetupError
 from sipwake.policy.decline import DeclineResult
+from sipwake.policy.overload import OverloadLimits
 from sipwake.policy.proxying import Me
 from sipwake.policy.pushbudget import PushBudget
 from sipwake.policy.pushparams import parse_push_target, provider_family
@@ -96,6 +97,7 @@ class Server:
             server_header=sip.user_agent,
             log_transactions=config.server.log_level == "debug",
             tag_source=new_id,
+            overload=_overload_limits(config),
         )
         tls_cfg = config.tls
         needs_tls = any(lst.secure for lst in config.listen)
@@ -339,6 +341,9 @@ class Server:
             edge=edge,
         )
         self.engine.app = self.app
+        if wake is not None:
+            self.engine.held_calls = wake.held_count
+        self.engine.start()
         self.app.metrics = metrics
         self._purger = asyncio.get_running_loop().create_task(self._purge_loop())
         if self.worker is None or self.worker.index == 0:
@@ -569,3 +574,15 @@ def run_demo(json_output: bool = False, transport: str = "udp") -> int:
     from sipwake.emulate.demo import main as demo_main
 
     return demo_main(json_output=json_output, transport=transport)
+
+
+def _overload_limits(config: Config) -> OverloadLimits | None:
+    o = config.overload
+    if not o.enabled:
+        return None
+    return OverloadLimits(
+        max_pending=o.max_pending,
+        max_held=o.max_held_calls,
+        max_lag=o.max_loop_lag,
+        retry_after=o.retry_after,
+    )

@@ -24,7 +24,7 @@ from tests.e2e.harness import (
     serve,
     write_config,
 )
-from tests.e2e.probe import Prober, add_user
+from tests.e2e.probe import Prober, RingingCallee, add_user
 
 pytestmark = pytest.mark.e2e
 
@@ -234,3 +234,44 @@ def options_request(local: tuple[str, int]) -> bytes:
         "CSeq: 1 OPTIONS\r\n"
         "Content-Length: 0\r\n\r\n"
     ).encode()
+
+
+def test_overload_sheds_new_calls_and_keeps_the_rest_flowing(tmp_path: Path) -> None:
+    # A callee that never answers: every INVITE stays in progress, as under overload.
+    text = loopback_config(
+        domains=(DOMAIN,),
+        extra="[auth]\nenabled = false\n[overload]\nmax_pending = 4\nretry_after = 7",
+    )
+    with serve(text, tmp_path) as server, Prober(server.addr("udp")) as callee:
+        addr = server.addr("udp")
+        contact = f"<sip:bob@127.0.0.1:{callee.port}>"
+        assert callee.register("bob", DOMAIN, contact=contact).status == 200
+        ringing = RingingCallee(callee)
+        ringing.start()
+        with Prober(addr, "127.0.0.50") as caller:
+            invites = [
+                caller.send("INVITE", f"sip:bob@{DOMAIN}", from_uri=f"sip:a@{DOMAIN}")
+                for _ in range(10)
+            ]
+            shed = [caller.wait_final(s, timeout=1.0) for s in invites]
+            refused = [a for a in shed if a is not None]
+            # The first four are in progress (no final answer); the rest got 503 at once.
+            assert len(refused) == 6, [a.status if a else None for a in shed]
+            assert {a.status for a in refused} == {503}
+            assert {a.header("Retry-After") for a in refused} == {"7"}
+            # CANCEL, OPTIONS and the calls in progress keep flowing.
+            options = caller.request("OPTIONS", f"sip:{DOMAIN}", from_uri=f"sip:a@{DOMAIN}")
+            assert options.status == 200
+            pending = [s for s, a in zip(invites, shed, strict=True) if a is None]
+            for s in pending:
+                assert caller.wait_final(caller.cancel(s)) is not None  # 200 to the CANCEL
+                answer = caller.wait_final(s)
+                assert answer is not None and answer.status == 487
+            # Load gone: a new call is taken again.
+            again = caller.send("INVITE", f"sip:bob@{DOMAIN}", from_uri=f"sip:a@{DOMAIN}")
+            assert caller.wait_final(again, timeout=1.0) is None  # forwarded, ringing nowhere
+            caller.wait_final(caller.cancel(again))
+            assert caller.wait_final(again) is not None
+        ringing.stop()
+        assert server.alive()
+        assert "overloaded, answering new requests 503" in server_text(server)

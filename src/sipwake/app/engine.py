@@ -15,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
 from sipwake.app.ports import MetricsPort, NullMetrics
-from sipwake.logs import reset_call_id, set_call_id
+from sipwake.logs import LogEvery, reset_call_id, set_call_id
+from sipwake.policy.overload import SHED_TAG_PREFIX, OverloadLimits, sheddable
 from sipwake.sip.codec import DEFAULT_LIMITS, Limits, parse_head, parse_message
 from sipwake.sip.errors import ParseError, ProtocolError
 from sipwake.sip.events import (
@@ -37,6 +38,8 @@ from sipwake.transport.flow import Flow
 
 log = logging.getLogger("sipwake.engine")
 
+_LAG_INTERVAL = 0.05  # seconds between two measurements of the event loop's lag
+
 
 class Sender(Protocol):
     """What the engine needs of the transport layer."""
@@ -51,6 +54,7 @@ class EngineStats:
     dropped: int = 0  # could not be answered (no usable headers, or a bad response)
     handler_errors: int = 0
     storage_unavailable: int = 0  # requests answered 503 because the store was away
+    shed: int = 0  # new requests answered 503 under overload (policy/overload.py)
 
 
 class Incoming:
@@ -113,8 +117,18 @@ class Engine:
         server_header: str = "sipwake",
         log_transactions: bool = False,
         tag_source: Callable[[], str],
+        overload: OverloadLimits | None = None,
     ) -> None:
         self.txn = txn
+        # Overload shedding (policy/overload.py): server transactions not yet finally
+        # answered, how late the loop runs (measured by _tick), held calls (set by server).
+        self.overload = overload
+        self.held_calls: Callable[[], int] = lambda: 0
+        self.lag = 0.0
+        self._unanswered: set[str] = set()
+        self._tick_due = 0.0
+        self._ticker: asyncio.TimerHandle | None = None
+        self._shed_log = LogEvery(log)
         self.limits = limits
         self.server_header = server_header
         self.log_transactions = log_transactions
@@ -187,6 +201,8 @@ class Engine:
             addr = response_address(via)
             if addr != flow.remote:
                 dest = dataclasses.replace(flow, remote=addr)
+        if self.overload is not None and self._shed(request, dest):
+            return
         try:
             self.txn.receive(request, dest, self.now())
         except ParseError as err:
@@ -195,6 +211,47 @@ class Engine:
             self._send_stateless(make_error_response(request, err), flow)
             return
         self._pump()
+
+    def _shed(self, request: Request, dest: Flow) -> bool:
+        """Answer a new request 503 + Retry-After, statelessly and before any other work,
+        while overloaded; True when it was answered (or was the ACK of such an answer)."""
+        assert self.overload is not None
+        to_tag = request.to.tag
+        if request.method == "ACK":
+            # No transaction was kept for the 503, so its ACK matches none: drop it here.
+            return to_tag is not None and to_tag.startswith(SHED_TAG_PREFIX)
+        if not sheddable(request.method, to_tag):
+            return False
+        held = self.held_calls()
+        why = self.overload.reason(pending=len(self._unanswered), held=held, lag=self.lag)
+        if why is None:
+            return False
+        try:
+            if self.txn.has_server_transaction(request):
+                return False  # a retransmission: its transaction answers it
+        except ParseError:
+            return False  # the transaction layer answers 400
+        self.stats.shed += 1
+        self.metrics.refused("overload")
+        self._shed_log(self.now(), "overloaded, answering new requests 503: %s", why)
+        retry = [("Retry-After", str(self.overload.retry_after))]
+        tag = SHED_TAG_PREFIX + self.tag_source()
+        response = make_response(request, 503, to_tag=tag, extra=retry)
+        self.metrics.response_sent(503)
+        self._send_stateless(response, dest)
+        return True
+
+    def start(self) -> None:
+        """Start measuring the event loop's lag (for overload shedding)."""
+        if self.overload is not None and self._ticker is None:
+            self._tick_due = self.loop.time() + _LAG_INTERVAL
+            self._ticker = self.loop.call_at(self._tick_due, self._tick)
+
+    def _tick(self) -> None:
+        now = self.loop.time()
+        self.lag = max(0.0, now - self._tick_due)
+        self._tick_due = now + _LAG_INTERVAL
+        self._ticker = self.loop.call_at(self._tick_due, self._tick)
 
     def _reject_unparsed(self, data: bytes, flow: Flow, err: ParseError) -> None:
         """Answer a request we could not parse when its Via/From/To/Call-ID/CSeq lines can
@@ -228,6 +285,8 @@ class Engine:
         if isinstance(event, RequestReceived):
             flow = cast(Flow, event.flow)
             incoming = Incoming(self, event.request, event.txn_id, flow, self.now())
+            if event.txn_id is not None:
+                self._unanswered.add(event.txn_id)
             self._run(incoming, lambda: app.on_request(incoming))
         elif isinstance(event, CancelReceived):
             flow = cast(Flow, event.flow)
@@ -240,6 +299,7 @@ class Engine:
         elif isinstance(event, TransactionTimeout):
             app.on_timeout(event.txn_id)
         elif isinstance(event, TransactionTerminated):
+            self._unanswered.discard(event.txn_id)
             app.on_terminated(event.txn_id)
 
     def _run(self, incoming: Incoming, call: Callable[[], Awaitable[None] | None]) -> None:
@@ -300,6 +360,8 @@ class Engine:
     def send_response(self, incoming: Incoming, response: Response) -> None:
         incoming.answered = max(response.status, incoming.answered)
         self.metrics.response_sent(response.status)
+        if response.status >= 200 and incoming.txn_id is not None:
+            self._unanswered.discard(incoming.txn_id)
         if incoming.txn_id is None:
             self._send_stateless(response, incoming.flow)
         else:
@@ -364,6 +426,9 @@ class Engine:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

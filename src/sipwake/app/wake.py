@@ -87,6 +87,10 @@ class WakeService:
             "late_deliveries": 0, "declined": 0,
         }  # fmt: skip
 
+    def held_count(self) -> int:
+        """Calls held here now (overload shedding bounds them)."""
+        return len(self.by_id)
+
     # -- which bindings sleep ---------------------------------------------------------------
     def sleeping(self, b: Binding) -> bool:
         """A binding with a push target and no connection we know to be alive: push it.

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sipwake.logs import LogEvery
 from sipwake.sip.codec import Limits
 from sipwake.transport.flow import Flow, Sink, TransportStats
 
@@ -140,27 +141,6 @@ class FlowTable:
         return iter(list(self._by_id.values()))
 
 
-class LogEvery:
-    """At most one log line per ``interval`` seconds for a recurring condition (a limit
-    biting under attack would otherwise flood the log); says how many were suppressed."""
-
-    __slots__ = ("_last", "_suppressed", "interval")
-
-    def __init__(self, interval: float = 10.0) -> None:
-        self.interval = interval
-        self._last = float("-inf")
-        self._suppressed = 0
-
-    def __call__(self, now: float, msg: str, *args: object) -> None:
-        if now - self._last < self.interval:
-            self._suppressed += 1
-            return
-        more = f" ({self._suppressed} more since the last report)" if self._suppressed else ""
-        log.warning(msg + more, *args)
-        self._last = now
-        self._suppressed = 0
-
-
 @dataclass(slots=True)
 class TransportContext:
     """Shared by every socket and connection of one TransportManager."""
@@ -178,7 +158,7 @@ class TransportContext:
     max_connections: int = 0
     max_per_ip: int = 0
     per_ip: dict[str, int] = field(default_factory=dict)
-    refusal_log: LogEvery = field(default_factory=LogEvery)
+    refusal_log: LogEvery = field(default_factory=lambda: LogEvery(log))
 
     def admit(self, transport: str, ip: str) -> bool:
         """May a connection just accepted from ``ip`` stay? Counts and logs a refusal."""

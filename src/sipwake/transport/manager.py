@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from sipwake.logs import LogEvery
 from sipwake.sip.codec import Limits
 from sipwake.transport.connections import (
     Connection,
     Key,
-    LogEvery,
     TransportContext,
     flow_key,
     normalise_host,
@@ -82,7 +82,7 @@ class TransportManager:
         self.idle_timeout = idle_timeout
         self.message_timeout = message_timeout
         self.tls_handshake_timeout = tls_handshake_timeout
-        self._timeout_log = LogEvery()
+        self._timeout_log = LogEvery(log)
         self.connect_timeout = connect_timeout
         self._tls_server = tls_server
         self._tls_client = tls_client

@@ -216,6 +216,14 @@ class TransactionLayer:
     def __len__(self) -> int:
         return len(self._txns)
 
+    def has_server_transaction(self, request: Request) -> bool:
+        """Whether ``request`` is a retransmission of one we are handling (§17.2.3 match);
+        raises ParseError like ``receive`` when the fields needed are malformed."""
+        key, rfc2543 = server_key(request, request.method)
+        if rfc2543:
+            key = (*key, request.to.tag)
+        return key in self._server
+
     # -- matching ----------------------------------------------------------------------------
     def _receive_request(self, request: Request, flow: Dest, now: float) -> None:
         method = request.method

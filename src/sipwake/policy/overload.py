@@ -1,0 +1,53 @@
+"""When to shed load: refuse new work with 503 before doing any of it.
+
+Past its capacity a SIP server that accepts everything collapses: answers come late, the
+callers retransmit (RFC 3261 §17.1.1.2), the retransmissions cost as much as new work, and
+every call fails with 408 while memory grows. Answering the excess at once with
+``503 Service Unavailable`` and ``Retry-After`` (RFC 3261 §21.5.4) keeps the work in
+progress finishing in time; a client then retries later or elsewhere (RFC 3263 §4.3).
+
+What is shed: only requests that *start* something — an initial INVITE, REGISTER,
+MESSAGE, SUBSCRIBE or PUBLISH (no To tag). In-dialog requests, CANCEL, ACK and
+retransmissions of requests already in progress keep flowing, since refusing them wastes
+the work already done for their call. OPTIONS (keep-alives, monitoring) is answered
+anyway: it costs less than the 503.
+
+When: any of these signals reaches its bound —
+- ``pending``: requests received and not yet finally answered, not counting held calls
+  (a backlog: the answers are late, so the callers are about to retransmit);
+- ``held``: calls held while a device is woken (each holds memory for up to the hold window);
+- ``lag``: how late the event loop ran a timer that was due (the CPU is saturated).
+Pure: the caller measures and passes the numbers in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SHEDDABLE = frozenset({"INVITE", "REGISTER", "MESSAGE", "SUBSCRIBE", "PUBLISH"})
+# To tag of our 503s: the ACK for such a 503 (same branch, no transaction kept for it) is
+# recognised by it and dropped instead of being routed as an in-dialog request.
+SHED_TAG_PREFIX = "sipwake-503-"
+
+
+def sheddable(method: str, to_tag: str | None) -> bool:
+    """May this request be refused under overload (it starts new work)?"""
+    return to_tag is None and method in SHEDDABLE
+
+
+@dataclass(frozen=True, slots=True)
+class OverloadLimits:
+    max_pending: int = 2000
+    max_held: int = 10_000
+    max_lag: float = 0.25  # seconds
+    retry_after: int = 5  # seconds, in the 503
+
+    def reason(self, *, pending: int, held: int, lag: float) -> str | None:
+        """Why we are overloaded (for the log), or None when we are not."""
+        if pending - held >= self.max_pending:
+            return f"{pending - held} requests in progress, overload.max_pending reached"
+        if held >= self.max_held:
+            return f"{held} held calls, overload.max_held_calls reached"
+        if lag > self.max_lag:
+            return f"event loop {lag * 1000:.0f} ms late > overload.max_loop_lag"
+        return None

@@ -1,0 +1,29 @@
+"""When to shed load: the bounds and which requests may be refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from sipwake.policy.overload import OverloadLimits, sheddable
+
+
+@pytest.mark.parametrize("method", ["INVITE", "REGISTER", "MESSAGE", "SUBSCRIBE", "PUBLISH"])
+def test_new_work_is_sheddable(method: str) -> None:
+    assert sheddable(method, None)
+    assert not sheddable(method, "abc")  # in-dialog: its call is already paid for
+
+
+@pytest.mark.parametrize("method", ["ACK", "CANCEL", "BYE", "OPTIONS", "PRACK", "UPDATE"])
+def test_the_rest_keeps_flowing(method: str) -> None:
+    assert not sheddable(method, None)
+
+
+def test_bounds() -> None:
+    limits = OverloadLimits(max_pending=10, max_held=5, max_lag=0.2)
+    assert limits.reason(pending=9, held=0, lag=0.0) is None
+    assert "max_pending" in (limits.reason(pending=10, held=0, lag=0.0) or "")
+    # held calls count in their own bound, not in max_pending
+    assert limits.reason(pending=13, held=4, lag=0.0) is None
+    assert "max_held_calls" in (limits.reason(pending=13, held=5, lag=0.0) or "")
+    assert "late" in (limits.reason(pending=0, held=0, lag=0.21) or "")
+    assert limits.reason(pending=0, held=0, lag=0.2) is None
