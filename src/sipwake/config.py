@@ -443,6 +443,16 @@ class PushConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     max_per_source: float = 30.0
     source_burst: int = 10
     require_auth_for_push: bool = False  # only authenticated or trusted callers wake devices
+    # Binding refresh (RFC 8599 §5.5, policy/refresh.py): the first refresh push this many
+    # seconds before a push binding expires (0: none), then up to refresh_retries more,
+    # refresh_backoff seconds apart and doubling, while the app does not REGISTER again.
+    refresh_before: float = 120.0
+    refresh_retries: int = 3
+    refresh_backoff: float = 15.0
+    # +sip.pnsreg offered in the REGISTER 200 to apps whose Contact says they can refresh
+    # by themselves (+sip.pnsreg tag, RFC 8599 §5.6.1.1): refresh at least this many
+    # seconds before expiry (the RFC asks for more than 120). 0: never offered.
+    pnsreg: int = 130
     apns: tuple[ApnsConfig, ...] = ()
     fcm: tuple[FcmConfig, ...] = ()
     webpush: tuple[WebPushConfig, ...] = ()
@@ -461,6 +471,11 @@ class PushConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
         for key in ("device_burst", "source_burst"):
             if getattr(self, key) < 1:
                 raise _Invalid(key, "must be at least 1")
+        for key in ("refresh_before", "refresh_retries", "refresh_backoff", "pnsreg"):
+            if getattr(self, key) < 0:
+                raise _Invalid(key, "must not be negative")
+        if self.refresh_retries and not self.refresh_backoff:
+            raise _Invalid("refresh_backoff", "must be above 0 when refresh_retries is")
 
     @property
     def configured(self) -> bool:

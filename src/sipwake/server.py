@@ -22,6 +22,7 @@ from sipwake.app.cluster import ClusterNode
 from sipwake.app.edge import EdgeService
 from sipwake.app.engine import Engine
 from sipwake.app.proxy import Proxy, ref_flow
+from sipwake.app.refresh import RefreshService
 from sipwake.app.register import Registrar
 from sipwake.app.router import SipApp
 from sipwake.app.wake import WakeService
@@ -133,6 +134,7 @@ class Server:
         self.app: SipApp | None = None
         self.wake: WakeService | None = None
         self.edge: EdgeService | None = None
+        self.refresh: RefreshService | None = None
         self.dispatcher: PushDispatcher | None = None
         self.decline_base = config.api.public_url
         self.metrics = Metrics(multiprocess_dir=multiprocess_dir())
@@ -250,6 +252,7 @@ class Server:
             push_parser=parse_push_target,
             supported_providers=providers,
             vapid_public_key=self.dispatcher.vapid_public_key,
+            pnsreg=cfg.push.pnsreg,
         )
         registrar = Registrar(
             stores.bindings,
@@ -315,8 +318,17 @@ class Server:
             if wake is not None:
                 wake.on_binding_removed.append(edge.binding_removed)
         self.edge = edge
+        if cfg.push.configured and cfg.push.refresh_before > 0 and edge is None:
+            # Edge mode refreshes the upstream registration with its own pushes.
+            self.refresh = RefreshService(
+                dispatcher=self.dispatcher,
+                store=stores.bindings,
+                cfg=cfg.push,
+                sip_address=_preferred_address(public),
+            )
+            registrar.hooks.append(self.refresh.on_registered)
         metrics = self.metrics
-        for part in (self.engine, registrar, auth, wake):
+        for part in (self.engine, registrar, auth, wake, self.refresh):
             if part is not None:
                 part.metrics = metrics
         self.app = SipApp(
@@ -410,6 +422,8 @@ class Server:
             await self.api.close()
         if self.edge is not None:
             await self.edge.close()
+        if self.refresh is not None:
+            await self.refresh.close()
         if self.wake is not None:
             await self.wake.close()
         elif self.dispatcher is not None:

@@ -711,3 +711,16 @@ def test_webpush_feature_caps_carry_our_vapid_key() -> None:
     no_key = dataclasses.replace(policy, vapid_public_key="")
     _, outcome = decide([], register("<sip:a@h;pn-provider=webpush;pn-prid=p1>"), no_key)
     assert ("Feature-Caps", '*;+sip.pns="webpush"') in outcome.headers
+
+
+def test_pnsreg_offered_only_to_a_ua_that_can_refresh_by_itself() -> None:
+    # RFC 8599 §5.6.1.1 (issue 10 item 5): +sip.pnsreg tag in the Contact -> the 200's
+    # Feature-Caps carries +sip.pnsreg="<seconds>".
+    policy = dataclasses.replace(PUSH, pnsreg=130)
+    contact = "<sip:a@h;pn-provider=apns;pn-prid=t1>;+sip.pnsreg"
+    _, outcome = decide([], register(contact), policy)
+    assert ("Feature-Caps", '*;+sip.pns="apns";+sip.pnsreg="130"') in outcome.headers
+    _, outcome = decide([], register("<sip:a@h;pn-provider=apns;pn-prid=t1>"), policy)
+    assert ("Feature-Caps", '*;+sip.pns="apns"') in outcome.headers
+    _, outcome = decide([], register(contact), dataclasses.replace(policy, pnsreg=0))
+    assert ("Feature-Caps", '*;+sip.pns="apns"') in outcome.headers

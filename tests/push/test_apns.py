@@ -307,3 +307,23 @@ def test_retry_after_http_date() -> None:
     response = H2Response(503, {"retry-after": "Wed, 21 Oct 2015 07:28:30 GMT"}, b"")
     outcome = _outcome(response, 1445412480.0)  # 07:28:00
     assert outcome == Transient("HTTP 503", 30.0)
+
+
+async def test_refresh_is_a_background_push_to_the_alert_token_never_voip(
+    make_provider: Make, emulator: ApnsEmulator, clock: Clock
+) -> None:
+    # RFC 8599 §5.5 binding refresh (issue 10 item 5): iOS would make a VoIP push ring.
+    target = PushTarget("apns", TOKEN, alert_prid="cd" * 32)
+    request = PushRequest(
+        target, {"type": "refresh"}, kind="refresh", expires_at=clock.now + 60, collapse_id="r1"
+    )
+    assert isinstance(await make_provider().send(request, clock.now), Delivered)
+    [push] = emulator.pushes
+    assert push["token"] == "cd" * 32 and push["topic"] == BUNDLE
+    assert push["push_type"] == "background"
+    assert push["headers"]["apns-priority"] == "5"
+    assert push["payload"]["aps"] == {"content-available": 1}
+    assert push["payload"]["type"] == "refresh"
+    # Without a non-VoIP token there is nothing to refresh with.
+    bare = PushRequest(PushTarget("apns", TOKEN), {"type": "refresh"}, kind="refresh")
+    assert await make_provider().send(bare, clock.now) == Permanent("NoAlertToken")

@@ -153,6 +153,17 @@ class Metrics:
         self._pushes: dict[tuple[str, str, str], Counter] = {
             (p, o, ""): pushes.labels(p, o, "") for p in PUSH_PROVIDERS for o in PUSH_OUTCOMES
         }
+        self._refresh_pushes = Counter(
+            "sipwake_refresh_pushes",
+            "Binding-refresh pushes (RFC 8599 §5.5) by provider and outcome",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self.bindings_expired_unrefreshed = Counter(
+            "sipwake_bindings_expired_unrefreshed",
+            "Push bindings that expired although refresh pushes were sent",
+            registry=r,
+        )
         self._push_latency = Histogram(
             "sipwake_push_latency_seconds",
             "Push request round trip to the provider, by provider",
@@ -339,6 +350,14 @@ class Metrics:
             self.wake_register.observe(push_to_register)
         if invite_to_delivery is not None:
             self.wake_delivery.observe(invite_to_delivery)
+
+    def refresh_push(self, provider: str, outcome: str) -> None:
+        if outcome not in PUSH_OUTCOMES:
+            raise ValueError(f"unknown push outcome {outcome!r}")
+        self._refresh_pushes.labels(provider, outcome).inc()
+
+    def binding_expired_unrefreshed(self) -> None:
+        self.bindings_expired_unrefreshed.inc()
 
     def decline(self, reason: str) -> None:
         self._declines[reason].inc()

@@ -43,6 +43,14 @@ class MetricsPort(Protocol):
         """Work refused before it was done (push budget, overload): REFUSED_REASONS."""
         ...
 
+    def refresh_push(self, provider: str, outcome: str) -> None:
+        """A binding-refresh push sent (RFC 8599 §5.5): PUSH_OUTCOMES."""
+        ...
+
+    def binding_expired_unrefreshed(self) -> None:
+        """A push binding reached its expiry although refresh pushes were planned."""
+        ...
+
 
 class _NullGauge:
     def inc(self, amount: float = 1) -> None:
@@ -85,6 +93,12 @@ class NullMetrics:
         return None
 
     def refused(self, reason: str) -> None:
+        return None
+
+    def refresh_push(self, provider: str, outcome: str) -> None:
+        return None
+
+    def binding_expired_unrefreshed(self) -> None:
         return None
 
 

@@ -72,6 +72,9 @@ class RegistrarPolicy:
     # Our VAPID public key (base64url P-256 point): webpush Feature-Caps carry it as
     # +sip.vapid (RFC 8599 §5.6.1.1, §12); "" when no [[push.webpush]] is configured.
     vapid_public_key: str = ""
+    # +sip.pnsreg="<n>" for a UA whose Contact carries the +sip.pnsreg tag: it can refresh
+    # by itself, at least n seconds before expiry (RFC 8599 §5.6.1.1); 0: never offered.
+    pnsreg: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,12 +359,15 @@ def _push_checks(policy: RegistrarPolicy, candidates: list[_Candidate]) -> list[
         return []
     supported = set(policy.supported_providers)
     providers: list[str] = []
+    pnsreg: set[str] = set()  # providers whose binding offered to refresh by itself
     for c in candidates:
         if not c.requested:
             continue
         if c.binding.push is not None:
             check_provider_supported(c.binding.push, supported)
             providers.append(c.binding.push.provider)
+            if policy.pnsreg and any(k.lower() == "+sip.pnsreg" for k, _ in c.binding.extra):
+                pnsreg.add(c.binding.push.provider)
         elif c.query is not None:
             asked = c.query or tuple(sorted(supported))
             if not asked:
@@ -373,14 +379,19 @@ def _push_checks(policy: RegistrarPolicy, candidates: list[_Candidate]) -> list[
             for provider in asked:
                 check_provider_supported(provider, supported)
             providers.extend(asked)
-    return [("Feature-Caps", _feature_caps(policy, p)) for p in dict.fromkeys(providers)]
+    return [
+        ("Feature-Caps", _feature_caps(policy, p, p in pnsreg)) for p in dict.fromkeys(providers)
+    ]
 
 
-def _feature_caps(policy: RegistrarPolicy, provider: str) -> str:
+def _feature_caps(policy: RegistrarPolicy, provider: str, pnsreg: bool) -> str:
     value = f'*;+sip.pns="{provider}"'
     if provider == "webpush" and policy.vapid_public_key:
         # §12: the browser app may restrict its subscription to the key we sign with.
         value += f';+sip.vapid="{policy.vapid_public_key}"'
+    if pnsreg:
+        # §5.6.1.1: the UA said it can wake itself; it must refresh this long before expiry.
+        value += f';+sip.pnsreg="{policy.pnsreg}"'
     return value
 
 

@@ -120,16 +120,23 @@ class ApnsProvider:
             token, topic, limit = target.alert_prid or "", self.topic, APNS_ALERT_LIMIT
             if not token:
                 return Permanent("NoAlertToken")
-            aps = {"alert": request.alert_text, "sound": "default"}
+            if request.kind == "refresh":
+                # A background push wakes the app without a word (never VoIP: iOS would
+                # make it ring); content-available and no alert (apns.md §3).
+                aps: dict[str, Any] = {"content-available": 1}
+            else:
+                aps = {"alert": request.alert_text, "sound": "default"}
             body = _encode({"aps": aps, **request.payload})
         if len(body) > limit:
             return Permanent("PayloadTooLarge")
         if request.expires_at and request.expires_at <= now:
             return Permanent("ExpiredBeforeSend")
+        background = request.kind == "refresh"
         headers = [
-            ("apns-push-type", request.kind),
+            ("apns-push-type", "background" if background else request.kind),
             ("apns-topic", topic),
-            ("apns-priority", "10"),  # a call rings now (apns.md §3)
+            # A call rings now (apns.md §3); a background push must be priority 5.
+            ("apns-priority", "5" if background else "10"),
             ("apns-expiration", str(int(request.expires_at))),
         ]
         if request.collapse_id:

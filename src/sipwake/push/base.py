@@ -23,7 +23,9 @@ from typing import Any, Literal, Protocol
 
 from sipwake.policy.bindings import PushTarget
 
-PushKind = Literal["voip", "alert"]
+# "refresh": a binding-refresh push (RFC 8599 §5.5) that must wake the app without
+# ringing or showing anything: APNs background push, FCM normal-priority data message.
+PushKind = Literal["voip", "alert", "refresh"]
 
 
 @dataclass(frozen=True, slots=True)

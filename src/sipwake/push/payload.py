@@ -27,8 +27,9 @@ REGISTER to ``sip``; the held INVITE follows over that connection. If no INVITE 
 caller is gone: end the CallKit call. POSTing to ``decline_url`` declines the call without
 registering. Past ``expires_at`` the call is over. ``missed`` is sent as a visible alert
 (never as a VoIP push); ``cancel-notice`` is for platforms without PushKit's rules (Android).
-``refresh`` (edge mode, docs/edge-mode.md) asks the app to REGISTER to ``sip`` again before
-its registration at the operator's registrar ends; no call follows it.
+``refresh`` asks the app to REGISTER to ``sip`` again before its binding ends (app/refresh.py;
+in edge mode its registration at the operator's registrar, docs/edge-mode.md); no call
+follows it.
 
 Size: APNs VoIP payloads may be 5120 bytes, APNs alerts and FCM data 4096 (apns.md §2,
 fcm.md). :func:`build_payload` keeps the payload under the limit by shortening the display
