@@ -45,7 +45,7 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Stand-in for sipwake.server, recording what the CLI hands it."""
     seen: dict[str, Any] = {}
 
-    async def run(config: Config, worker: Any = None) -> None:
+    async def run(config: Config, worker: Any = None, path: str | None = None) -> None:
         seen["config"] = config
         seen["worker"] = worker
         seen["loop"] = type(asyncio.get_running_loop()).__module__

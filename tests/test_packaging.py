@@ -137,3 +137,25 @@ def test_emulators_remove_their_temporary_keys(kind: str, pattern: str) -> None:
             proc.kill()
             proc.wait()
     assert not directory.exists()
+
+
+def test_systemd_unit_reloads_with_sighup(tmp_path: Path) -> None:
+    """contrib/sipwake.service: ExecReload sends SIGHUP; systemd-analyze verify, where
+    systemd is installed, finds nothing wrong with it (unknown keys are only warned about,
+    so its output must be clean too)."""
+    import shutil
+
+    text = (ROOT / "contrib" / "sipwake.service").read_text()
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in text
+    assert "ExecStart=/usr/local/bin/sipwake serve -c /etc/sipwake/sipwake.toml" in text
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not installed")
+    sipwake = shutil.which("sipwake", path=str(Path(sys.executable).parent)) or sys.executable
+    unit = tmp_path / "sipwake.service"
+    unit.write_text(text.replace("/usr/local/bin/sipwake", sipwake))
+    result = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert str(unit) not in result.stderr, result.stderr

@@ -126,7 +126,7 @@ def serve(  # noqa: PLR0917 (click passes options as keywords; one per option)
         index, _, total = worker_slot.partition("/")
         slot = WorkerSlot(int(index), int(total))
     try:
-        _run_loop(run(config, slot), use_uvloop=not no_uvloop)
+        _run_loop(run(config, slot, config_path), use_uvloop=not no_uvloop)
     except KeyboardInterrupt:
         raise SystemExit(130) from None
     except SetupError as exc:

@@ -148,6 +148,8 @@ class Server:
         self.api_address: tuple[str, int] | None = None
         self._purger: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
+        self.registrar: Registrar | None = None
+        self.background: set[asyncio.Task[Any]] = set()  # e.g. a replaced dispatcher closing
 
     async def start(self) -> None:
         cfg = self.config
@@ -261,6 +263,7 @@ class Server:
             hosts,
             self.node_id,
         )
+        self.registrar = registrar
         if cluster.shared:
             registrar.track_flows = True
             self.transport.on_close(registrar.flow_closed)
@@ -416,6 +419,8 @@ class Server:
             self._purger.cancel()
         if self._sampler is not None:
             self._sampler.cancel()
+        for task in list(self.background):
+            task.cancel()
         if self.cluster is not None and self.cluster.shared:
             await self.cluster.close()
         if self.api is not None:
@@ -564,8 +569,8 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-async def run(config: Config, worker: WorkerSlot | None = None) -> None:
-    """Run until SIGINT/SIGTERM."""
+async def run(config: Config, worker: WorkerSlot | None = None, path: str | None = None) -> None:
+    """Run until SIGINT/SIGTERM; SIGHUP reloads ``path`` (reload.py)."""
     server = Server(config, worker)
     await server.start()
     tune_gc()
@@ -573,6 +578,7 @@ async def run(config: Config, worker: WorkerSlot | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, partial(_on_sighup, server, path))
     # Tests and supervisors wait for this line on stdout before sending traffic.
     ready = " ".join(str(b) for b in server.bound)
     if server.api_address is not None:
@@ -582,6 +588,17 @@ async def run(config: Config, worker: WorkerSlot | None = None) -> None:
         await stop.wait()
     finally:
         await server.stop()
+
+
+def _on_sighup(server: Server, path: str | None) -> None:
+    if path is None:
+        log.warning("SIGHUP: running on the built-in configuration, nothing to reload")
+        return
+    from sipwake.reload import reload
+
+    task = asyncio.get_running_loop().create_task(reload(server, path))
+    server.background.add(task)
+    task.add_done_callback(server.background.discard)
 
 
 def run_demo(json_output: bool = False, transport: str = "udp") -> int:

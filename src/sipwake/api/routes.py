@@ -209,6 +209,10 @@ class ApiApp:
             return _error(401, "unauthorised", [("www-authenticate", 'Bearer realm="admin"')])
         return await admin_route(self.admin, method, path, query)
 
+    def set_admin_token(self, token: str) -> None:
+        """A reload's new token: the next request is checked against it."""
+        self._admin_token = token.encode()
+
     def _authorised(self, headers: list[tuple[bytes, bytes]]) -> bool:
         for name, value in headers:
             if name.lower() == b"authorization":
