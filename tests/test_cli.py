@@ -139,6 +139,14 @@ def test_check_config_ok(tmp_path: Path) -> None:
     assert any(line.startswith("  push: webpush ") for line in lines)
     assert "  credential: push.apns[0].key_file: ios: token auth, key KEY1234567" in lines
     assert any(line.startswith("  api: http://127.0.0.1:8080, admin ") for line in lines)
+    assert "  edge: off (sipwake is the registrar)" in lines
+    edge = tmp_path / "edge.toml"
+    edge.write_text('[edge]\nupstream = "sip:sbc.example.com;transport=tcp"\n')
+    result = invoke("check-config", str(edge))
+    assert result.exit_code == 0, result.output
+    assert "  edge: upstream sip:sbc.example.com;transport=tcp, registers for 3600 s" in (
+        result.stdout
+    )
 
 
 def test_check_config_hides_password(tmp_path: Path) -> None:

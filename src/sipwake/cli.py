@@ -193,6 +193,15 @@ def summary(config: Config, credentials: Sequence[Any] = ()) -> list[str]:
         out.append(f"push: hold {push.hold_window:g} s, then {push.unanswered_status}")
     for cred in credentials:
         out.append(f"credential: {cred.key}: {cred.what}")
+    edge = config.edge
+    if edge is None:
+        out.append("edge: off (sipwake is the registrar)")
+    else:
+        mode = "Path (RFC 3327)" if edge.use_path else "contact rewrite"
+        out.append(
+            f"edge: upstream {edge.upstream}, registers for {edge.upstream_expires} s, "
+            f"refresh push {edge.refresh_before} s before, {mode}, credentials {edge.credentials}"
+        )
     api = config.api
     if api.enabled:
         scheme = "https" if api.tls else "http"

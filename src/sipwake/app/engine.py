@@ -376,7 +376,9 @@ class Engine:
             self._flush()
         if self.log_transactions and response.status >= 200:
             req = incoming.request
-            log.info(
+            # DEBUG, and under the request's own Call-ID whatever context answers it (a
+            # held INVITE is answered from the wake REGISTER's handler or a timer).
+            log.debug(
                 "%s %s from %s %s:%d -> %d %s (%.1f ms)",
                 req.method,
                 req.uri,
@@ -386,6 +388,7 @@ class Engine:
                 response.status,
                 response.reason,
                 (self.now() - incoming.received_at) * 1000,
+                extra={"call_id": req.headers.get("call-id") or None},
             )
 
     def send_request(self, request: Request, flow: Flow) -> str:
