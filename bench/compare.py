@@ -2,9 +2,13 @@
 alternating the systems (A B A B), one table of both and their ratio.
 
     bench/run [--quick] [--rounds N] [--systems sipwake,kamailio] [--sipwake-workers 1,2]
-              [--scenarios register,calls,push,latency,scale]
+              [--sipwake-build pure,compiled] [--scenarios register,calls,push,latency,scale]
 
 (bench/run installs what is missing, then runs this file with .venv's Python.)
+
+``--sipwake-build`` runs each sipwake system once per build: ``pure`` is .venv (editable,
+pure Python), ``compiled`` is .venv-compiled (sip/, policy/ and app/ compiled by mypyc,
+scripts/setup-compiled). The scale scenario always runs the pure build.
 
 Figures from separate runs on a shared machine are not comparable; ratios from one run
 are: every system runs each scenario in every round, in the same order, back to back.
@@ -103,13 +107,42 @@ class System(Protocol):
         ...
 
 
-class Sipwake:
-    """`sipwake serve`: one process on SQLite (the default), or N workers on Redis."""
+ROOT = Path(__file__).resolve().parents[1]
+# The interpreter (hence venv) of each build; bench/run installs both when asked for.
+BUILDS = {
+    "pure": ROOT / ".venv" / "bin" / "python",
+    "compiled": ROOT / ".venv-compiled" / "bin" / "python",
+}
 
-    def __init__(self, workers: int, redis: bool = False) -> None:
+
+def check_build(build: str) -> str:
+    """The Python of ``build``'s venv, after checking it really runs that build."""
+    python = str(BUILDS[build])
+    out = subprocess.run(
+        [python, "-c", "from sipwake.buildinfo import build; print(build())"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.stdout.strip() != build:
+        raise SystemExit(f"compare.py: {python} is not the {build} build: {out.stdout}{out.stderr}")
+    return python
+
+
+class Sipwake:
+    """`sipwake serve`: one process on SQLite (the default), or N workers on Redis; run by
+    the Python of one build (pure or compiled). ``label`` names the build in the table
+    when a run compares builds."""
+
+    def __init__(
+        self, workers: int, redis: bool = False, python: str = sys.executable, label: str = ""
+    ) -> None:
         self.workers = workers
+        self.python = python
         redis = redis or workers > 1  # workers share state only through Redis
         self.name = f"sipwake x{workers} (redis)" if redis else "sipwake"
+        if label:
+            self.name += f" {label}"
         self.storage = REDIS_URL if redis else "sqlite"
 
     @contextlib.contextmanager
@@ -125,7 +158,9 @@ class Sipwake:
                 push = emu.config(rig.BUNDLE_ID)
                 groups["apns emulator"] = lambda: cpu.tree(emu.child.proc.pid)
             text = rig.sipwake_config(url, workers=self.workers, push=push)
-            server = stack.enter_context(rig.sipwake(tmp, text, workers=self.workers))
+            server = stack.enter_context(
+                rig.sipwake(tmp, text, workers=self.workers, python=self.python)
+            )
             groups["server"] = lambda: cpu.tree(server.proc.pid)
             if self.workers > 1:
                 # The shared store is part of what N workers cost. The Redis on 127.0.0.1
@@ -380,8 +415,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="one sipwake system per entry: N workers (1 = SQLite, more = Redis); "
         "'1r' is one process on Redis",
     )
+    ap.add_argument(
+        "--sipwake-build",
+        default="pure",
+        help="one sipwake system per entry and worker count: pure, compiled (mypyc)",
+    )
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     args = ap.parse_args(argv)
+    args.sipwake_build = args.sipwake_build.split(",")
+    for build in args.sipwake_build:
+        if build not in BUILDS:
+            ap.error(f"--sipwake-build: expected pure and/or compiled, got {build!r}")
     args.systems = args.systems.split(",")
     args.scenarios = args.scenarios.split(",")
     try:
@@ -445,7 +489,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     systems: list[System] = []
     if "sipwake" in args.systems:
-        systems += [Sipwake(w, r) for w, r in args.sipwake_workers]
+        label = args.sipwake_build != ["pure"]  # the default build keeps the old names
+        systems += [
+            Sipwake(w, r, check_build(b), b if label else "")
+            for b in args.sipwake_build
+            for w, r in args.sipwake_workers
+        ]
     if "kamailio" in args.systems:
         systems.append(Kamailio())
     started = time.time()

@@ -136,14 +136,20 @@ def delete_prefix(base: str, options: dict[str, str], prefix: str) -> None:
 
 @contextlib.contextmanager
 def sipwake(
-    tmp: Path, config_text: str, *, workers: int = 1, ready_timeout: float = 15.0
+    tmp: Path,
+    config_text: str,
+    *,
+    workers: int = 1,
+    ready_timeout: float = 15.0,
+    python: str = sys.executable,
 ) -> Iterator[RunningServer]:
-    """``sipwake serve -c`` (with ``--workers N`` when N > 1) until its ready line.
+    """``sipwake serve -c`` (with ``--workers N`` when N > 1) until its ready line, run by
+    ``python`` (another venv's, for another build: compare.py --sipwake-build).
 
     harness.serve takes no extra arguments, hence this variant. On the way out the
     server gets SIGTERM (harness.Child.stop) and any worker still alive after its
     parent has exited gets SIGKILL."""
-    cmd = [sys.executable, "-m", "sipwake", "serve", "--config", str(tmp / "sipwake.toml")]
+    cmd = [python, "-m", "sipwake", "serve", "--config", str(tmp / "sipwake.toml")]
     if workers > 1:
         cmd += ["--workers", str(workers)]
     write_config(tmp / "sipwake.toml", config_text)

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 import sipwake
+from sipwake.buildinfo import describe
 from sipwake.cli import main
 from sipwake.config import Config
 from sipwake.logs import call_context, get_call_id, reset_call_id, set_call_id, setup_logging
@@ -74,7 +75,7 @@ def invoke(*args: str) -> Any:
 def test_version() -> None:
     result = invoke("--version")
     assert result.exit_code == 0
-    assert result.output.strip() == f"sipwake, version {sipwake.__version__}"
+    assert result.output.strip() == f"sipwake {sipwake.__version__}, {describe()}"
 
 
 def test_help_lists_commands() -> None:

@@ -17,6 +17,7 @@ import click
 import msgspec
 
 from sipwake import __version__
+from sipwake.buildinfo import describe
 from sipwake.cli_admin import bindings, calls, push
 from sipwake.config import (
     LOG_FORMATS,
@@ -59,7 +60,13 @@ def _run_loop(main_coro: Coroutine[Any, Any, None], *, use_uvloop: bool) -> None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "-V", "--version", prog_name="sipwake")
+@click.version_option(
+    __version__,
+    "-V",
+    "--version",
+    prog_name="sipwake",
+    message=f"%(prog)s %(version)s, {describe()}",
+)
 def main() -> None:
     """SIP registrar and proxy that wakes sleeping mobile apps with push (RFC 8599)."""
 
