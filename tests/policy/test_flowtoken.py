@@ -36,3 +36,22 @@ def test_owner_token_round_trip_and_forgery() -> None:
     pair = encode_pair(b"s" * 32, key, key)
     assert decode_owner(b"s" * 32, pair) is None
     assert decode_pair(b"s" * 32, token) is None
+
+
+def test_tokens_are_stable_across_releases() -> None:
+    """Tokens sit in Record-Routes of live dialogs and in peers' routes: a release must
+    verify what the last one issued, so the format and MAC are pinned here."""
+    from sipwake.policy.flowtoken import decode_owner, encode_owner
+
+    secret = b"secret-32-bytes-secret-32-bytes!"
+    a = FlowKey("UDP", ("10.0.0.1", 5060), ("192.0.2.7", 5062))
+    b = FlowKey("TCP", ("10.0.0.1", 5060), ("198.51.100.9", 40123), 42)
+    pair = (
+        "sw-VURQLDEwLjAuMC4xLDUwNjAsMTkyLjAuMi43LDUwNjIsMHxUQ1AsMTAuMC4wLjEsNTA2MCwxOTguNTEu"
+        "MTAwLjksNDAxMjMsNDI-7b270542296573a6"
+    )
+    owner = "sf-VENQLDEwLjAuMC4xLDUwNjAsMTk4LjUxLjEwMC45LDQwMTIzLDQy-1e3206c91886ac85"
+    assert encode_pair(secret, a, b) == pair
+    assert decode_pair(secret, pair) == (a, b)
+    assert encode_owner(secret, b) == owner
+    assert decode_owner(secret, owner) == b

@@ -62,6 +62,8 @@ _KEYS: dict[str, str] = {}
 # RFC 3261 §25.1 token.
 _TOKEN = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")
 
+_MISS: Any = object()  # Headers.parsed: not in the cache (a view may be None)
+
 # Cache slot of the top-Via view: it is dropped whenever "via" changes (see _invalidate).
 TOP_VIA = "via#top"
 
@@ -174,11 +176,13 @@ class Headers:
     def parsed(self, key: str, parser: Callable[[Headers], T]) -> T:
         """Typed view of a header (``key``: canonical lower-case name), cached until that
         header is modified."""
-        try:
-            return self._cache[key]  # type: ignore[no-any-return]
-        except KeyError:
-            value = self._cache[key] = parser(self)
-            return value
+        # get() with a sentinel, not try/except KeyError: a miss happens once per view and
+        # message, and raising costs more than the lookup (issue 16: 4 % of compiled CPU).
+        cache = self._cache
+        value = cache.get(key, _MISS)
+        if value is _MISS:
+            value = cache[key] = parser(self)
+        return value  # type: ignore[no-any-return]
 
     def _invalidate(self, key: str) -> None:
         cache = self._cache
