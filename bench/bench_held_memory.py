@@ -101,8 +101,9 @@ async def park(n: int, config_text: str) -> dict[str, Any]:
     await server.start()
     startup = time.perf_counter() - t0
     tune_gc()
-    wake = server.wake
-    assert wake is not None
+    wake = server.calls
+    pusher = server.pusher
+    assert wake is not None and pusher is not None
     loop = asyncio.get_running_loop()
     target = server.address("udp")
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -132,7 +133,7 @@ async def park(n: int, config_text: str) -> dict[str, Any]:
             sock.sendto(invite(first + k, local), target)
         want = first + count
         deadline = loop.time() + 60 + count / 200
-        while (wake.stats["held"] < want or wake.stats["pushed"] < want) and (
+        while (wake.stats["held"] < want or pusher.stats["pushed"] < want) and (
             loop.time() < deadline
         ):
             await asyncio.sleep(0.01)
@@ -149,7 +150,7 @@ async def park(n: int, config_text: str) -> dict[str, Any]:
         return {
             "n": n,
             "held": held,
-            "pushed": wake.stats["pushed"] - WARMUP,
+            "pushed": pusher.stats["pushed"] - WARMUP,
             "live_held_records": len(wake.by_id) - WARMUP,
             "rss_before_kib": rss0,
             "rss_after_kib": rss1,

@@ -273,13 +273,13 @@ async def run(args: argparse.Namespace, config_text: str, users: int) -> dict[st
             for i, t in stamps.register_in.items()
             if i in stamps.invite_out
         ]
-        assert server.wake is not None
+        assert server.calls is not None and server.pusher is not None
         return {
             "calls": measured,
             "ended": ended - WARMUP,
             "invite_to_push_us": quantiles(a),
             "register_to_invite_us": quantiles(b),
-            "wake_stats": dict(server.wake.stats),
+            "wake_stats": dict(server.calls.stats) | dict(server.pusher.stats),
             "relay": dict(relay.stats),
         }
     finally:

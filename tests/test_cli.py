@@ -62,9 +62,11 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     module = types.ModuleType("sipwake.server")
     module.run = run  # type: ignore[attr-defined]
     module.WorkerSlot = lambda index, count: (index, count)  # type: ignore[attr-defined]
-    module.run_demo = run_demo  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "sipwake.server", module)
     monkeypatch.setattr(sipwake, "server", module, raising=False)
+    demo = types.ModuleType("sipwake.emulate.demo")
+    demo.main = run_demo  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sipwake.emulate.demo", demo)
     return seen
 
 

@@ -287,7 +287,7 @@ def vapid_keygen(file: str, force: bool) -> None:
 )
 def demo(json_output: bool, transport: str) -> None:
     """Run a self-contained wake-up demo (server, push emulator and phone in one process)."""
-    from sipwake.server import run_demo
+    from sipwake.emulate.demo import main as run_demo
 
     raise SystemExit(run_demo(json_output=json_output, transport=transport))
 

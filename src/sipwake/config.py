@@ -434,6 +434,9 @@ class PushConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     unanswered_status: int = 480  # final answer when no device woke in time
     retry_after: int = 0  # Retry-After on that answer (0: none)
     cancel_grace: float = 30.0  # a device pushed for a call that ended since gets INVITE+CANCEL
+    # A device with a push target and a live connection that answers the INVITE with
+    # nothing at all this long is pushed as if asleep, its branch kept (0: never).
+    live_timeout: float = 2.0
     missed_call_alert: bool = False  # alert push to the app's non-VoIP token for missed calls
     max_in_flight: int = 500  # concurrent pushes per provider
     # Push budget (policy/pushbudget.py): pushes per minute per device and calls that push
@@ -463,6 +466,8 @@ class PushConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
             raise _Invalid("hold_window", "must be between 0 and 3600 seconds")
         if not 400 <= self.unanswered_status <= 699:
             raise _Invalid("unanswered_status", "must be a 4xx-6xx status")
+        if not 0 <= self.live_timeout <= 60:
+            raise _Invalid("live_timeout", "must be between 0 and 60 seconds")
         if self.cancel_grace < 0 or self.retry_after < 0 or self.max_in_flight <= 0:
             raise _Invalid("cancel_grace", "cancel_grace/retry_after >= 0, max_in_flight > 0")
         for key in ("max_per_device", "max_per_source"):

@@ -17,17 +17,41 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
+from sipwake.app.calls import call_rules
 from sipwake.config import Config, ConfigError, load_config
 from sipwake.logs import setup_logging
 from sipwake.preflight import preflight
 from sipwake.push.dispatcher import PushDispatcher
 
 if TYPE_CHECKING:
-    from sipwake.server import Server
+    from sipwake.api.metrics import Metrics
+    from sipwake.api.server import ApiServer
+    from sipwake.app.calls import Calls
+    from sipwake.app.edge import EdgeService
+    from sipwake.app.engine import Engine
+    from sipwake.app.register import Registrar
+    from sipwake.app.wake import Pusher
+
+
+class Server(Protocol):
+    """What a reload changes in the running server (server.Server; a Protocol so that
+    server.py, which calls us on SIGHUP, and this module do not import each other)."""
+
+    config: Config
+    engine: Engine
+    api: ApiServer | None
+    metrics: Metrics
+    dispatcher: PushDispatcher | None
+    pusher: Pusher | None
+    calls: Calls | None
+    edge: EdgeService | None
+    registrar: Registrar | None
+    background: set[asyncio.Task[None]]
+
 
 log = logging.getLogger("sipwake.reload")
 
@@ -108,9 +132,13 @@ def _swap_dispatcher(server: Server, dispatcher: PushDispatcher, new: Config) ->
     old = server.dispatcher
     dispatcher.metrics = server.metrics
     server.dispatcher = dispatcher
-    if server.wake is not None:
-        server.wake.dispatcher = dispatcher
-        server.wake.cfg = new.push
+    if server.pusher is not None:
+        server.pusher.dispatcher = dispatcher
+        server.pusher.cfg = new.push
+    if server.calls is not None:
+        # Calls held now keep the rules they started with; new ones take these.
+        server.calls.rules = call_rules(new)
+        server.calls.missed_call_alert = new.push.missed_call_alert
     if server.edge is not None:
         server.edge.dispatcher = dispatcher
     registrar = server.registrar

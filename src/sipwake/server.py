@@ -18,14 +18,16 @@ from sipwake.api.metrics import Metrics, multiprocess_dir
 from sipwake.api.server import ApiServer
 from sipwake.app.admin import AdminService
 from sipwake.app.auth import Authenticator
+from sipwake.app.calls import Calls, call_rules
 from sipwake.app.cluster import ClusterNode
 from sipwake.app.edge import EdgeService
 from sipwake.app.engine import Engine
-from sipwake.app.proxy import Proxy, ref_flow
+from sipwake.app.proxy import Proxy
 from sipwake.app.refresh import RefreshService
 from sipwake.app.register import Registrar
 from sipwake.app.router import SipApp
-from sipwake.app.wake import WakeService
+from sipwake.app.targets import Flows, ref_flow
+from sipwake.app.wake import Pusher
 from sipwake.config import Config, SetupError
 from sipwake.policy.decline import DeclineResult
 from sipwake.policy.overload import OverloadLimits
@@ -132,9 +134,10 @@ class Server:
         self.cluster: ClusterNode | None = None
         self.stores: Stores | None = None
         self.app: SipApp | None = None
-        self.wake: WakeService | None = None
         self.edge: EdgeService | None = None
         self.refresh: RefreshService | None = None
+        self.calls: Calls | None = None
+        self.pusher: Pusher | None = None
         self.dispatcher: PushDispatcher | None = None
         self.decline_base = config.api.public_url
         self.metrics = Metrics(multiprocess_dir=multiprocess_dir())
@@ -267,41 +270,48 @@ class Server:
         if cluster.shared:
             registrar.track_flows = True
             self.transport.on_close(registrar.flow_closed)
-        proxy = Proxy(
-            self.engine,
-            self.transport,
-            me,
-            advertised=advertised,
-            secret=self.secret,
-            id_source=new_id,
-            timer_c=cfg.sip.timer_c,
-            decline_ends_all=cfg.proxy.decline_ends_all,
-        )
-        wake: WakeService | None = None
-        if cfg.push.configured:
-            wake = WakeService(
-                proxy=proxy,
+        flows = Flows(self.transport, advertised)
+        proxy = Proxy(self.engine, flows, me, secret=self.secret, id_source=new_id)
+        push = cfg.push
+        pusher: Pusher | None = None
+        if push.configured:
+            pusher = Pusher(
                 dispatcher=self.dispatcher,
                 store=stores.bindings,
-                cfg=cfg.push,
+                cfg=push,
+                clock=self.engine.clock,
                 flow_alive=cluster.flow_alive,
-                target_of=cluster.target,
                 sip_address=_preferred_address(public),
                 secret=self.secret,
                 decline_base=self.decline_base,
-                cluster=cluster,
             )
-            registrar.hooks.append(wake.on_registered)
+        rules = call_rules(cfg)
+        calls = Calls(
+            self.engine,
+            proxy,
+            flows,
+            rules,
+            pusher=pusher,
+            target_of=cluster.target,
+            bus=cluster,
+            secret=self.secret,
+            missed_call_alert=push.missed_call_alert,
+        )
+        self.engine.timers.append(calls)
+        if pusher is not None:
+            registrar.hooks.append(calls.on_registered)
             registrar.hooks.append(cluster.registered)
-            cluster.on_registered = wake.on_registered
-            cluster.on_decline = partial(wake.decline, forwarded=True)
-        self.wake = wake
+            cluster.on_registered = calls.on_registered
+            cluster.on_decline = partial(calls.decline, forwarded=True)
+        self.calls = calls
+        self.pusher = pusher
         edge: EdgeService | None = None
         if cfg.edge is not None:
             edge = EdgeService(
                 cfg=cfg.edge,
                 engine=self.engine,
                 proxy=proxy,
+                calls=calls,
                 store=stores.bindings,
                 policy=policy,
                 me=me,
@@ -318,8 +328,8 @@ class Server:
                 raise SetupError(
                     "edge.upstream", f"cannot reach {cfg.edge.upstream}: {exc}"
                 ) from None
-            if wake is not None:
-                wake.on_binding_removed.append(edge.binding_removed)
+            if pusher is not None:
+                pusher.on_binding_removed.append(edge.binding_removed)
         self.edge = edge
         if cfg.push.configured and cfg.push.refresh_before > 0 and edge is None:
             # Edge mode refreshes the upstream registration with its own pushes.
@@ -331,7 +341,7 @@ class Server:
             )
             registrar.hooks.append(self.refresh.on_registered)
         metrics = self.metrics
-        for part in (self.engine, registrar, auth, wake, self.refresh):
+        for part in (self.engine, registrar, auth, pusher, calls, self.refresh):
             if part is not None:
                 part.metrics = metrics
         self.app = SipApp(
@@ -339,12 +349,12 @@ class Server:
             domains=hosts,
             registrar=registrar,
             proxy=proxy,
+            calls=calls,
             bindings=stores.bindings,
             users=stores.users,
             auth=auth if cfg.auth.enabled else None,
             relay_foreign=cfg.proxy.relay_foreign,
             reveal_unknown_users=cfg.auth.reveal_unknown_users,
-            wake=wake,
             push_budget=PushBudget(
                 per_device=cfg.push.max_per_device,
                 device_burst=cfg.push.device_burst,
@@ -356,8 +366,7 @@ class Server:
             edge=edge,
         )
         self.engine.app = self.app
-        if wake is not None:
-            self.engine.held_calls = wake.held_count
+        self.engine.held_calls = calls.held_count
         self.engine.start()
         self.app.metrics = metrics
         self._purger = asyncio.get_running_loop().create_task(self._purge_loop())
@@ -429,9 +438,9 @@ class Server:
             await self.edge.close()
         if self.refresh is not None:
             await self.refresh.close()
-        if self.wake is not None:
-            await self.wake.close()
-        elif self.dispatcher is not None:
+        if self.calls is not None:
+            await self.calls.close()
+        if self.dispatcher is not None:
             await self.dispatcher.close()
         await self.transport.close()
         await self.engine.close()
@@ -453,10 +462,10 @@ class _Services:
         self._ops: AdminService | None = None
 
     def decline(self, call_id: str, token: str, reason: str) -> DeclineResult:
-        wake = self.server.wake
-        if wake is None:
+        calls = self.server.calls
+        if calls is None or self.server.pusher is None:
             return DeclineResult(404, "push is not configured")
-        return wake.decline(call_id, token, reason)
+        return calls.decline(call_id, token, reason)
 
     @property
     def ops(self) -> AdminService:
@@ -495,8 +504,8 @@ class _Services:
     async def held_calls(self) -> list[dict[str, Any]]:
         """This node's held calls with their live state; with a shared store, also those
         other nodes hold, from the cluster's registry."""
-        wake = self.server.wake
-        local = wake.held_calls() if wake is not None else []
+        calls = self.server.calls
+        local = calls.held_calls() if calls is not None else []
         stores = self.server.stores
         if stores is None or not stores.cluster.shared:
             return local
@@ -599,12 +608,6 @@ def _on_sighup(server: Server, path: str | None) -> None:
     task = asyncio.get_running_loop().create_task(reload(server, path))
     server.background.add(task)
     task.add_done_callback(server.background.discard)
-
-
-def run_demo(json_output: bool = False, transport: str = "udp") -> int:
-    from sipwake.emulate.demo import main as demo_main
-
-    return demo_main(json_output=json_output, transport=transport)
 
 
 def _overload_limits(config: Config) -> OverloadLimits | None:

@@ -1,11 +1,11 @@
-"""Which flow a call to a binding goes over (app/router.py binding_flow, binding_target):
+"""Which flow a call to a binding goes over (app/targets.py binding_flow, binding_target):
 issue 10 item 1, the connection a binding registered on wins over its Contact."""
 
 from __future__ import annotations
 
 import pytest
 
-from sipwake.app.router import binding_flow, binding_target
+from sipwake.app.targets import binding_flow, binding_target
 from sipwake.policy.bindings import FlowRef, PushTarget
 from sipwake.transport.flow import Flow
 from tests.storage.util import binding
@@ -45,7 +45,7 @@ def test_no_flow_means_the_contact() -> None:
 
 
 def test_only_a_binding_without_push_target_falls_back_to_its_contact() -> None:
-    # A push binding whose connection is gone is pushed (WakeService.sleeping), never
+    # A push binding whose connection is gone is pushed (Pusher.sleeping), never
     # reached by a new connection to a Contact a sleeping app does not serve.
     pushed = binding(reg_id=0, flow=conn("TLS"), push=PushTarget("apns", "ab" * 32))
     plain = binding(reg_id=0, flow=conn("TLS"), push=None)

@@ -111,13 +111,9 @@ def test_steps_out_of_order_are_reported() -> None:
         marks.mark(key, 100.0 + i / 1000)
     marks.at["got_180"] = marks.at["got_200"] + 0.001  # 180 after 200
     report = DemoReport("udp")
-    _judge(report, marks, CallResult(200, "OK", 200), _NoDispatcher())  # type: ignore[arg-type]
+    _judge(report, marks, CallResult(200, "OK", 200), [])
     assert report.problems == [
         "out of order: 'caller gets 200 OK (answered)' came before 'caller gets 180 Ringing'"
     ]
     times = [s.at_ms for s in report.timeline]
     assert times == sorted(t or 0.0 for t in times)  # printed in the order things happened
-
-
-class _NoDispatcher:
-    outcomes: list[object] = []

@@ -280,6 +280,48 @@ def test_caller_cancel_while_held_then_late_wake_gets_invite_and_cancel(tmp_path
         assert log.find("INVITE received") < log.find("CANCEL received")
 
 
+@pytest.mark.parametrize(
+    ("args", "expect", "cause"),
+    [
+        ((), "480", 'cause=480;text="No answer"'),  # the hold window ended (issue 10.4)
+        (("--action", "busy"), "486", "cause=486"),  # the other phone was busy
+    ],
+)
+def test_late_wake_after_the_call_ended_gets_invite_then_cancel_with_reason(
+    tmp_path: Path, args: tuple[str, ...], expect: str, cause: str
+) -> None:
+    """A phone woken for a call that ended before it registered gets the INVITE and a
+    CANCEL naming why, whatever ended it (docs/app-developers.md, CallKit)."""
+    with rig(tmp_path, hold_window=1.0) as r:
+        late = r.phone(TOKEN_A, "--wake-delay", "2.0")
+        if args:
+            r.phone(TOKEN_B, *args)  # wakes at once and ends the call its way
+        res = r.call(scenario("uac_reject.xml", tmp_path, expect=expect))
+        assert res.returncode == 0, res.output + late.text()
+        assert wait_output(late, "CANCEL received", 10), late.text()
+        log = events(late)
+        assert log.find("INVITE received") < log.find("CANCEL received"), log
+        assert cause in log, log
+
+
+def test_open_but_silent_connection_is_pushed_and_the_woken_phone_answers(tmp_path: Path) -> None:
+    """Issue 10.7: a phone whose TCP connection stays open but answers nothing (an app
+    frozen) is pushed after push.live_timeout, not left to Timer C; woken, it registers
+    over a new connection and takes the call."""
+    with rig(tmp_path) as r:  # push.live_timeout: 2 s by default
+        phone = r.phone(TOKEN_A, "--stay-awake", "--frozen", transport="tcp", ready="registered")
+        t0 = time.monotonic()
+        res = r.call(scenario("uac_call.xml", tmp_path), transport="udp")
+        elapsed = time.monotonic() - t0
+        log = events(phone)
+        assert res.returncode == 0 and res.successful == 1, res.output + log
+        assert elapsed < 10, elapsed  # not Timer C's 180 s
+        order = ["request ignored (frozen)", "push received", "woke", "INVITE received", "200 sent"]
+        positions = [log.find(e) for e in order]
+        assert all(p >= 0 for p in positions) and positions == sorted(positions), log
+        assert len(r.pushes()) == 1
+
+
 def test_dead_token_is_removed_and_caller_answered_at_once(tmp_path: Path) -> None:
     with rig(tmp_path, "--token-error", f"{TOKEN_A}=410:Unregistered", hold_window=20.0) as r:
         phone = r.phone(TOKEN_A)

@@ -133,15 +133,14 @@ def test_caller_cancel_cancels_branches_then_487() -> None:
 
 def test_cancel_with_no_branch_answers_487_at_once() -> None:
     f = Fork(is_invite=True)
-    f.waiting = 2
     assert f.on_cancel() == [Respond(487)]
 
 
 def test_waiting_devices_hold_the_final_answer() -> None:
     f = fork_with("a")
-    f.waiting = 1
-    assert f.on_response("a", resp(486), 1) == []
-    actions = f.stop_waiting()
+    assert f.on_response("a", resp(486), 1, awaited=True) == []
+    assert f.settle(awaited=True) == []
+    actions = f.settle(awaited=False)
     assert len(actions) == 1 and isinstance(actions[0], Forward)
     assert actions[0].response.status == 486
 
@@ -168,31 +167,50 @@ def test_2xx_after_final_still_forwarded(late: int) -> None:
 
 def test_nobody_woke_gives_the_configured_answer() -> None:
     f = Fork(is_invite=True, unanswered=Respond(480, (("Retry-After", "60"),)))
-    f.waiting = 2
-    assert f.stop_waiting() == []
-    assert f.stop_waiting() == [Respond(480, (("Retry-After", "60"),))]
+    assert f.settle(awaited=True) == []
+    assert f.settle(awaited=False) == [Respond(480, (("Retry-After", "60"),))]
 
 
 def test_decline_link_603_ends_the_call() -> None:
     f = fork_with("a")
     f.on_response("a", resp(180), 1)
-    f.waiting = 1
-    actions = f.device_answered("sleeper", 603)
+    actions = f.device_answered("sleeper", 603, awaited=True)
     assert CancelBranch("a", 'SIP;cause=603;text="Declined"') in actions
     assert actions[-1] == Respond(603)
 
 
 def test_decline_link_busy_counts_as_that_devices_answer() -> None:
     f = Fork(is_invite=True)
-    f.waiting = 2
-    assert f.device_answered("one", 486) == []
+    assert f.device_answered("one", 486, awaited=True) == []
     assert f.device_answered("one", 486) == []  # once per device
-    assert f.stop_waiting() == [Respond(486)]
+    assert f.settle(awaited=False) == [Respond(486)]
 
 
 def test_real_answer_beats_virtual_busy_only_by_rank() -> None:
     f = fork_with("a")
-    f.waiting = 1
-    assert f.device_answered("sleeper", 486) == []
+    assert f.device_answered("sleeper", 486, awaited=False) == []
     r = resp(404)
     assert f.on_response("a", r, 1) == [Forward(r)]  # 404 and 486 same class: first best kept
+
+
+def test_superseded_branch_no_longer_holds_the_answer() -> None:
+    f = fork_with("a", "b")
+    f.supersede("a")  # its device is back over a new connection
+    assert not f.has_device(f.branches["a"].device)
+    r = resp(486)
+    assert f.on_response("b", r, 1) == [Forward(r)]  # "a" is not waited for
+    # A provisional that still comes on the old branch gets its CANCEL (§9.1)...
+    assert f.on_response("a", resp(180), 2) == [CancelBranch("a", None)]
+    assert f.on_response("a", resp(180), 3) == []  # ...once
+
+
+def test_superseded_branch_2xx_is_the_calls_answer() -> None:
+    f = fork_with("a", "b")
+    f.on_response("b", resp(180), 1)
+    f.supersede("a")
+    ok = resp(200)
+    assert f.on_response("a", ok, 2) == [
+        CancelBranch("b", 'SIP;cause=200;text="Call completed elsewhere"'),
+        Forward(ok),
+    ]
+    assert f.finished

@@ -1,76 +1,76 @@
-"""Held-call bookkeeping with a fake clock."""
+"""The device table of a held call, and why a call ended as a late device is told."""
 
 from __future__ import annotations
 
+import pytest
+
 from sipwake.policy.parking import (
-    DeliverAndCancel,
     DeviceState,
-    HeldCall,
+    DeviceTable,
     HeldState,
-    Ignore,
-    Join,
+    end_reason,
+    ended_state,
 )
 
 
-def held(*devices: str) -> HeldCall:
-    call = HeldCall("uuid-1", "sip:bob@example.com", created_at=0, deadline=30, grace=30)
+def table(*devices: str) -> DeviceTable:
+    t = DeviceTable()
     for d in devices:
-        call.pushing(d)
-    return call
+        t.pushing(d)
+    return t
 
 
-def test_woken_device_joins_once() -> None:
-    call = held("iphone")
-    assert call.on_register("iphone", 1) == Join()
-    assert call.state is HeldState.RESUMED
-    assert isinstance(call.on_register("iphone", 2), Ignore)  # the REGISTER after a 401
-    assert call.waiting() == 0
+def test_push_outcomes_stop_the_wait_once() -> None:
+    t = table("a", "b")
+    assert t.push_result("a", DeviceState.REJECTED)
+    assert not t.push_result("a", DeviceState.FAILED)  # only once
+    assert t.push_result("b", DeviceState.PUSHED) is False  # delivered: still awaited
+    assert t.waiting() == 1
 
 
-def test_unpushed_new_device_joins_a_live_call() -> None:
-    call = held("iphone")
-    assert call.on_register("ipad", 1) == Join()
-    assert call.waiting() == 1  # the iPhone is still awaited
+def test_decline_only_by_a_device_still_awaited() -> None:
+    t = table("a")
+    assert not t.decline("stranger")
+    assert t.decline("a")
+    assert not t.decline("a")
+    assert t.get("a") is DeviceState.DECLINED
 
 
-def test_rejected_token_stops_waiting() -> None:
-    call = held("a", "b")
-    assert call.push_result("a", DeviceState.REJECTED)
-    assert not call.push_result("a", DeviceState.FAILED)  # only once
-    assert call.push_result("b", DeviceState.PUSHED) is False
-    assert call.waiting() == 1
+@pytest.mark.parametrize(
+    ("state", "owed"),
+    [
+        (DeviceState.PUSHING, True),
+        (DeviceState.PUSHED, True),
+        (DeviceState.FAILED, False),
+        (DeviceState.REJECTED, False),
+        (DeviceState.JOINED, False),
+        (DeviceState.DECLINED, False),
+    ],
+)
+def test_owed_the_ended_call(state: DeviceState, owed: bool) -> None:
+    t = table("a")
+    t.states["a"] = state
+    assert t.owed("a") is owed
+    assert not t.owed("never-pushed")
 
 
-def test_late_wake_after_cancel_gets_invite_and_cancel_within_grace() -> None:
-    call = held("iphone", "ipad")
-    call.end(HeldState.CANCELLED, 10)
-    decision = call.on_register("iphone", 20)
-    assert isinstance(decision, DeliverAndCancel)
-    assert "487" in decision.reason
-    assert isinstance(call.on_register("iphone", 21), Ignore)  # only once
-    assert isinstance(call.on_register("ipad", 41), Ignore)  # grace over
-    assert isinstance(call.on_register("stranger", 11), Ignore)  # never pushed
+@pytest.mark.parametrize(
+    ("status", "state", "reason"),
+    [
+        (200, HeldState.ANSWERED, 'SIP;cause=200;text="Call completed elsewhere"'),
+        (487, HeldState.CANCELLED, 'SIP;cause=487;text="Caller cancelled"'),
+        (480, HeldState.EXPIRED, 'SIP;cause=480;text="No answer"'),
+        (486, HeldState.BUSY, 'SIP;cause=486;text="Busy Here"'),
+        (600, HeldState.BUSY, 'SIP;cause=600;text="Busy Everywhere"'),
+        (603, HeldState.DECLINED, 'SIP;cause=603;text="Declined"'),
+        (500, HeldState.FAILED, 'SIP;cause=480;text="Call failed"'),
+    ],
+)
+def test_why_the_call_ended(status: int, state: HeldState, reason: str) -> None:
+    assert ended_state(status, unanswered=480) is state
+    assert end_reason(state, status) == reason
 
 
-def test_answered_elsewhere_reason() -> None:
-    call = held("iphone")
-    call.end(HeldState.ANSWERED, 5)
-    decision = call.on_register("iphone", 6)
-    assert isinstance(decision, DeliverAndCancel)
-    assert "Call completed elsewhere" in decision.reason
-
-
-def test_decline_only_for_awaited_devices() -> None:
-    call = held("iphone")
-    assert call.declined("iphone")
-    assert not call.declined("iphone")
-    assert not call.declined("stranger")
-    assert isinstance(call.on_register("iphone", 1), Ignore)
-
-
-def test_forgettable() -> None:
-    call = held("iphone")
-    assert not call.forgettable(100)
-    call.end(HeldState.EXPIRED, 30)
-    assert not call.forgettable(40)
-    assert call.forgettable(61)
+def test_configured_unanswered_status_is_expiry() -> None:
+    assert ended_state(404, unanswered=404) is HeldState.EXPIRED
+    assert end_reason(HeldState.EXPIRED, 404) == 'SIP;cause=404;text="No answer"'

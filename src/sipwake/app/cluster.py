@@ -15,17 +15,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import msgspec
 
-from sipwake.app.proxy import Target
-from sipwake.app.router import binding_flow, binding_target
+from sipwake.app.targets import Target, binding_flow, binding_target
 from sipwake.policy.bindings import Binding, FlowRef
 from sipwake.policy.flowtoken import FlowKey, encode_owner
 from sipwake.storage.base import StorageError
-from sipwake.storage.cluster import Cluster
+from sipwake.storage.cluster import Cluster, HeldEntry
 from sipwake.storage.codec import decode_bindings, encode_bindings
 
 log = logging.getLogger("sipwake.cluster")
@@ -157,13 +156,33 @@ class ClusterNode:
             _Event("reg", self.node_id, self.route, aor=aor, blob=encode_bindings(list(added)))
         )
 
+    def held(self, entry: HeldEntry, ttl: float) -> None:
+        """The held-call registry (a Bus duty): visible to every node until ``ttl``."""
+        if self.shared:
+            self._spawn(self._registry(self.cluster.put_held(entry, ttl)))
+
+    def dropped(self, call_id: str) -> None:
+        if self.shared:
+            self._spawn(self._registry(self.cluster.drop_held(call_id)))
+
+    @staticmethod
+    async def _registry(op: Awaitable[None]) -> None:
+        try:
+            await op
+        except StorageError as exc:
+            # The registry is for visibility; the call itself is held here.
+            log.warning("held-call registry not updated: %s", exc)
+
     def forward_decline(self, call_id: str, token: str, reason: str) -> None:
         self._publish(
             _Event("decline", self.node_id, self.route, call_id=call_id, token=token, reason=reason)
         )
 
     def _publish(self, event: _Event) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(msgspec.msgpack.encode(event)))
+        self._spawn(self._send(msgspec.msgpack.encode(event)))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -20,9 +20,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from sipwake.app.calls import Calls
 from sipwake.app.engine import Engine, Incoming
-from sipwake.app.proxy import Proxy, Target
+from sipwake.app.proxy import Proxy
 from sipwake.app.register import RegisteredHook, _http_date
+from sipwake.app.targets import Target
 from sipwake.config import EdgeConfig
 from sipwake.policy import edge as rules
 from sipwake.policy.bindings import Binding, FlowRef
@@ -61,6 +63,7 @@ class EdgeService:
         cfg: EdgeConfig,
         engine: Engine,
         proxy: Proxy,
+        calls: Calls,
         store: BindingStore,
         policy: RegistrarPolicy,
         me: Me,
@@ -74,6 +77,7 @@ class EdgeService:
         self.cfg = cfg
         self.engine = engine
         self.proxy = proxy
+        self.calls = calls
         self.store = store
         self.policy = policy
         self.me = me
@@ -101,7 +105,7 @@ class EdgeService:
 
     async def start(self) -> None:
         """Resolve the upstream once: requests from its addresses are the upstream's."""
-        flow = await self.proxy.flow_for(None, self.cfg.upstream)
+        flow = await self.proxy.flows.flow_for(None, self.cfg.upstream)
         self.upstream_ips.add(flow.remote[0])
 
     # -- REGISTER -----------------------------------------------------------------------------
@@ -143,7 +147,7 @@ class EdgeService:
         self.stats["register_forwarded"] += 1
         request = incoming.request
         try:
-            flow = await self.proxy.flow_for(None, cfg.upstream)
+            flow = await self.proxy.flows.flow_for(None, cfg.upstream)
         except (OSError, ValueError) as exc:
             log.warning("upstream %s unreachable: %s", cfg.upstream, exc)
             incoming.respond(503, "Upstream Unreachable", extra=[("Retry-After", "30")])
@@ -251,7 +255,7 @@ class EdgeService:
         hold no credentials: the upstream must accept a de-REGISTER from our address
         (docs/edge-mode.md); if it challenges, the Contact lapses at its expiry."""
         try:
-            flow = await self.proxy.flow_for(None, self.cfg.upstream)
+            flow = await self.proxy.flows.flow_for(None, self.cfg.upstream)
         except (OSError, ValueError) as exc:
             log.warning("de-REGISTER of %s: upstream unreachable: %s", b.aor, exc)
             return
@@ -409,16 +413,13 @@ class EdgeService:
             return
         self._pop_our_routes(request)
         try:
-            upstream = await self.proxy.flow_for(None, self.cfg.upstream)
+            upstream = await self.proxy.flows.flow_for(None, self.cfg.upstream)
         except (OSError, ValueError) as exc:
             log.warning("upstream %s unreachable: %s", self.cfg.upstream, exc)
             incoming.respond(503, "Upstream Unreachable")
             return
-        ctx = self.proxy.new_context(incoming, lhash)
-        if not await self.proxy.add_target(
-            ctx, Target(uri=request.uri, device="upstream", flow=upstream)
-        ):
-            self.proxy.discard(ctx)
+        target = Target(uri=request.uri, device="upstream", flow=upstream)
+        if not self.calls.forward(incoming, lhash, target, upstream, record_route=True):
             incoming.respond(502)
 
     # -- housekeeping -------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The asyncio heart: transport bytes -> parse -> transaction layer -> application, and back.
 
-This is the single place a ProtocolError becomes a response (ARCHITECTURE.md, "Errors"),
-and the single ``loop.call_at`` for the transaction layer's earliest deadline (the aioquic
-shape: ``get_timer()`` / ``handle_timer(now)``).
+This is the single place a ProtocolError becomes a response (docs/architecture.md,
+"Errors"), and the single timer of the app ring: one ``call_at`` (through the ``Clock``)
+for the earliest deadline of the transaction layer and of every other timer source (the
+call runner, app/calls.py) — the aioquic shape: ``get_timer()`` / ``handle_timer(now)``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,54 @@ class Sender(Protocol):
     """What the engine needs of the transport layer."""
 
     def send(self, flow: Flow, data: bytes) -> bool: ...
+
+
+class Handle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """The app ring's one clock: monotonic ``now`` for every deadline, ``wall`` only for
+    what outlives the process (binding expiry, push payload expiry), and the one place a
+    callback is scheduled. Tests pass a fake one and move time by hand."""
+
+    def now(self) -> float: ...
+
+    def wall(self) -> float: ...
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Handle: ...
+
+
+class LoopClock:
+    """The running asyncio loop's clock."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def now(self) -> float:
+        return self.loop.time()
+
+    def wall(self) -> float:
+        return time.time()
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> Handle:
+        return self.loop.call_at(when, callback)
+
+
+class TimerSource(Protocol):
+    """Something with deadlines of its own, fired through the engine's one timer."""
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
 
 
 @dataclasses.dataclass(slots=True)
@@ -118,7 +167,10 @@ class Engine:
         log_transactions: bool = False,
         tag_source: Callable[[], str],
         overload: OverloadLimits | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock: Clock = clock if clock is not None else LoopClock()
+        self.timers: list[TimerSource] = []
         self.txn = txn
         # Overload shedding (policy/overload.py): server transactions not yet finally
         # answered, how late the loop runs (measured by _tick), held calls (set by server).
@@ -138,19 +190,18 @@ class Engine:
         self.app: Application | None = None
         self.sender: Sender | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: Handle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- clocks ----------------------------------------------------------------------------
     def now(self) -> float:
-        """Monotonic clock the transaction deadlines run on."""
-        return self.loop.time()
+        """Monotonic clock every deadline runs on."""
+        return self.clock.now()
 
-    @staticmethod
-    def wall() -> float:
+    def wall(self) -> float:
         """Wall clock for what outlives the process (binding expiry)."""
-        return time.time()
+        return self.clock.wall()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -409,8 +460,16 @@ class Engine:
                 sender.send(cast(Flow, dest), data)
         self._arm_timer()
 
+    def rearm(self) -> None:
+        """A timer source's earliest deadline changed outside a message or timer turn."""
+        self._arm_timer()
+
     def _arm_timer(self) -> None:
         when = self.txn.get_timer()
+        for source in self.timers:
+            other = source.get_timer()
+            if other is not None and (when is None or other < when):
+                when = other
         if when == self._timer_at:
             return
         if self._timer is not None:
@@ -418,12 +477,15 @@ class Engine:
             self._timer = None
         self._timer_at = when
         if when is not None:
-            self._timer = self.loop.call_at(when, self._on_timer)
+            self._timer = self.clock.call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.txn.handle_timer(self.now())
+        now = self.now()
+        self.txn.handle_timer(now)
+        for source in self.timers:
+            source.handle_timer(now)
         self._pump()
 
     async def close(self) -> None:

@@ -1,11 +1,52 @@
-"""What the app layer needs from the outside that is not SIP: the metrics sink.
+"""What the app layer needs from the outside that is not SIP: the metrics sink and the bus
+to the other nodes.
 
-``api.metrics.Metrics`` implements it for Prometheus; ``NullMetrics`` is the default so the
-core runs (and is tested) without it."""
+``api.metrics.Metrics`` implements the metrics for Prometheus; ``NullMetrics`` is the
+default so the core runs (and is tested) without it. ``app.cluster.ClusterNode``
+implements the bus; ``LocalBus`` is a node alone."""
 
 from __future__ import annotations
 
 from typing import Protocol
+
+from sipwake.storage.cluster import HeldEntry
+
+
+class Bus(Protocol):
+    """The other nodes sharing the store, as the call runner needs them."""
+
+    @property
+    def shared(self) -> bool: ...
+
+    @property
+    def node_id(self) -> str: ...
+
+    def held(self, entry: HeldEntry, ttl: float) -> None:
+        """Make a held call visible to every node (admin, decline links); fire and forget."""
+
+    def dropped(self, call_id: str) -> None:
+        """The held call is over and forgotten."""
+
+    def forward_decline(self, call_id: str, token: str, reason: str) -> None:
+        """Pass a decline link on to the node holding the call."""
+
+
+class LocalBus:
+    """A node alone: nothing to tell anyone."""
+
+    shared = False
+
+    def __init__(self, node_id: str = "") -> None:
+        self.node_id = node_id
+
+    def held(self, entry: HeldEntry, ttl: float) -> None:
+        return None
+
+    def dropped(self, call_id: str) -> None:
+        return None
+
+    def forward_decline(self, call_id: str, token: str, reason: str) -> None:
+        return None
 
 
 class Gauge(Protocol):

@@ -8,24 +8,22 @@ with the answer that fits (RFC 3261 §8.2.1, §21.4)."""
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from sipwake.app.auth import TRUSTED, Authenticator
+from sipwake.app.calls import Calls
 from sipwake.app.edge import EdgeService
 from sipwake.app.engine import Incoming
-from sipwake.app.ports import MetricsPort, NullMetrics, call_result
-from sipwake.app.proxy import Proxy, Target, ref_flow
+from sipwake.app.ports import MetricsPort, NullMetrics
+from sipwake.app.proxy import Proxy
 from sipwake.app.register import Registrar
-from sipwake.app.wake import WakeService
+from sipwake.app.targets import Target, binding_target, key_flow
 from sipwake.policy.bindings import Binding
-from sipwake.policy.flowtoken import decode_owner
+from sipwake.policy.flowtoken import FlowKey, decode_owner
 from sipwake.policy.proxying import BadExtension, Me, loop_hash, validate_request
 from sipwake.policy.pushbudget import PushBudget
-from sipwake.sip.errors import ParseError
-from sipwake.sip.flows import DEFAULT_PORTS
 from sipwake.sip.message import Request, Response
-from sipwake.sip.uri import URI
 from sipwake.storage.base import BindingStore, UserStore
 from sipwake.transport.flow import Flow
 
@@ -40,54 +38,6 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, PRACK, MESSA
 # Requests that are never challenged: they belong to a transaction or dialog already
 # authorised (RFC 3261 §22.1: CANCEL and ACK cannot be challenged).
 UNCHALLENGED = frozenset({"ACK", "CANCEL", "PRACK", "BYE", "NOTIFY", "UPDATE", "INFO"})
-# RFC 3261 §20.43: 399 is the miscellaneous warning; the agent is a pseudonym.
-PUSH_REFUSED = ("Warning", '399 sipwake "Push budget exceeded"')
-
-
-def binding_flow(b: Binding) -> Flow | None:
-    """The flow to reach a binding over, or None to send to its Contact URI.
-
-    Over TCP, TLS, WS and WSS the connection the binding registered on is used for as long
-    as it is open, whatever the Contact says: the Contact of a phone behind NAT, or of a
-    woken app that listens on nothing, names an address nobody can connect to (RFC 5923
-    §1 and RFC 5626 §5.3 reuse the connection; Kamailio fix_nated_register, OpenSIPS
-    tcp_persistent_flag do the same). Proxy.flow_for falls back to the Contact when the
-    connection is gone, and only for a binding without a push target (binding_target).
-
-    Over UDP RFC 3261 sends to the Contact. The registration's own flow is used instead
-    when the UA asked for it (RFC 5626 outbound: reg-id), the contact names another host
-    than the packet came from (NAT, as nathelper does), or the contact is the very address
-    the REGISTER came from. A UA that registers on behalf of another listener on its host
-    gets the Contact."""
-    ref = b.flow
-    if ref is None:
-        return None
-    flow = ref_flow(ref)
-    if b.reg_id or ref.transport != "UDP":
-        return flow
-    try:
-        uri = URI.parse(b.contact)
-    except ParseError:
-        return flow
-    if uri.host.strip("[]").lower() != ref.remote_host.strip("[]").lower():
-        return flow
-    transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).upper()
-    port = uri.port or DEFAULT_PORTS.get(transport, 5060)
-    if port == ref.remote_port and transport == ref.transport:
-        return flow
-    return None
-
-
-def binding_target(b: Binding) -> Target:
-    # A push binding whose connection is gone is pushed (WakeService.sleeping), never
-    # reached by a new connection to its Contact: a woken app listens on nothing.
-    return Target(
-        uri=b.contact,
-        device=b.device_key,
-        flow=binding_flow(b),
-        path=b.path,
-        contact_fallback=b.push is None,
-    )
 
 
 class SipApp:
@@ -98,12 +48,12 @@ class SipApp:
         domains: set[str],
         registrar: Registrar,
         proxy: Proxy,
+        calls: Calls,
         bindings: BindingStore,
         users: UserStore,
         auth: Authenticator | None,
         relay_foreign: bool = False,
         reveal_unknown_users: bool = True,
-        wake: WakeService | None = None,
         push_budget: PushBudget | None = None,
         target_of: Callable[[Binding], Target] = binding_target,
         edge: EdgeService | None = None,
@@ -117,15 +67,15 @@ class SipApp:
         self.domains = domains
         self.registrar = registrar
         self.proxy = proxy
+        self.calls = calls
         self.bindings = bindings
         self.users = users
         self.auth = auth
         self.relay_foreign = relay_foreign
         self.reveal_unknown_users = reveal_unknown_users
-        self.wake = wake
         self.push_budget = push_budget
-        self.stray_responses = 0
         self.metrics: MetricsPort = NullMetrics()
+        self.stray_responses = 0
 
     def is_local_domain(self, host: str) -> bool:
         host = host.strip("[]").lower()
@@ -138,7 +88,7 @@ class SipApp:
         if method == "ACK":
             if incoming.txn_id is None and req.to.tag:
                 # The ACK for a 2xx: end to end, routed like any in-dialog request.
-                return self.proxy.route_in_dialog(incoming, loop_hash(req))
+                return self.route_in_dialog(incoming, loop_hash(req))
             return None
         if method not in KNOWN_METHODS:
             incoming.respond(501, extra=[("Allow", ALLOW)])  # §21.5.2
@@ -172,7 +122,7 @@ class SipApp:
             incoming.respond(420, extra=[("Unsupported", ", ".join(err.unsupported))])
             return None
         if req.to.tag:
-            return self.proxy.route_in_dialog(incoming, lhash)
+            return self.route_in_dialog(incoming, lhash)
         if self.edge is not None:
             return self.edge.route(incoming, lhash)
         # Initial request: strip Route entries that point at us (a preloaded outbound proxy
@@ -182,10 +132,10 @@ class SipApp:
             req.headers.pop_first_value("route")
             if owned is not None:
                 # From a peer node: a device whose connection we own (app/cluster.py).
-                self.proxy.relay_owned(incoming, lhash, owned)
+                self._relay_owned(incoming, lhash, owned)
                 return None
         if req.routes:
-            return self.proxy.route_in_dialog(incoming, lhash)
+            return self.route_in_dialog(incoming, lhash)
         if self.is_local_domain(uri.host):
             return self._call(incoming, lhash)
         if self.relay_foreign:
@@ -235,7 +185,7 @@ class SipApp:
                     return
         aor = req.ruri.aor()
         # StorageUnavailable -> 503 with Retry-After (engine.py).
-        bindings = await self.bindings.lookup(aor, time.time())
+        bindings = await self.bindings.lookup(aor, self.calls.engine.wall())
         if not bindings:
             incoming.respond(await self._no_binding_status(req.ruri.user, caller))
             return
@@ -262,26 +212,11 @@ class SipApp:
         the one call path of registrar and edge mode."""
         req = incoming.request
         bindings.sort(key=lambda b: -b.q)
-        ctx = self.proxy.new_context(incoming, lhash)
         if req.method == "INVITE":
-            ctx.on_final.append(lambda c: self.metrics.call(call_result(c.incoming.answered)))
-        wake = self.wake
-        sleeping = [b for b in bindings if wake is not None and wake.sleeping(b)]
-        refused = False
-        if sleeping and wake is not None and req.method == "INVITE":
-            allowed = self._push_allowed(incoming, caller, sleeping, from_upstream)
-            refused = len(allowed) < len(sleeping)
-            if allowed:
-                # Push first: every millisecond before the push is one the caller waits.
-                wake.hold(ctx, aor, allowed)
+            admit = partial(self._push_allowed, incoming, caller, peer=from_upstream)
+            await self.calls.invite(incoming, lhash, aor, bindings, admit)
         else:
-            sleeping = []
-        for b in bindings:
-            if b not in sleeping:
-                await self.proxy.add_target(ctx, self.target_of(b))
-        if not ctx.branches and not ctx.fork.waiting and not ctx.fork.finished:
-            self.proxy.discard(ctx)
-            incoming.respond(480, extra=[PUSH_REFUSED] if refused else None)
+            await self.calls.fork(incoming, lhash, [self.target_of(b) for b in bindings])
 
     def _push_allowed(
         self, incoming: Incoming, caller: str | None, sleeping: list[Binding], peer: bool
@@ -299,7 +234,8 @@ class SipApp:
         else:
             source = "user:" + caller
         devices = [b.device_key for b in sleeping]
-        verdict = budget.admit(devices, source, time.monotonic(), anonymous=caller is None)
+        now = self.calls.engine.now()
+        verdict = budget.admit(devices, source, now, anonymous=caller is None)
         for _, why in verdict.refused:
             self.metrics.refused(why.value)
         return [b for b in sleeping if b.device_key in verdict.push]
@@ -316,21 +252,63 @@ class SipApp:
         return 480 if known is not None else 404
 
     async def _relay(self, incoming: Incoming, lhash: str) -> None:
-        ctx = self.proxy.new_context(incoming, lhash)
         target = Target(uri=incoming.request.uri, device="relay")
-        if not await self.proxy.add_target(ctx, target):
-            self.proxy.discard(ctx)
+        if not await self.calls.relay(incoming, lhash, target):
             incoming.respond(502)
 
+    def _relay_owned(self, incoming: Incoming, lhash: str, owned: FlowKey) -> None:
+        """A peer node sends a request for a device whose connection we own (the Route it
+        carried held an owner token): forward it over that connection, Record-Routing so
+        the dialog keeps crossing us (RFC 3327 §5.2, RFC 5626 §5.3)."""
+        flow = key_flow(owned)
+        if not self.proxy.flows.usable(flow):
+            incoming.respond(430)  # RFC 5626 §11.5 Flow Failed: the peer may try another
+            return
+        target = Target(uri=incoming.request.uri, device="owned", flow=flow)
+        if not self.calls.forward(incoming, lhash, target, flow, record_route=True):
+            incoming.respond(480)
+
+    # -- in-dialog requests -----------------------------------------------------------------
+    def route_in_dialog(self, incoming: Incoming, lhash: str) -> Awaitable[None] | None:
+        """Loose routing (§16.4, §16.12): forward over the flow our Route token names (the
+        other side of the dialog), else to the next Route or the Request-URI. Synchronous
+        when the token names a usable flow (the common case: ACK and BYE of our own
+        calls); a coroutine when a next hop must be resolved."""
+        flow = self.proxy.dialog_flow(incoming)
+        if flow is not None:
+            self._forward_in_dialog(incoming, lhash, flow)
+            return None
+        return self._resolve_in_dialog(incoming, lhash)
+
+    async def _resolve_in_dialog(self, incoming: Incoming, lhash: str) -> None:
+        try:
+            flow = await self.proxy.flows.flow_for(None, self.proxy.next_hop(incoming))
+        except (OSError, ValueError) as exc:
+            log.info("in-dialog next hop unreachable: %s", exc)
+            if incoming.request.method != "ACK":
+                incoming.respond(480)
+            return
+        self._forward_in_dialog(incoming, lhash, flow)
+
+    def _forward_in_dialog(self, incoming: Incoming, lhash: str, flow: Flow) -> None:
+        request = incoming.request
+        if request.method == "ACK":
+            self.proxy.forward_ack(incoming, lhash, flow)
+            return
+        device = f"dialog:{flow.transport}:{flow.remote}"
+        target = Target(uri=request.uri, device=device, flow=flow)
+        if not self.calls.forward(incoming, lhash, target, flow, record_route=False):
+            incoming.respond(480)
+
     def on_cancel(self, incoming: Incoming, invite_txn_id: str | None) -> None:
-        if not self.proxy.on_cancel(incoming, invite_txn_id):
+        if not self.calls.on_cancel(incoming, invite_txn_id):
             incoming.respond(481)  # §9.2: nothing to cancel
 
     # -- transaction events -----------------------------------------------------------------
     def on_response(self, response: Response, txn_id: str) -> None:
         if self.edge is not None and self.edge.on_response(response, txn_id):
             return
-        self.proxy.on_response(response, txn_id)
+        self.calls.on_response(response, txn_id)
 
     def on_stray_response(self, response: Response, flow: Flow) -> None:
         # RFC 6026 §8.4: a stateful proxy discards responses that match no transaction.
@@ -339,7 +317,7 @@ class SipApp:
     def on_timeout(self, txn_id: str) -> None:
         if self.edge is not None and self.edge.on_timeout(txn_id):
             return
-        self.proxy.on_timeout(txn_id)
+        self.calls.on_timeout(txn_id)
 
     def on_terminated(self, txn_id: str) -> None:
-        self.proxy.on_terminated(txn_id)
+        self.calls.on_terminated(txn_id)

@@ -24,12 +24,12 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sipwake.app.engine import Application, Incoming
+from sipwake.app import events as ev
 from sipwake.config import (
     ApiConfig,
     ApnsConfig,
@@ -44,11 +44,7 @@ from sipwake.emulate.caller import Caller, CallerConfig, CallResult
 from sipwake.emulate.client import SipClient, build_request
 from sipwake.emulate.phone import Phone, PhoneConfig
 from sipwake.emulate.tlsutil import make_test_certs
-from sipwake.push.base import Delivered, PushOutcome, PushRequest
-from sipwake.push.dispatcher import PushDispatcher
 from sipwake.server import Server
-from sipwake.sip.message import Response
-from sipwake.transport.flow import Flow
 
 BUNDLE_ID = "com.example.phone"
 TEAM_ID = "ABCDE12345"  # the team in the phone's pn-param (TEAMID.bundle.voip)
@@ -149,50 +145,30 @@ class Marks:
 # -- seeing inside the components, without logs -------------------------------------------
 
 
-class _ObservedApp:
-    """The server's application, with the arrival of each INVITE noted on the way in."""
+class _Observer:
+    """Notes the server's call events (app/events.py) on the timeline: the demo watches
+    the server, it does not patch it."""
 
-    def __init__(self, inner: Application, marks: Marks) -> None:
-        self.inner = inner
+    def __init__(self, marks: Marks) -> None:
         self.marks = marks
+        self.outcomes: list[str] = []
 
-    def on_request(self, incoming: Incoming) -> Awaitable[None] | None:
-        request = incoming.request
-        if request.method == "INVITE" and request.to.tag is None:
-            self.marks.mark("invite_at_proxy")
-        return self.inner.on_request(incoming)
-
-    def on_cancel(self, incoming: Incoming, invite_txn_id: str | None) -> None:
-        self.inner.on_cancel(incoming, invite_txn_id)
-
-    def on_response(self, response: Response, txn_id: str) -> None:
-        self.inner.on_response(response, txn_id)
-
-    def on_stray_response(self, response: Response, flow: Flow) -> None:
-        self.inner.on_stray_response(response, flow)
-
-    def on_timeout(self, txn_id: str) -> None:
-        self.inner.on_timeout(txn_id)
-
-    def on_terminated(self, txn_id: str) -> None:
-        self.inner.on_terminated(txn_id)
-
-
-class _ObservedDispatcher(PushDispatcher):
-    """The server's push dispatcher (same providers), timing each push and its answer."""
-
-    def __init__(self, inner: PushDispatcher, marks: Marks) -> None:
-        super().__init__(inner.routes)
-        self.marks = marks
-        self.outcomes: list[PushOutcome] = []
-
-    async def send(self, request: PushRequest) -> PushOutcome:
-        self.marks.mark("push_sent")
-        outcome = await super().send(request)
-        self.outcomes.append(outcome)
-        if isinstance(outcome, Delivered):
-            self.marks.mark("push_accepted")
-        return outcome
+    def __call__(self, event: ev.CallEvent) -> None:
+        marks = self.marks
+        if isinstance(event, ev.CallStarted):
+            marks.mark("invite_at_proxy", event.received_at)
+        elif isinstance(event, ev.PushSent):
+            marks.mark("push_sent", event.at)
+        elif isinstance(event, ev.PushAnswered):
+            self.outcomes.append(event.outcome)
+            if event.outcome == "delivered":
+                marks.mark("push_accepted", event.at)
+        elif isinstance(event, ev.WakeRegister):
+            # The woken phone's REGISTER as the registrar accepts it: the 200 is on its way
+            # and the held INVITE follows it over the same flow. (The phone's own
+            # "registered" event is noted a loop turn after the 200 arrives, so it can
+            # trail the INVITE.)
+            marks.mark("registered", event.at)
 
 
 class _ObservedApns(ApnsEmulator):
@@ -299,10 +275,9 @@ async def _with_server(
     setup: Callable[[str], None],
 ) -> None:
     setup("sipwake on " + " ".join(str(b) for b in server.bound) + ", push: apns -> emulator")
-    assert server.engine.app is not None and server.wake is not None
-    server.engine.app = _ObservedApp(server.engine.app, marks)
-    dispatcher = _ObservedDispatcher(server.wake.dispatcher, marks)
-    server.wake.dispatcher = server.dispatcher = dispatcher
+    assert server.calls is not None
+    observer = _Observer(marks)
+    server.calls.observers.add(observer)
 
     phone = Phone(
         PhoneConfig(
@@ -328,11 +303,6 @@ async def _with_server(
 
         phone.on_event = lambda t, what: _phone_event(marks, t, what)
         caller.on_event = lambda t, what: _caller_event(marks, t, what)
-        # The woken phone's REGISTER as the registrar accepts it: the 200 is on its way and
-        # the held INVITE follows it over the same flow. (The phone's own "registered"
-        # event is noted a loop turn after the 200 arrives, so it can trail the INVITE.)
-        assert server.app is not None
-        server.app.registrar.hooks.insert(0, lambda aor, added: marks.mark("registered"))
         await caller.open()
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
@@ -342,7 +312,7 @@ async def _with_server(
                     await phone.wait_for("BYE received", 2.0)
         except TimeoutError:
             result = CallResult(408, "demo timed out", None)
-        _judge(report, marks, result, dispatcher)
+        _judge(report, marks, result, observer.outcomes)
     finally:
         await caller.close()
         await phone.close()
@@ -361,9 +331,7 @@ def _caller_event(marks: Marks, t: float, what: str) -> None:
         marks.mark(_CALLER_EVENTS[what], t)
 
 
-def _judge(
-    report: DemoReport, marks: Marks, result: CallResult, dispatcher: _ObservedDispatcher
-) -> None:
+def _judge(report: DemoReport, marks: Marks, result: CallResult, outcomes: list[str]) -> None:
     """Fill the timeline and say what went wrong, if anything."""
     at = marks.at
     t0 = at.get("invite_sent")
@@ -375,8 +343,8 @@ def _judge(
         report.problems.append(f"the call failed: {result.status} {result.reason}")
     elif result.bye_status != 200:
         report.problems.append(f"the BYE was answered {result.bye_status}, not 200")
-    for outcome in dispatcher.outcomes:
-        if not isinstance(outcome, Delivered):
+    for outcome in outcomes:
+        if outcome != "delivered":
             report.problems.append(f"a push was not delivered: {outcome}")
     labels = {key: what for key, what, _, _ in TIMELINE}
     missing = [what for key, what, _, _ in TIMELINE if key not in at]

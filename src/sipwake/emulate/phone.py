@@ -40,6 +40,7 @@ from sipwake.sip.timers import DEFAULT_TIMERS, TimerConfig
 ACTIONS = ("answer", "ring", "busy", "decline-url", "ignore")
 ARG_EVENTS = (
     "push received",
+    "CANCEL received",
     "register failed",
     "auth challenge",
     "decline posted",
@@ -71,6 +72,10 @@ class PhoneConfig:
     follow_push_server: bool = False  # register to the payload's "sip" host/port
     # Wake REGISTER goes here instead (a cluster: the phone wakes on another node).
     wake_server: tuple[str, int] | None = None
+    # Open but silent (an app frozen, a NAT binding gone without a FIN): nothing that
+    # arrives on the connection is answered, not even with 100 Trying, until a push
+    # wakes the phone, which then registers over a new connection.
+    frozen: bool = False
     timers: TimerConfig = DEFAULT_TIMERS
 
     def __post_init__(self) -> None:
@@ -135,6 +140,7 @@ class Phone:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._waiters: list[tuple[str, float | None, asyncio.Future[float]]] = []
         self._wake_lock = asyncio.Lock()
+        self._frozen: Link | None = None  # the connection a frozen phone no longer reads
         # RFC 3261 §10.2: one Call-ID for every REGISTER of this UA, CSeq increasing, so
         # the registrar sees each wake-up REGISTER as an update, not a stale replay.
         self._reg_call_id = new_id(10)
@@ -214,12 +220,19 @@ class Phone:
     # -- registration ------------------------------------------------------------------------
     async def _open(self) -> Link:
         cfg = self.config
-        link = Link(cfg.transport, self._server, self._ua.receive)
+        link = Link(cfg.transport, self._server, self._receive)
         await link.open(cfg.ca_file, cfg.tls_name)
         link.on_close = self._link_lost
         self._link = link
         self.local = link.local
         return link
+
+    def _receive(self, data: bytes, link: Link, addr: tuple[str, int] | None) -> None:
+        if self._frozen is link:
+            if not data.startswith(b"SIP/2.0"):
+                self._record("request ignored (frozen)")
+            return
+        self._ua.receive(data, link, addr)
 
     def _link_lost(self, link: Link) -> None:
         self._ua.link_closed(link)
@@ -234,6 +247,8 @@ class Phone:
         ok = 200 <= status < 300
         if ok:
             self._record("registered (wake)" if wake else "registered")
+            if self.config.frozen and not wake:
+                self._frozen = link
         else:
             self._record(f"register failed {status}")
         return status
@@ -364,6 +379,9 @@ class Phone:
         async with self._wake_lock:
             await asyncio.sleep(cfg.wake_delay)
             self._record("woke")
+            if self._frozen is not None and self._frozen is self._link:
+                # The app thaws and reconnects; the old connection is left as it was.
+                self._link = None
             sip = payload.get("sip")
             if cfg.wake_server is not None:
                 self._server = cfg.wake_server
@@ -450,7 +468,8 @@ class Phone:
         if call is None or invite_txn_id is None or invite_txn_id != call.txn_id:
             self._respond(cancel, txn_id, None, 481)  # §9.2: no matching transaction
             return
-        self._record("CANCEL received")
+        reason = cancel.headers.get("reason")
+        self._record("CANCEL received" + (f" Reason: {reason}" if reason else ""))
         self._respond(cancel, txn_id, call.flow, 200, to_tag=call.to_tag)
         if not call.final_sent:
             # §9.2: a CANCEL before the final answer ends the INVITE with 487.

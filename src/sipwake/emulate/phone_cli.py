@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--wake-server", type=_hostport, default=None, help="host:port to register to on waking"
     )
     p.add_argument("--stay-awake", action="store_true", help="do not sleep after registering")
+    p.add_argument(
+        "--frozen",
+        action="store_true",
+        help="with --stay-awake: answer nothing on the connection until pushed",
+    )
     p.add_argument("--run-for", type=float, default=0.0, help="seconds to run (0: until ^C)")
     return p
 
@@ -87,6 +92,7 @@ def config_from_args(args: argparse.Namespace) -> PhoneConfig:
         decline_reason=args.decline_reason,
         follow_push_server=args.follow_push_server,
         wake_server=args.wake_server,
+        frozen=args.frozen,
         **extra,
     )
 

@@ -4,8 +4,10 @@ A ``Fork`` is the response context of one request forwarded to several targets. 
 branch responses, transaction time-outs, a caller CANCEL and the clock, and answers with
 actions for the app layer: forward a response upstream, CANCEL a branch, finish. Branches
 may be added while it runs (a device that wakes from a push joins late, RFC 8599 §5.3.2
-"the proxy ... forwards the request to the newly registered contact"); ``waiting`` counts
-the devices still expected, so the fork does not give up while one may still join.
+"the proxy ... forwards the request to the newly registered contact"). Whether a device
+may still join is not the fork's to know: the caller (``policy.call.Call``) passes
+``awaited`` into every input that may end the fork, derived from its device table, so the
+fork does not give up while one may still join.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ class Branch:
     cancelled: bool = False  # we want it cancelled
     cancel_sent: bool = False  # the CANCEL went out (only after a provisional, §9.1)
     reason: str | None = None  # Reason header for that CANCEL
+    superseded: bool = False  # its device got a new branch (Fork.supersede)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ class Respond:
 
     status: int
     headers: tuple[tuple[str, str], ...] = ()
+    reason: str | None = None  # reason phrase; None: the standard one
 
 
 Action = Forward | CancelBranch | Respond
@@ -69,7 +73,6 @@ class Fork:
     decline_ends_all: bool = True  # 603 from one device ends the call (configurable)
     branches: dict[str, Branch] = field(default_factory=dict)
     devices: set[str] = field(default_factory=set)
-    waiting: int = 0  # devices being woken that may still add a branch
     final_sent: int = 0  # status of the final response sent upstream (0: none)
     cancelled: bool = False
     # Answer when no branch was ever opened and nobody is awaited any more (every device
@@ -100,12 +103,23 @@ class Fork:
         return [b for b in self.branches.values() if b.state is not BranchState.DONE]
 
     # -- inputs -----------------------------------------------------------------------------
-    def on_response(self, key: str, response: Response, now: float) -> list[Action]:
+    def on_response(
+        self, key: str, response: Response, now: float, *, awaited: bool = False
+    ) -> list[Action]:
         branch = self.branches.get(key)
         if branch is None or branch.state is BranchState.DONE:
             # A 2xx retransmission or late answer: 2xx still go upstream (§16.7 step 5).
             if branch is not None and 200 <= response.status < 300 and self.is_invite:
+                if branch.superseded and not self.final_sent:
+                    # The silent branch answered after all: it is the call's 2xx.
+                    self.final_sent = response.status
+                    return [*self._cancel_others(COMPLETED_ELSEWHERE), Forward(response)]
                 return [Forward(response)]
+            late = branch is not None and response.status < 200 and branch.cancelled
+            if late and branch is not None and not branch.cancel_sent:
+                # A superseded branch woke up after all: it gets its CANCEL (§9.1).
+                branch.cancel_sent = True
+                return [CancelBranch(key, branch.reason)]
             return []
         status = response.status
         if status < 200:
@@ -141,9 +155,9 @@ class Fork:
             actions.append(Forward(response))
             return actions
         self._store(response)
-        return actions + self._maybe_finish()
+        return actions + self._maybe_finish(awaited)
 
-    def on_timeout(self, key: str) -> list[Action]:
+    def on_timeout(self, key: str, *, awaited: bool = False) -> list[Action]:
         """The branch's client transaction timed out: as if it answered 408 (§16.7 step 1,
         §16.8). The synthesised 408 is never preferred over a real answer."""
         branch = self.branches.get(key)
@@ -153,7 +167,7 @@ class Fork:
         branch.status = 408
         if self.final_sent:
             return []
-        return self._maybe_finish()
+        return self._maybe_finish(awaited)
 
     def on_cancel(self) -> list[Action]:
         """The caller cancelled (§16.10): CANCEL every pending branch; the 487s that come
@@ -161,20 +175,18 @@ class Fork:
         if self.final_sent:
             return []
         self.cancelled = True
-        self.waiting = 0
         actions = self._cancel_others(None)
         if not self.active():
             self.final_sent = 487
             actions.append(Respond(487))
         return actions
 
-    def device_answered(self, device: str, status: int) -> list[Action]:
+    def device_answered(self, device: str, status: int, *, awaited: bool = False) -> list[Action]:
         """A device that has no branch answered out of band (the decline link in its push:
         486 busy or 603 decline): counted as that device's final response (§16.7)."""
         if self.final_sent or device in self.devices:
             return []
         self.devices.add(device)
-        self.waiting = max(0, self.waiting - 1)
         if status >= 600 and (status != 603 or self.decline_ends_all):
             reason = DECLINED_ELSEWHERE if status == 603 else BUSY_ELSEWHERE
             actions = self._cancel_others(reason)
@@ -183,27 +195,40 @@ class Fork:
             return actions
         if not self._virtual or _rank(status) < _rank(self._virtual):
             self._virtual = status
-        return self._maybe_finish()
+        return self._maybe_finish(awaited)
 
     def cancel_all(self, reason: str | None) -> list[Action]:
         """End every branch with CANCEL and ``reason``, nothing upstream (a call delivered
         only to be cancelled)."""
         self.cancelled = True
-        self.waiting = 0
         return self._cancel_others(reason)
 
-    def stop_waiting(self, count: int = 1) -> list[Action]:
-        """A device we waited for will not join (push failed, hold window over)."""
-        self.waiting = max(0, self.waiting - count)
+    def settle(self, *, awaited: bool) -> list[Action]:
+        """Fewer devices are awaited now (a push failed, the hold window ended, a branch
+        could not be opened): finish if nothing else is pending."""
         if self.final_sent:
             return []
-        return self._maybe_finish()
+        return self._maybe_finish(awaited)
+
+    def supersede(self, key: str) -> None:
+        """Give up on a branch without an answer: its device reached us again over a new
+        connection and gets a new branch (RFC 8599 §5.3.2; the old connection went silent).
+        The old branch no longer counts; a provisional that still comes on it gets its
+        CANCEL (§9.1), a 2xx still goes upstream (§16.7 step 5)."""
+        branch = self.branches.get(key)
+        if branch is None or branch.state is BranchState.DONE:
+            return
+        self.devices.discard(branch.device)
+        branch.state = BranchState.DONE
+        branch.status = 408
+        branch.cancelled = True
+        branch.superseded = True
 
     def next_deadline(self) -> float | None:
         pending = [b.timer_c for b in self.branches.values() if b.state is not BranchState.DONE]
         return min(pending) if pending and self.is_invite else None
 
-    def on_timer(self, now: float) -> list[Action]:
+    def on_timer(self, now: float, *, awaited: bool = False) -> list[Action]:
         """Timer C (§16.8): a branch with a provisional answer is cancelled; one without
         is treated as a 408."""
         actions: list[Action] = []
@@ -218,7 +243,7 @@ class Fork:
                     actions.append(CancelBranch(b.key))
                 b.timer_c = now + self.timer_c  # wait for the 487 as long again
             else:
-                actions += self.on_timeout(b.key)
+                actions += self.on_timeout(b.key, awaited=awaited)
         return actions
 
     # -- internals --------------------------------------------------------------------------
@@ -246,8 +271,8 @@ class Fork:
         if self._best is None or _rank(response.status) < _rank(self._best.status):
             self._best = response
 
-    def _maybe_finish(self) -> list[Action]:
-        if self.final_sent or self.active() or self.waiting:
+    def _maybe_finish(self, awaited: bool) -> list[Action]:
+        if self.final_sent or self.active() or awaited:
             return []
         best = self._best
         if self.cancelled and (best is None or best.status != 487):

@@ -1,26 +1,27 @@
-"""Held calls: an INVITE parked while its callee's devices are woken by push, pure.
+"""The device table of a held call: which devices were pushed and how each stands, pure.
 
-States (ARCHITECTURE.md): WAITING while pushed devices may still register, then RESUMED
-once one joined (more may follow), and finally ANSWERED | CANCELLED | EXPIRED | DECLINED |
-FAILED. A device pushed for a call keeps a claim on it for ``grace`` seconds after the call
-ended: if it registers then, it gets the INVITE and an immediate CANCEL (PushKit rule: an
-iOS app woken by a VoIP push must report a call to CallKit, so it must receive the call it
-was woken for; there is no "cancel" VoIP push). See /work/shared/reference/apns.md.
+A call is held while pushed devices may still register (RFC 8599 §5.3.2). Every device the
+call concerns has one state here; ``policy.call.Call`` derives from it who is still awaited
+(nothing else counts devices). A device pushed for a call keeps a claim on it for the grace
+period after the call ended, *whatever ended it*: if it registers then, it gets the INVITE
+and an immediate CANCEL naming why (PushKit rule: an iOS app woken by a VoIP push must
+report a call to CallKit, so it must receive the call it was woken for; there is no
+"cancel" VoIP push). See /work/shared/reference/apns.md and docs/app-developers.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import Enum
 
 
 class HeldState(Enum):
-    WAITING = "waiting"
-    RESUMED = "resumed"
+    WAITING = "waiting"  # pushed devices may still register
+    RESUMED = "resumed"  # one joined (more may follow)
     ANSWERED = "answered"
     CANCELLED = "cancelled"
     EXPIRED = "expired"
     DECLINED = "declined"
+    BUSY = "busy"
     FAILED = "failed"
 
 
@@ -30,6 +31,7 @@ ENDED = frozenset(
         HeldState.CANCELLED,
         HeldState.EXPIRED,
         HeldState.DECLINED,
+        HeldState.BUSY,
         HeldState.FAILED,
     }
 )
@@ -40,99 +42,82 @@ class DeviceState(Enum):
     PUSHED = "pushed"  # the push service accepted it
     FAILED = "failed"  # could not be pushed (transient errors until the deadline, config)
     REJECTED = "rejected"  # the push service says the token is dead
-    JOINED = "joined"  # registered and got its branch
+    JOINED = "joined"  # registered and got its branch (or its INVITE + CANCEL)
     DECLINED = "declined"  # answered through the decline link
 
 
+# A device in one of these states may still register for the call (or, once it ended,
+# is owed the INVITE + CANCEL when it does).
 WAITING_STATES = frozenset({DeviceState.PUSHING, DeviceState.PUSHED})
 
 
-@dataclass(frozen=True, slots=True)
-class Join:
-    """Give the device a branch of the live call."""
+def ended_state(status: int, unanswered: int) -> HeldState:
+    """Why a call ended, from the final status its caller got."""
+    if 200 <= status < 300:
+        return HeldState.ANSWERED
+    if status == 487:
+        return HeldState.CANCELLED
+    if status in (486, 600):
+        return HeldState.BUSY
+    if status >= 600:
+        return HeldState.DECLINED
+    if status == unanswered:
+        return HeldState.EXPIRED
+    return HeldState.FAILED
 
 
-@dataclass(frozen=True, slots=True)
-class DeliverAndCancel:
-    """The call ended after this device was pushed: send the INVITE, then CANCEL it with
-    this Reason (RFC 3326), so the app can end the call it reported."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Ignore:
-    why: str
-
-
-RegisterDecision = Join | DeliverAndCancel | Ignore
-
-_END_REASONS = {
-    HeldState.ANSWERED: 'SIP;cause=200;text="Call completed elsewhere"',
-    HeldState.CANCELLED: 'SIP;cause=487;text="Caller cancelled"',
-    HeldState.EXPIRED: 'SIP;cause=480;text="No answer"',
-    HeldState.DECLINED: 'SIP;cause=603;text="Declined"',
-    HeldState.FAILED: 'SIP;cause=480;text="Call failed"',
-}
+def end_reason(state: HeldState, status: int) -> str:
+    """The Reason (RFC 3326) on the CANCEL a late-waking device gets: the app shows it."""
+    if state is HeldState.ANSWERED:
+        return 'SIP;cause=200;text="Call completed elsewhere"'
+    if state is HeldState.CANCELLED:
+        return 'SIP;cause=487;text="Caller cancelled"'
+    if state is HeldState.EXPIRED:
+        return f'SIP;cause={status};text="No answer"'
+    if state is HeldState.BUSY:
+        text = "Busy Everywhere" if status == 600 else "Busy Here"
+        return f'SIP;cause={status};text="{text}"'
+    if state is HeldState.DECLINED:
+        return f'SIP;cause={status};text="Declined"'
+    return 'SIP;cause=480;text="Call failed"'
 
 
-@dataclass(slots=True)
-class HeldCall:
-    call_id: str  # the UUID in the push payload: the same for every device and retry
-    aor: str
-    created_at: float
-    deadline: float  # end of the hold window
-    grace: float = 30.0
-    state: HeldState = HeldState.WAITING
-    ended_at: float = 0.0
-    devices: dict[str, DeviceState] = field(default_factory=dict)
+class DeviceTable:
+    """device key -> state, for the devices a call pushed or let join."""
 
-    @property
-    def ended(self) -> bool:
-        return self.state in ENDED
+    __slots__ = ("states",)
+
+    def __init__(self) -> None:
+        self.states: dict[str, DeviceState] = {}
+
+    def get(self, device: str) -> DeviceState | None:
+        return self.states.get(device)
 
     def pushing(self, device: str) -> None:
-        self.devices[device] = DeviceState.PUSHING
+        self.states[device] = DeviceState.PUSHING
 
     def waiting(self) -> int:
         """Devices that may still register for this call."""
-        return sum(1 for s in self.devices.values() if s in WAITING_STATES)
+        return sum(1 for s in self.states.values() if s in WAITING_STATES)
 
     def push_result(self, device: str, state: DeviceState) -> bool:
         """Record a push outcome; True if the device stopped being awaited by it."""
-        before = self.devices.get(device)
-        if before not in WAITING_STATES:
+        if self.states.get(device) not in WAITING_STATES:
             return False
-        self.devices[device] = state
+        self.states[device] = state
         return state not in WAITING_STATES
 
-    def declined(self, device: str) -> bool:
-        """The device answered through its decline link; False if it could not (not pushed
-        for this call, or already joined/declined)."""
-        if self.devices.get(device) not in WAITING_STATES or self.ended:
+    def decline(self, device: str) -> bool:
+        """The device answered through its decline link; False if it could not (not
+        pushed for this call, or already joined/declined)."""
+        if self.states.get(device) not in WAITING_STATES:
             return False
-        self.devices[device] = DeviceState.DECLINED
+        self.states[device] = DeviceState.DECLINED
         return True
 
-    def on_register(self, device: str, now: float) -> RegisterDecision:
-        """A binding of the callee's AoR was added or refreshed."""
-        state = self.devices.get(device)
-        if not self.ended:
-            if state in (DeviceState.JOINED, DeviceState.DECLINED):
-                return Ignore("already has its branch")  # a refresh or the auth retry
-            self.devices[device] = DeviceState.JOINED
-            self.state = HeldState.RESUMED
-            return Join()
-        if state in WAITING_STATES and now - self.ended_at <= self.grace:
-            self.devices[device] = DeviceState.JOINED
-            return DeliverAndCancel(_END_REASONS[self.state])
-        return Ignore("call over")
+    def join(self, device: str) -> None:
+        self.states[device] = DeviceState.JOINED
 
-    def end(self, state: HeldState, now: float) -> None:
-        if not self.ended:
-            self.state = state
-            self.ended_at = now
-
-    def forgettable(self, now: float) -> bool:
-        """Nothing can happen to this record any more."""
-        return self.ended and (now - self.ended_at > self.grace or not self.waiting())
+    def owed(self, device: str) -> bool:
+        """Pushed for the call and never reached: owed the INVITE + CANCEL after its end."""
+        return self.states.get(device) in WAITING_STATES

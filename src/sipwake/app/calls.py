@@ -1,0 +1,562 @@
+"""The call runner: the one table of calls in progress, and the hands of ``policy.call.Call``.
+
+Every request the proxy forwards is a ``Call`` here, from a BYE with one branch to an
+INVITE held for sleeping devices. The runner feeds each call its inputs (transaction
+events from the engine, push results, registrations from the registrar or the cluster
+bus, decline links, the caller's CANCEL, the clock) and carries out the actions it
+answers with: respond upstream, forward or CANCEL a branch (app/proxy.py), push a device
+(app/wake.py), open a branch for a device that woke, deliver an ended call to a late
+device only to CANCEL it, forget the call.
+
+Timers: the runner is a timer source of the engine (``get_timer``/``handle_timer``): one
+heap of the calls' next deadlines, fired through the engine's single ``call_at``, on the
+engine's monotonic clock. What happens is told to the observers (app/events.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from sipwake.app import events as ev
+from sipwake.app.engine import Engine, Incoming
+from sipwake.app.ports import Bus, LocalBus, MetricsPort, NullMetrics, call_result
+from sipwake.app.proxy import Proxy
+from sipwake.app.targets import Flows, Target, binding_target
+from sipwake.app.wake import Pusher, family
+from sipwake.config import Config
+from sipwake.policy import decline as tokens
+from sipwake.policy.bindings import Binding
+from sipwake.policy.call import (
+    Call,
+    CallAction,
+    CallRules,
+    CancelBranch,
+    DeliverAndCancel,
+    Ended,
+    Forget,
+    Forward,
+    OpenBranch,
+    Respond,
+    SendPush,
+)
+from sipwake.policy.parking import HeldState
+from sipwake.sip.deadlines import Deadlines
+from sipwake.sip.message import Response
+from sipwake.storage.cluster import HeldEntry
+from sipwake.transport.flow import Flow
+
+log = logging.getLogger("sipwake.calls")
+
+# RFC 3261 §20.43: 399 is the miscellaneous warning; the agent is a pseudonym.
+PUSH_REFUSED = ("Warning", '399 sipwake "Push budget exceeded"')
+Admit = Callable[[list[Binding]], list[Binding]]
+
+
+def call_rules(config: Config) -> CallRules:
+    """What every call runs by, from [push], [sip] and [proxy] (a reload replaces it)."""
+    push = config.push
+    retry = (("Retry-After", str(push.retry_after)),) if push.retry_after else ()
+    return CallRules(
+        hold_window=push.hold_window,
+        cancel_grace=push.cancel_grace,
+        live_timeout=push.live_timeout,
+        send_180=push.send_180,
+        unanswered=Respond(push.unanswered_status, retry),
+        timer_c=config.sip.timer_c,
+        decline_ends_all=config.proxy.decline_ends_all,
+    )
+
+
+@dataclass(eq=False, slots=True)
+class Running:
+    """One call and what the runner needs to act for it."""
+
+    call: Call
+    incoming: Incoming  # the caller's server transaction
+    lhash: str  # loop-detection hash for our Via branches (§16.6 step 8)
+    record_route: bool = True
+    bindings: dict[str, Binding] = field(default_factory=dict)  # device -> its binding
+    flows: dict[str, Flow] = field(default_factory=dict)  # branch key -> flow
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    wall_deadline: float = 0.0  # end of the hold window, wall clock (payload, links)
+    indexed: bool = False  # in by_id / by_aor (it was held)
+    done: bool = False  # forgotten
+
+
+class Calls:
+    def __init__(
+        self,
+        engine: Engine,
+        proxy: Proxy,
+        flows: Flows,
+        rules: CallRules,
+        *,
+        pusher: Pusher | None = None,
+        target_of: Callable[[Binding], Target] = binding_target,
+        bus: Bus | None = None,
+        secret: bytes = b"",
+        missed_call_alert: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.proxy = proxy
+        self.flows = flows
+        self.rules = rules
+        self.pusher = pusher
+        self.target_of = target_of
+        self.bus: Bus = bus if bus is not None else LocalBus()
+        self.secret = secret
+        self.missed_call_alert = missed_call_alert
+        self.used_tokens = tokens.UsedTokens(100_000)
+        self.by_server: dict[str, Running] = {}
+        self.by_client: dict[str, Running] = {}
+        self.by_id: dict[str, Running] = {}  # held calls, by call UUID
+        self.by_aor: dict[str, list[Running]] = {}  # held calls, by callee
+        self._deadlines: Deadlines[Running] = Deadlines()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.observers = ev.Observers()
+        self.metrics: MetricsPort = NullMetrics()
+        self.stats: dict[str, int] = {
+            "held": 0, "joined": 0, "late_deliveries": 0, "declined": 0, "silent_pushed": 0,
+        }  # fmt: skip
+
+    def held_count(self) -> int:
+        """Calls held here now (overload shedding bounds them)."""
+        return len(self.by_id)
+
+    # -- the timer source -------------------------------------------------------------------
+    def get_timer(self) -> float | None:
+        return self._deadlines.earliest()
+
+    def handle_timer(self, now: float) -> None:
+        for rec in self._deadlines.pop_due(now):
+            try:
+                self._apply(rec, rec.call.timer(now))
+            except Exception:
+                log.exception("call %s: timer failed", rec.call.call_id)
+
+    # -- starting calls ---------------------------------------------------------------------
+    async def invite(
+        self,
+        incoming: Incoming,
+        lhash: str,
+        aor: str,
+        bindings: list[Binding],
+        admit: Admit | None = None,
+    ) -> None:
+        """An INVITE for one of our users with these bindings: push the sleeping devices
+        first (every millisecond before the push is one the caller waits), then fork to
+        the live ones in parallel (§16.5, §16.6). ``admit`` picks the sleeping bindings
+        the push budget lets us push (policy/pushbudget.py); the others are left out."""
+        now = self.engine.now()
+        call = Call.new(str(uuid.uuid4()), aor, self.rules)
+        rec = self._start(call, incoming, lhash)
+        pusher = self.pusher
+        asleep = [b for b in bindings if pusher is not None and pusher.sleeping(b)]
+        live = [b for b in bindings if b not in asleep]
+        sleeping = admit(asleep) if admit is not None and asleep else asleep
+        if len(sleeping) < len(asleep):
+            # Refused a push: if nothing else takes the call, the caller is told why.
+            call.fork.unanswered = Respond(480, (PUSH_REFUSED,))
+        for b in bindings:
+            if b.push is not None:
+                rec.bindings.setdefault(b.device_key, b)
+        if self.observers:
+            self.observers.emit(
+                ev.CallStarted(
+                    call.call_id,
+                    now,
+                    aor,
+                    incoming.request.call_id,
+                    incoming.received_at,
+                    len(bindings),
+                )
+            )
+        pushable = [b.device_key for b in live if b.push is not None and pusher is not None]
+        self._apply(rec, call.start(now, [b.device_key for b in sleeping], pushable))
+        await self._open_all(rec, [self.target_of(b) for b in live])
+
+    async def fork(self, incoming: Incoming, lhash: str, targets: list[Target]) -> None:
+        """Any other request for one of our users: to every target in parallel."""
+        call = Call.new("", "", self.rules, is_invite=incoming.request.method == "INVITE")
+        await self._open_all(self._start(call, incoming, lhash), targets)
+
+    async def relay(self, incoming: Incoming, lhash: str, target: Target) -> bool:
+        """Forward to one target resolved from its URI; False (nothing sent) if it cannot
+        be reached."""
+        call = Call.new("", "", self.rules, is_invite=incoming.request.method == "INVITE")
+        rec = self._start(call, incoming, lhash)
+        if await self._open(rec, target, settle=False):
+            return True
+        self._drop_server(rec)
+        return False
+
+    def forward(
+        self, incoming: Incoming, lhash: str, target: Target, flow: Flow, record_route: bool
+    ) -> bool:
+        """Forward over a known flow now (in-dialog requests, a peer node's request for a
+        connection we own); False if the branch could not be sent."""
+        call = Call.new("", "", self.rules, is_invite=incoming.request.method == "INVITE")
+        rec = self._start(call, incoming, lhash)
+        rec.record_route = record_route
+        if self._send_branch(rec, target, flow):
+            return True
+        self._drop_server(rec)
+        return False
+
+    def _start(self, call: Call, incoming: Incoming, lhash: str) -> Running:
+        rec = Running(call, incoming, lhash)
+        if incoming.txn_id is not None:
+            self.by_server[incoming.txn_id] = rec
+        return rec
+
+    async def _open_all(self, rec: Running, targets: list[Target]) -> None:
+        call = rec.call
+        for t in targets:
+            call.will_open(t.device)  # awaited until its branch is out (or failed)
+        for t in targets:
+            await self._open(rec, t)
+        self._apply(rec, call.settle(self.engine.now()))
+
+    # -- branches ---------------------------------------------------------------------------
+    async def _open(self, rec: Running, target: Target, *, settle: bool = True) -> bool:
+        """Open the branch towards ``target``; False if the device has one already, the
+        call is over, or it cannot be reached (then the call is told, unless ``settle``
+        is False: the caller answers it itself)."""
+        call = rec.call
+        ok = False
+        if call.can_open(target.device):
+            call.will_open(target.device)
+            try:
+                flow = await self.flows.target_flow(target)
+            except (OSError, ValueError) as exc:
+                log.info("target %s unreachable: %s", target.uri, exc)
+            else:
+                ok = self._send_branch(rec, target, flow)
+        if not ok:
+            call.opening.discard(target.device)
+            if settle:
+                self._apply(rec, call.settle(self.engine.now()))
+        return ok
+
+    def _send_branch(self, rec: Running, target: Target, flow: Flow) -> bool:
+        call = rec.call
+        if not call.can_open(target.device):
+            return False
+        key = self.proxy.send_branch(rec.incoming, rec.lhash, target, flow, rec.record_route)
+        now = self.engine.now()
+        call.branch_opened(key, target.device, now)
+        rec.flows[key] = flow
+        self.by_client[key] = rec
+        if self.observers and call.call_id:
+            self.observers.emit(ev.BranchOpened(call.call_id, now, target.device, flow.transport))
+        self._arm(rec)
+        return True
+
+    # -- events from the transaction layer --------------------------------------------------
+    def on_response(self, response: Response, txn_id: str) -> None:
+        rec = self.by_client.get(txn_id)
+        if rec is None:
+            return
+        response.headers.pop_first_value("via")  # ours (§16.7 step 3)
+        call = rec.call
+        if call.ghost and 200 <= response.status < 300:
+            # The device answered a call that had already ended (its 200 crossed our
+            # CANCEL): complete and end that dialog ourselves so it does not hang.
+            flow = rec.flows.get(txn_id)
+            if flow is not None:
+                self.proxy.hang_up(flow, response)
+            return
+        if "via" not in response.headers:
+            return  # it was addressed to us alone: nothing to relay
+        now = self.engine.now()
+        if self.observers and call.call_id:
+            branch = call.fork.branches.get(txn_id)
+            device = branch.device if branch is not None else ""
+            self.observers.emit(ev.BranchResponse(call.call_id, now, device, response.status))
+        self._apply(rec, call.response(txn_id, response, now))
+
+    def on_timeout(self, txn_id: str) -> None:
+        rec = self.by_client.get(txn_id)
+        if rec is not None:
+            self._apply(rec, rec.call.branch_timeout(txn_id, self.engine.now()))
+
+    def on_terminated(self, txn_id: str) -> None:
+        rec = self.by_client.pop(txn_id, None)
+        if rec is not None:
+            rec.flows.pop(txn_id, None)
+            if not rec.flows and rec.call.fork.finished:
+                self._drop_server(rec)
+            return
+        rec = self.by_server.get(txn_id)
+        if rec is not None and rec.call.fork.finished and not rec.flows:
+            self._drop_server(rec)
+
+    def on_cancel(self, cancel: Incoming, invite_txn_id: str | None) -> bool:
+        """A CANCEL from the caller (§16.10). False when it matches no call of ours."""
+        rec = self.by_server.get(invite_txn_id) if invite_txn_id else None
+        if rec is None:
+            return False
+        cancel.respond(200)
+        self._apply(rec, rec.call.cancel(self.engine.now()))
+        return True
+
+    # -- events from the registrar, the bus and the API --------------------------------------
+    def on_registered(self, aor: str, added: tuple[Binding, ...]) -> None:
+        """Registrar hook (and the bus's, for registrations on other nodes)."""
+        recs = self.by_aor.get(aor)
+        if not recs:
+            return
+        now = self.engine.now()
+        for rec in list(recs):
+            call = rec.call
+            for b in added:
+                device = b.device_key
+                actions = call.registered(device, now)
+                if not actions:
+                    continue
+                rec.bindings[device] = b
+                if self.observers:
+                    self.observers.emit(ev.WakeRegister(call.call_id, now, device, call.ended))
+                self._apply(rec, actions)
+
+    def decline(
+        self, call_id: str, token: str, reason: str, *, forwarded: bool = False
+    ) -> tokens.DeclineResult:
+        """The app declined the call from its push (the decline link). ``forwarded``:
+        another node received the link and passed it on over the cluster bus."""
+        wall = self.engine.wall()
+        try:
+            claim = tokens.check_token(self.secret, token, call_id, wall)
+        except tokens.DeclineError as exc:
+            return tokens.DeclineResult(exc.status, exc.reason)
+        if not self.used_tokens.use(claim, wall):
+            return tokens.DeclineResult(403, tokens.REPLAYED)
+        rec = self.by_id.get(call_id)
+        if rec is None and not forwarded and self.bus.shared:
+            # Held on another node (or worker): the token is good, pass it on; that node
+            # checks it again and applies it once.
+            self.bus.forward_decline(call_id, token, reason)
+            return tokens.DeclineResult(202, "forwarded to the node holding the call")
+        status = 486 if reason == "busy" else 603
+        actions = None
+        if rec is not None:
+            actions = rec.call.declined(claim.device, status, self.engine.now())
+        if rec is None or actions is None:
+            return tokens.DeclineResult(404, "no such call waiting for this device")
+        self.stats["declined"] += 1
+        self._apply(rec, actions)
+        return tokens.DeclineResult(200, "declined")
+
+    def held_calls(self) -> list[dict[str, object]]:
+        return [
+            {
+                "call_id": r.call.call_id,
+                "aor": r.call.aor,
+                "state": r.call.state.value,
+                "deadline": r.wall_deadline,
+                "devices": {d: s.value for d, s in r.call.devices.states.items()},
+            }
+            for r in self.by_id.values()
+        ]
+
+    # -- carrying out a call's actions ------------------------------------------------------
+    def _apply(self, rec: Running, actions: list[CallAction]) -> None:
+        call = rec.call
+        for action in actions:
+            if isinstance(action, CancelBranch):
+                self._cancel_branch(rec, action)
+            elif isinstance(action, (Forward, Respond)):
+                if call.ghost:
+                    continue  # the caller is long gone
+                if isinstance(action, Forward):
+                    status = action.response.status
+                    rec.incoming.respond(0, response=action.response)
+                else:
+                    status = action.status
+                    rec.incoming.respond(status, action.reason, extra=list(action.headers))
+                if self.observers and call.call_id:
+                    now = self.engine.now()
+                    event: ev.CallEvent = (
+                        ev.ProvisionalSent(call.call_id, now, status)
+                        if status < 200
+                        else ev.FinalAnswer(call.call_id, now, status)
+                    )
+                    self.observers.emit(event)
+            elif isinstance(action, SendPush):
+                self._push(rec, action.device)
+            elif isinstance(action, OpenBranch):
+                self._spawn(rec, self._join(rec, action.device))
+            elif isinstance(action, DeliverAndCancel):
+                self._deliver_and_cancel(rec, action)
+            elif isinstance(action, Ended):
+                self._ended(rec, action)
+            elif isinstance(action, Forget):
+                self._forget(rec)
+        self._arm(rec)
+
+    def _arm(self, rec: Running) -> None:
+        when = None if rec.done else rec.call.next_deadline()
+        if when is None:
+            self._deadlines.cancel(rec)
+        elif self._deadlines.get(rec) != when:
+            self._deadlines.set(rec, when)
+        self.engine.rearm()
+
+    def _cancel_branch(self, rec: Running, action: CancelBranch) -> None:
+        flow = rec.flows.get(action.key)
+        if flow is None:
+            return
+        self.proxy.send_cancel(action.key, flow, action.reason)
+        call = rec.call
+        if self.observers and call.call_id:
+            branch = call.fork.branches.get(action.key)
+            self.observers.emit(
+                ev.CancelSent(
+                    call.call_id,
+                    self.engine.now(),
+                    branch.device if branch is not None else "",
+                    action.reason or "",
+                )
+            )
+
+    def _push(self, rec: Running, device: str) -> None:
+        call = rec.call
+        b = rec.bindings.get(device)
+        pusher = self.pusher
+        if b is None or b.push is None or pusher is None:
+            return
+        if not rec.indexed:
+            self._hold(rec)
+        if device in call.pushable and call.branch_of.get(device):
+            self.stats["silent_pushed"] += 1
+        if self.observers:
+            self.observers.emit(
+                ev.PushSent(call.call_id, self.engine.now(), device, family(b.push.provider))
+            )
+        self._spawn(rec, self._send_push(rec, pusher, b))
+
+    async def _send_push(self, rec: Running, pusher: Pusher, b: Binding) -> None:
+        call = rec.call
+        invite = rec.incoming.request
+        state, outcome = await pusher.push(call.call_id, call.aor, invite, b, rec.wall_deadline)
+        now = self.engine.now()
+        if self.observers:
+            self.observers.emit(ev.PushAnswered(call.call_id, now, b.device_key, outcome))
+        self._apply(rec, call.push_result(b.device_key, state, now))
+
+    def _hold(self, rec: Running) -> None:
+        """The call's first push: it is held, findable by its UUID and its callee."""
+        call = rec.call
+        assert call.hold_end is not None
+        rec.indexed = True
+        rec.wall_deadline = self.engine.wall() + (call.hold_end - self.engine.now())
+        self.by_id[call.call_id] = rec
+        self.by_aor.setdefault(call.aor, []).append(rec)
+        self.stats["held"] += 1
+        self.metrics.held_calls.inc()
+        if self.bus.shared:
+            # Visible to every node (admin, decline links) until the grace period is over
+            # even if this node dies (issue 5 "Faults").
+            entry = HeldEntry(
+                call.call_id, call.aor, self.bus.node_id, rec.wall_deadline, tuple(rec.bindings)
+            )
+            self.bus.held(entry, self.rules.hold_window + self.rules.cancel_grace + 1)
+
+    async def _join(self, rec: Running, device: str) -> None:
+        b = rec.bindings.get(device)
+        if b is None:
+            return
+        if await self._open(rec, self.target_of(b)):
+            self.stats["joined"] += 1
+
+    def _deliver_and_cancel(self, rec: Running, action: DeliverAndCancel) -> None:
+        """Send the ended call to a device woken for it and CANCEL it at once with the
+        reason; the CANCEL waits for the device's first provisional answer (§9.1)."""
+        b = rec.bindings.get(action.device)
+        if b is None:
+            return
+        self.stats["late_deliveries"] += 1
+        call = rec.call
+        ghost = Call.new(call.call_id, call.aor, self.rules)
+        ghost.ghost = True
+        grec = Running(ghost, rec.incoming, rec.lhash)
+
+        async def deliver() -> None:
+            if await self._open(grec, self.target_of(b)):
+                self._apply(grec, ghost.deliver_and_cancel(action.reason))
+
+        self._spawn(rec, deliver(), keep=True)
+
+    def _ended(self, rec: Running, action: Ended) -> None:
+        call = rec.call
+        if call.ghost:
+            return
+        if rec.incoming.request.method == "INVITE" and call.call_id:
+            self.metrics.call(call_result(action.status))
+        if not rec.indexed:
+            return
+        self.metrics.held_calls.dec()
+        for task in list(rec.tasks):
+            task.cancel()  # pushes still in flight: the device stays owed INVITE + CANCEL
+        pusher = self.pusher
+        alert = action.state in (HeldState.EXPIRED, HeldState.CANCELLED)
+        if pusher is not None and self.missed_call_alert and alert:
+            bindings = list(rec.bindings.values())
+            invite = rec.incoming.request
+            coro = pusher.missed_call(call.call_id, call.aor, invite, bindings, rec.wall_deadline)
+            self._spawn(None, coro)
+
+    def _forget(self, rec: Running) -> None:
+        call = rec.call
+        rec.done = True
+        if self.by_id.get(call.call_id) is rec:
+            del self.by_id[call.call_id]
+            self.bus.dropped(call.call_id)
+        recs = self.by_aor.get(call.aor)
+        if recs is not None:
+            recs[:] = [r for r in recs if r is not rec]
+            if not recs:
+                del self.by_aor[call.aor]
+        if self.observers:
+            self.observers.emit(ev.CallEnded(call.call_id, self.engine.now(), call.state.value))
+
+    def _drop_server(self, rec: Running) -> None:
+        txn_id = rec.incoming.txn_id
+        if txn_id is not None and self.by_server.get(txn_id) is rec:
+            del self.by_server[txn_id]
+        if not rec.call.held:
+            rec.done = True
+            self._deadlines.cancel(rec)
+
+    def _spawn(
+        self, rec: Running | None, coro: Coroutine[Any, Any, None], *, keep: bool = False
+    ) -> None:
+        """Run ``coro`` as a task; a call's own tasks (``rec``, unless ``keep``) are
+        cancelled when it ends."""
+        task = asyncio.get_running_loop().create_task(self._guard(coro))
+        tasks = rec.tasks if rec is not None and not keep else self._tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    @staticmethod
+    async def _guard(coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("call task failed")
+
+    async def close(self) -> None:
+        tasks = set(self._tasks)
+        for rec in self.by_id.values():
+            tasks |= rec.tasks
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

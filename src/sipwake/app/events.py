@@ -1,0 +1,139 @@
+"""What happens to a call, as typed events for whoever watches (the demo's timeline, a
+per-call trace, tests): the server is observed through these, never patched.
+
+Every event names the call by its UUID (``call_id``, the one in the push payload) and
+carries ``at``, the engine's monotonic clock. Observers run synchronously on the event
+loop, inside the call's turn: they must be quick and must not raise (an observer that
+raises is logged and the call goes on).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+log = logging.getLogger("sipwake.events")
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    call_id: str
+    at: float
+    aor: str
+    sip_call_id: str  # the caller's Call-ID
+    received_at: float  # when the INVITE arrived (before the callee was looked up)
+    devices: int  # bindings found for the callee
+
+
+@dataclass(frozen=True, slots=True)
+class PushSent:
+    call_id: str
+    at: float
+    device: str
+    provider: str
+
+
+@dataclass(frozen=True, slots=True)
+class PushAnswered:
+    call_id: str
+    at: float
+    device: str
+    outcome: str  # delivered | token_rejected | transient | permanent
+
+
+@dataclass(frozen=True, slots=True)
+class ProvisionalSent:
+    call_id: str
+    at: float
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class WakeRegister:
+    """A device pushed for the call registered (and gets its branch, or INVITE+CANCEL)."""
+
+    call_id: str
+    at: float
+    device: str
+    late: bool  # the call had already ended
+
+
+@dataclass(frozen=True, slots=True)
+class BranchOpened:
+    call_id: str
+    at: float
+    device: str
+    transport: str
+
+
+@dataclass(frozen=True, slots=True)
+class BranchResponse:
+    call_id: str
+    at: float
+    device: str
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelSent:
+    call_id: str
+    at: float
+    device: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinalAnswer:
+    call_id: str
+    at: float
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """Nothing more will happen to the call (its grace period for late devices is over)."""
+
+    call_id: str
+    at: float
+    state: str
+
+
+CallEvent = (
+    CallStarted
+    | PushSent
+    | PushAnswered
+    | ProvisionalSent
+    | WakeRegister
+    | BranchOpened
+    | BranchResponse
+    | CancelSent
+    | FinalAnswer
+    | CallEnded
+)
+Observer = Callable[[CallEvent], None]
+
+
+class Observers:
+    """The observers of one runner."""
+
+    __slots__ = ("_observers",)
+
+    def __init__(self) -> None:
+        self._observers: list[Observer] = []
+
+    def add(self, observer: Observer) -> None:
+        self._observers.append(observer)
+
+    def remove(self, observer: Observer) -> None:
+        self._observers.remove(observer)
+
+    def __bool__(self) -> bool:
+        return bool(self._observers)
+
+    def emit(self, event: CallEvent) -> None:
+        for observer in self._observers:
+            try:
+                observer(event)
+            except Exception:
+                log.exception("call observer failed on %s", type(event).__name__)

@@ -1,0 +1,336 @@
+"""One forwarded call, pure: the fork of its answers and the table of its devices.
+
+A ``Call`` is what the proxy knows of one request it forwarded (RFC 3261 §16): the response
+context (``policy.fork.Fork``) and, for an INVITE to our users, the devices woken by push
+for it (``policy.parking.DeviceTable``, RFC 8599 §5.3.2). It is fed inputs — the start, push
+results, registrations, decline links, branch responses and time-outs, the caller's
+CANCEL, the clock — and answers with actions for ``app/calls.py`` to carry out. It reads
+no clock: every input carries ``now`` on one monotonic clock, and ``next_deadline()`` is
+the earliest moment it wants ``timer(now)`` called (hold window end, Timer C, the live
+timeout of a branch, the end of the grace period).
+
+Who is still awaited is derived from the device table, never counted on the side: a
+device is awaited while its push is in flight or delivered, the hold window is open and
+the caller has not cancelled. The fork does not finish while one is.
+
+The live/sleeping plan (``start``): a device with a push target and no connection known
+to be alive is pushed; one with a live connection gets a branch at once, and if that
+branch gets no response at all within ``live_timeout`` (an app frozen, a NAT binding gone
+without a FIN) it is pushed as if asleep, its branch kept open (issue 10.7).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from sipwake.policy.fork import Action, BranchState, CancelBranch, Fork, Forward, Respond
+from sipwake.policy.parking import (
+    WAITING_STATES,
+    DeviceState,
+    DeviceTable,
+    HeldState,
+    end_reason,
+    ended_state,
+)
+from sipwake.sip.message import Response
+
+__all__ = [
+    "Call",
+    "CallAction",
+    "CallRules",
+    "CancelBranch",
+    "DeliverAndCancel",
+    "Ended",
+    "Forget",
+    "Forward",
+    "OpenBranch",
+    "Respond",
+    "SendPush",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SendPush:
+    """Push this device (the call's UUID is the same for every device and retry)."""
+
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBranch:
+    """This device registered for the call: open its branch (``branch_opened`` after)."""
+
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverAndCancel:
+    """The call ended after this device was pushed: send it the INVITE, then CANCEL it
+    with this Reason (RFC 3326), so the app can end the call it reported."""
+
+    device: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """The caller got its final answer (``status``); the call is over for it."""
+
+    state: HeldState
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """Nothing can happen to this call any more: drop it."""
+
+
+CallAction = Action | SendPush | OpenBranch | DeliverAndCancel | Ended | Forget
+
+
+NO_ANSWER = Respond(480)  # RFC 8599 §5.3.2: nobody woke in time
+
+
+@dataclass(frozen=True, slots=True)
+class CallRules:
+    """The settings a call runs by ([push] and [sip] in the config)."""
+
+    hold_window: float = 30.0
+    cancel_grace: float = 30.0
+    live_timeout: float = 2.0  # a live branch silent this long is pushed (0: never)
+    send_180: bool = False
+    unanswered: Respond = NO_ANSWER
+    timer_c: float = 180.0
+    decline_ends_all: bool = True
+
+
+@dataclass(eq=False, slots=True)
+class Call:
+    call_id: str  # the UUID in the push payload
+    aor: str
+    rules: CallRules
+    fork: Fork
+    devices: DeviceTable = field(default_factory=DeviceTable)
+    pushable: set[str] = field(default_factory=set)  # devices with a push target
+    branch_of: dict[str, str] = field(default_factory=dict)  # device -> its branch key
+    live_until: dict[str, float] = field(default_factory=dict)  # branch -> first-answer deadline
+    opening: set[str] = field(default_factory=set)  # devices whose branch is being opened
+    hold_end: float | None = None  # None: never pushed
+    hold_over: bool = False
+    ended_at: float | None = None
+    final: int = 0
+    end: HeldState | None = None
+    ghost: bool = False  # delivers an ended call to a late device only to CANCEL it
+
+    @classmethod
+    def new(cls, call_id: str, aor: str, rules: CallRules, *, is_invite: bool = True) -> Call:
+        fork = Fork(
+            is_invite=is_invite, timer_c=rules.timer_c, decline_ends_all=rules.decline_ends_all
+        )
+        return cls(call_id, aor, rules, fork)
+
+    # -- what it is ---------------------------------------------------------------------
+    @property
+    def held(self) -> bool:
+        """At least one device was pushed for it."""
+        return self.hold_end is not None
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None
+
+    @property
+    def state(self) -> HeldState:
+        if self.end is not None:
+            return self.end
+        joined = DeviceState.JOINED in self.devices.states.values()
+        return HeldState.RESUMED if joined else HeldState.WAITING
+
+    def awaited(self, now: float) -> bool:
+        """May a device still add a branch? One whose branch is being opened may; one
+        pushed may while the hold window is open and the caller has not cancelled."""
+        if self.fork.cancelled or self.fork.finished:
+            return False
+        if self.opening:
+            return True
+        if self.hold_end is None or self.hold_over or now >= self.hold_end:
+            return False
+        return self.devices.waiting() > 0
+
+    def can_open(self, device: str) -> bool:
+        fork = self.fork
+        return not (fork.finished or fork.cancelled or fork.has_device(device))
+
+    # -- inputs -------------------------------------------------------------------------
+    def start(
+        self, now: float, sleeping: Iterable[str], live_pushable: Iterable[str] = ()
+    ) -> list[CallAction]:
+        """Push every sleeping device; the live ones get branches (``branch_opened``)."""
+        self.pushable.update(live_pushable)
+        out: list[CallAction] = []
+        for device in sleeping:
+            if self.devices.get(device) is None:
+                self.pushable.add(device)
+                out += self._push(device, now)
+        return out
+
+    def will_open(self, device: str) -> None:
+        """A branch towards ``device`` is being opened (the flow looked up): the call
+        waits for it."""
+        self.opening.add(device)
+
+    def branch_failed(self, device: str, now: float) -> list[CallAction]:
+        """The branch towards ``device`` could not be opened (unreachable, or refused)."""
+        self.opening.discard(device)
+        return self.settle(now)
+
+    def branch_opened(self, key: str, device: str, now: float) -> bool:
+        """A branch went out towards ``device``; False if the fork refuses it."""
+        self.opening.discard(device)
+        if not self.fork.add_branch(key, device, now):
+            return False
+        self.branch_of[device] = key
+        live = self.devices.get(device) is None and device in self.pushable
+        if live and self.rules.live_timeout > 0 and self.fork.is_invite:
+            self.live_until[key] = now + self.rules.live_timeout
+        return True
+
+    def settle(self, now: float) -> list[CallAction]:
+        """Finish if nothing is pending (after the branches were opened, or one failed)."""
+        return self._after(self.fork.settle(awaited=self.awaited(now)), now)
+
+    def push_result(self, device: str, state: DeviceState, now: float) -> list[CallAction]:
+        if not self.devices.push_result(device, state):
+            return []
+        return self.settle(now)
+
+    def registered(self, device: str, now: float) -> list[CallAction]:
+        """A binding of the callee's AoR was added or refreshed."""
+        if self.hold_end is None or self.ghost:
+            return []  # never held: registrations do not concern it
+        state = self.devices.get(device)
+        if self.ended or self.fork.cancelled:
+            if self.ended_at is not None and now - self.ended_at > self.rules.cancel_grace:
+                return []
+            if not self.devices.owed(device):
+                return []
+            self.devices.join(device)
+            status = self.final or 487
+            why = self.end or HeldState.CANCELLED
+            return [DeliverAndCancel(device, end_reason(why, status))]
+        if state in (DeviceState.JOINED, DeviceState.DECLINED):
+            return []  # a refresh, or the REGISTER after a 401
+        key = self.branch_of.get(device)
+        if key is not None and self.fork.has_device(device):
+            if state not in WAITING_STATES:
+                return []  # a live device refreshing: its branch goes on
+            # Pushed because its branch stayed silent: it is back over a new connection.
+            self.fork.supersede(key)
+            self.live_until.pop(key, None)
+        self.devices.join(device)
+        self.opening.add(device)
+        return [OpenBranch(device)]
+
+    def declined(self, device: str, status: int, now: float) -> list[CallAction] | None:
+        """The decline link in the push (486 busy, 603 decline); None if this device may
+        not decline this call (not pushed for it, joined, or the call is over)."""
+        if self.ended or not self.devices.decline(device):
+            return None
+        actions = self.fork.device_answered(device, status, awaited=self.awaited(now))
+        return self._after(actions, now)
+
+    def response(self, key: str, response: Response, now: float) -> list[CallAction]:
+        self.live_until.pop(key, None)  # any answer: the connection is alive
+        actions = self.fork.on_response(key, response, now, awaited=self.awaited(now))
+        return self._after(actions, now)
+
+    def branch_timeout(self, key: str, now: float) -> list[CallAction]:
+        self.live_until.pop(key, None)
+        return self._after(self.fork.on_timeout(key, awaited=self.awaited(now)), now)
+
+    def cancel(self, now: float) -> list[CallAction]:
+        """The caller cancelled (RFC 3261 §16.10)."""
+        return self._after(self.fork.on_cancel(), now)
+
+    def deliver_and_cancel(self, reason: str) -> list[CallAction]:
+        """A ghost's branch went out: CANCEL it at once (sent after its first provisional)."""
+        return list(self.fork.cancel_all(reason))
+
+    def timer(self, now: float) -> list[CallAction]:
+        out: list[CallAction] = []
+        if not self.ended:
+            if self.hold_end is not None and not self.hold_over and now >= self.hold_end:
+                # The hold window is over: devices that did not wake are no longer awaited
+                # (they stay owed the INVITE + CANCEL). Branches ringing go on (Timer C).
+                self.hold_over = True
+                out += self.fork.settle(awaited=False)
+            for key, when in list(self.live_until.items()):
+                if when <= now:
+                    del self.live_until[key]
+                    out += self._silent(key, now)
+        deadline = self.fork.next_deadline()
+        if deadline is not None and deadline <= now:
+            out += self.fork.on_timer(now, awaited=self.awaited(now))
+        out = self._after(out, now)
+        if self._forgettable(now):
+            out.append(Forget())
+        return out
+
+    def next_deadline(self) -> float | None:
+        when = self.fork.next_deadline()
+        if not self.ended:
+            if self.hold_end is not None and not self.hold_over:
+                when = _earliest(when, self.hold_end)
+            if self.live_until:
+                when = _earliest(when, min(self.live_until.values()))
+        elif self.ended_at is not None and self.held and not self.ghost:
+            when = _earliest(when, self.ended_at + self.rules.cancel_grace)
+        return when
+
+    # -- internals ----------------------------------------------------------------------
+    def _push(self, device: str, now: float) -> list[CallAction]:
+        self.devices.pushing(device)
+        out: list[CallAction] = []
+        if self.hold_end is None:
+            # The first push holds the call: 110 Push sent (RFC 8599 §5.3.2 leaves the
+            # provisional to the proxy), the hold window, and the answer if nobody wakes.
+            self.hold_end = now + self.rules.hold_window
+            self.fork.unanswered = self.rules.unanswered
+            if not self.fork.finished:
+                out.append(Respond(110, reason="Push sent"))
+                if self.rules.send_180:
+                    out.append(Respond(180))
+        out.append(SendPush(device))
+        return out
+
+    def _silent(self, key: str, now: float) -> list[CallAction]:
+        """A live branch got no answer at all in ``live_timeout``: push its device."""
+        branch = self.fork.branches.get(key)
+        if branch is None or branch.state is not BranchState.CALLING:
+            return []
+        if self.fork.finished or self.fork.cancelled:
+            return []
+        device = branch.device
+        if self.devices.get(device) is not None or device not in self.pushable:
+            return []
+        return self._push(device, now)
+
+    def _after(self, done: Sequence[CallAction], now: float) -> list[CallAction]:
+        actions = list(done)
+        if self.fork.finished and self.ended_at is None:
+            self.ended_at = now
+            self.final = self.fork.final_sent
+            self.end = ended_state(self.final, self.rules.unanswered.status)
+            self.live_until.clear()
+            actions.append(Ended(self.end, self.final))
+        return actions
+
+    def _forgettable(self, now: float) -> bool:
+        if self.ended_at is None or not self.held or self.ghost:
+            return False
+        return now >= self.ended_at + self.rules.cancel_grace
+
+
+def _earliest(a: float | None, b: float) -> float:
+    return b if a is None or b < a else a

@@ -1,0 +1,216 @@
+"""The push-woken call, whole, without sockets, on a fake clock: INVITE -> push -> wake
+REGISTER -> branch -> answer, and every way it ends (tests/app/harness.py)."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from sipwake.app import events as ev
+from sipwake.policy.call import CallRules
+from sipwake.push.base import TokenRejected
+from tests.app.harness import Device, Rig
+
+
+async def asleep(rig: Rig, name: str) -> Device:
+    """A phone that registered over UDP with a push target (so it is pushed)."""
+    return await rig.register(name)
+
+
+async def late_wake_gets_invite_then_cancel(rig: Rig, dev: Device, cause: str) -> None:
+    """A phone woken for a call that already ended: INVITE, and once it rings, CANCEL."""
+    await rig.register(dev.name, dev=dev)
+    invites = rig.invites(dev)
+    assert len(invites) == 1
+    assert not rig.cancels(dev)  # §9.1: not before a provisional
+    await rig.answer(dev, invites[0], 180)
+    cancels = rig.cancels(dev)
+    assert len(cancels) == 1
+    assert cause in (cancels[0].headers.get("reason") or "")
+    await rig.answer(dev, invites[0], 487)
+
+
+async def test_woken_phone_takes_the_call() -> None:
+    rig = Rig()
+    phone = await asleep(rig, "iphone")
+    await rig.call()
+    assert rig.caller_got() == [100, 110]
+    [push] = rig.push.to(phone.token)
+    assert push.kind == "voip"
+    assert push.expires_at == pytest.approx(rig.clock.wall() + 30)
+    assert not rig.invites(phone)  # asleep: nothing sent to the old flow
+    await rig.clock.advance(0.8)  # the app launches
+    await rig.register("iphone", dev=phone)
+    [invite] = rig.invites(phone)
+    assert invite.headers.get("record-route")  # the dialog keeps crossing us
+    await rig.answer(phone, invite, 180)
+    await rig.answer(phone, invite, 200)
+    assert rig.caller_got() == [100, 110, 180, 200]
+    assert rig.kinds() == [
+        "CallStarted",
+        "ProvisionalSent",  # 110 Push sent: the push itself goes in the same loop turn
+        "PushSent",
+        "PushAnswered",
+        "WakeRegister",
+        "BranchOpened",
+        "BranchResponse",
+        "ProvisionalSent",
+        "BranchResponse",
+        "FinalAnswer",
+    ]
+    call_id = rig.events[0].call_id
+    assert all(e.call_id == call_id for e in rig.events)
+    assert push.payload["call_id"] == call_id
+    await rig.clock.advance(31)  # the grace period: then forgotten
+    assert isinstance(rig.events[-1], ev.CallEnded) and rig.events[-1].state == "answered"
+    assert not rig.calls.by_id
+
+
+async def test_engine_keeps_one_timer_for_transactions_and_calls() -> None:
+    rig = Rig()
+    phone = await asleep(rig, "iphone")
+    await rig.call()
+    assert rig.clock.pending() == 1
+    await rig.clock.advance(5)
+    assert rig.clock.pending() == 1
+    await rig.register("iphone", dev=phone)
+    assert rig.clock.pending() == 1
+
+
+async def test_nobody_wakes_480_then_late_wake_gets_invite_and_cancel() -> None:
+    rig = Rig()
+    phone = await asleep(rig, "iphone")
+    await rig.call()
+    await rig.clock.advance(29.9)
+    assert rig.caller_got() == [100, 110]
+    await rig.clock.advance(0.2)
+    assert rig.caller_got() == [100, 110, 480]
+    await rig.clock.advance(5)
+    await late_wake_gets_invite_then_cancel(rig, phone, 'cause=480;text="No answer"')
+
+
+async def test_late_wake_after_the_grace_period_gets_nothing() -> None:
+    rig = Rig()
+    phone = await asleep(rig, "iphone")
+    await rig.call()
+    await rig.clock.advance(30.1 + 31)
+    await rig.register("iphone", dev=phone)
+    assert not rig.invites(phone)
+
+
+async def test_caller_cancel_then_late_wake() -> None:
+    rig = Rig()
+    phone = await asleep(rig, "iphone")
+    invite = await rig.call()
+    await rig.clock.advance(1)
+    await rig.cancel(invite)
+    assert rig.caller_got()[-1] == 487
+    await late_wake_gets_invite_then_cancel(rig, phone, "cause=487")
+
+
+async def test_decline_link_then_the_other_device_wakes_late() -> None:
+    rig = Rig()
+    iphone = await asleep(rig, "iphone")
+    ipad = await asleep(rig, "ipad")
+    await rig.call()
+    url = urlsplit(str(rig.push.to(iphone.token)[0].payload["decline_url"]))
+    call_id = url.path.split("/")[3]
+    token = parse_qs(url.query)["t"][0]
+    result = rig.calls.decline(call_id, token, "decline")
+    assert result.status == 200
+    assert rig.caller_got()[-1] == 603
+    assert rig.calls.decline(call_id, token, "decline").status == 403  # once
+    await late_wake_gets_invite_then_cancel(rig, ipad, 'cause=603;text="Declined"')
+
+
+async def test_woken_phone_busy_then_the_other_wakes_late() -> None:
+    rig = Rig()
+    first = await asleep(rig, "iphone")
+    second = await asleep(rig, "ipad")
+    await rig.call()
+    await rig.register("iphone", dev=first)
+    await rig.clock.advance(30)  # the ipad sleeps through the window
+    [invite] = rig.invites(first)
+    await rig.answer(first, invite, 486)
+    assert rig.caller_got()[-1] == 486
+    await late_wake_gets_invite_then_cancel(rig, second, 'cause=486;text="Busy Here"')
+
+
+async def test_two_devices_one_answers_the_other_is_cancelled_then_a_third_wakes() -> None:
+    rig = Rig()
+    a = await asleep(rig, "a")
+    b = await asleep(rig, "b")
+    c = await asleep(rig, "c")
+    await rig.call()
+    assert len(rig.push.sent) == 3
+    await rig.register("a", dev=a)
+    await rig.register("b", dev=b)
+    [inv_a], [inv_b] = rig.invites(a), rig.invites(b)
+    await rig.answer(a, inv_a, 180)
+    await rig.answer(b, inv_b, 180)
+    await rig.answer(a, inv_a, 200)
+    assert rig.caller_got()[-1] == 200
+    [cancel] = rig.cancels(b)
+    assert "Call completed elsewhere" in (cancel.headers.get("reason") or "")
+    await late_wake_gets_invite_then_cancel(rig, c, "cause=200")
+
+
+async def test_dead_token_removes_the_binding_and_answers_at_once() -> None:
+    rig = Rig()
+    phone = await asleep(rig, "iphone")
+    rig.push.outcomes[phone.token] = TokenRejected("Unregistered")
+    await rig.call()
+    assert rig.caller_got() == [100, 110, 480]
+    assert await rig.store.lookup("sip:bob@example.com", rig.clock.wall()) == []
+
+
+async def test_live_phone_rings_at_once_without_push() -> None:
+    rig = Rig()
+    desk = await rig.register("desk", "TCP", push=False)
+    await rig.call()
+    [invite] = rig.invites(desk)
+    assert not rig.push.sent
+    await rig.clock.advance(5)  # silent, but it has no push target: Timer C only
+    assert not rig.push.sent
+    await rig.answer(desk, invite, 200)
+    assert rig.caller_got() == [100, 200]
+
+
+async def test_silent_live_connection_is_pushed_and_the_woken_phone_answers() -> None:
+    """Issue 10.7: open but silent (app frozen, NAT binding gone without a FIN)."""
+    rig = Rig()
+    phone = await rig.register("iphone", "TCP")
+    await rig.call()
+    [stale] = rig.invites(phone)  # awake by its connection: the INVITE goes at once
+    assert not rig.push.sent
+    await rig.clock.advance(1.9)
+    assert not rig.push.sent
+    await rig.clock.advance(0.2)
+    assert len(rig.push.to(phone.token)) == 1
+    assert rig.caller_got() == [100, 110]
+    old = phone.flow
+    await rig.register("iphone", "TCP", dev=phone)  # a new connection
+    assert phone.flow != old
+    [invite] = rig.invites(phone)
+    await rig.answer(phone, invite, 200)
+    assert rig.caller_got()[-1] == 200
+    assert stale.call_id == invite.call_id
+
+
+async def test_live_connection_that_answers_is_not_pushed() -> None:
+    rig = Rig()
+    phone = await rig.register("iphone", "TCP")
+    await rig.call()
+    [invite] = rig.invites(phone)
+    await rig.answer(phone, invite, 180)
+    await rig.clock.advance(10)
+    assert not rig.push.sent
+
+
+async def test_live_timeout_zero_never_pushes_a_live_phone() -> None:
+    rig = Rig(CallRules(hold_window=30, live_timeout=0))
+    await rig.register("iphone", "TCP")
+    await rig.call()
+    await rig.clock.advance(10)
+    assert not rig.push.sent
