@@ -17,34 +17,32 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from sipwake.policy.bindings import Binding
 
 from .cluster import Cluster, LocalCluster
+from .errors import StorageError, StorageUnavailable
+from .inbox import MemoryMessageStore, MessageStore
 
-if TYPE_CHECKING:  # inbox.py imports the errors below
-    from .inbox import MessageStore
+__all__ = [
+    "BindingStore",
+    "StorageError",
+    "StorageUnavailable",
+    "Stores",
+    "UpdateFn",
+    "User",
+    "UserStore",
+    "clear_push",
+    "live",
+    "new_list",
+]
 
 T = TypeVar("T")
 
 # What ``BindingStore.update`` hands the registrar: the AoR's current live bindings in,
 # (the AoR's complete new binding list, a result for the caller) out.
 UpdateFn = Callable[[list[Binding]], tuple[list[Binding], T]]
-
-
-class StorageError(Exception):
-    """A store operation failed for a reason other than the backend being unreachable
-    (corrupt record, too much write contention, schema newer than this code)."""
-
-
-class StorageUnavailable(StorageError):
-    """The backend cannot be reached right now (connection refused, timeout, database
-    locked, disk full). The engine answers 503 with Retry-After (RFC 3261 §21.5.4)."""
-
-    def __init__(self, message: str, retry_after: int = 5) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +113,6 @@ class UserStore(Protocol):
 
 
 def _memory_messages() -> MessageStore:
-    from .inbox import MemoryMessageStore  # here: inbox.py imports this module
-
     return MemoryMessageStore()
 
 

@@ -26,7 +26,7 @@ import msgspec
 from sipwake.policy import inbox as rules
 from sipwake.policy.inbox import Added, Inbox, Settled, StoredMessage
 
-from .base import StorageError
+from .errors import StorageError
 
 R = TypeVar("R")
 FORMAT_VERSION = 1
