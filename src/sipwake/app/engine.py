@@ -394,7 +394,7 @@ class Engine:
         incoming.respond(0, response=make_error_response(incoming.request, err, self.tag_source()))
 
     def _answer_unavailable(self, incoming: Incoming, exc: StorageUnavailable) -> None:
-        """The store is away (ARCHITECTURE.md "Errors"): 503 with Retry-After, so the UA
+        """The store is away (docs/architecture.md "Errors"): 503 with Retry-After, so the UA
         tries again or elsewhere (RFC 3261 §21.5.4); nothing was changed."""
         self.stats.storage_unavailable += 1
         log.warning("storage unavailable: %s", exc)

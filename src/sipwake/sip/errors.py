@@ -1,6 +1,6 @@
 """Errors raised by the SIP core. Each carries the SIP status that answers it.
 
-engine.py is the single place that turns a ProtocolError into a response (ARCHITECTURE.md,
+engine.py is the single place that turns a ProtocolError into a response (docs/architecture.md,
 "Errors"); everything below it raises and never answers by itself.
 """
 
