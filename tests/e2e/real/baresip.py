@@ -55,7 +55,7 @@ class Baresip:
     def write_config(self) -> tuple[int, int]:
         a = self.account
         self.home.mkdir(parents=True, exist_ok=True)
-        sip_port = free_port(socket.SOCK_STREAM)
+        sip_port = _two_free_ports()
         ctrl_port = free_port(socket.SOCK_STREAM)
         tls = ""
         if a.cert_file is not None:
@@ -92,7 +92,8 @@ ctrl_tcp_listen 127.0.0.1:{ctrl_port}
     def start(self) -> None:
         _, ctrl_port = self.write_config()
         self.proc = subprocess.Popen(
-            ["baresip", "-s", "-f", str(self.home)],  # -s: SIP trace to stdout
+            # -s: SIP trace to stdout, line-buffered (stdbuf) so the file keeps up.
+            ["stdbuf", "-oL", "baresip", "-s", "-f", str(self.home)],
             env={**os.environ, "HOME": str(self.home)},
             stdin=subprocess.DEVNULL,
             stdout=(self.home / "baresip.out").open("wb"),
@@ -121,6 +122,15 @@ ctrl_tcp_listen 127.0.0.1:{ctrl_port}
             if time.monotonic() > deadline:
                 raise AssertionError(f"baresip {self.account.user} not registered: {info}")
             time.sleep(0.05)
+
+    def wait_output(self, text: str, timeout: float = 5.0) -> str:
+        """The SIP trace and log once ``text`` is in it (AssertionError after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while text not in (out := self.output()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"baresip {self.account.user}: no {text!r} in\n{out[-3000:]}")
+            time.sleep(0.05)
+        return out
 
     def output(self) -> str:
         path = self.home / "baresip.out"
@@ -195,3 +205,18 @@ ctrl_tcp_listen 127.0.0.1:{ctrl_port}
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+
+
+def _two_free_ports() -> int:
+    """A port p with p and p+1 free for UDP and TCP: baresip listens for UDP and TCP on
+    ``sip_listen``'s port and for TLS on the next one."""
+    for _ in range(50):
+        port = free_port(socket.SOCK_STREAM)
+        try:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, kind) as s:
+                    s.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no two free ports in a row")
