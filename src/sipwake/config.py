@@ -150,8 +150,13 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     workers: int = 1
     log_level: LogLevel = "info"
     log_format: LogFormat = "text"
+    # SIGTERM: new INVITEs get 503 + Retry-After, held calls have this long to finish,
+    # then every caller still waiting gets a final answer (503) and the process exits.
+    drain_timeout: float = 30.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.drain_timeout <= 3600:
+            raise _Invalid("drain_timeout", "must be between 0 and 3600 seconds")
         if not self.domains:
             raise _Invalid("domains", "must name at least one domain")
         for i, domain in enumerate(self.domains):

@@ -25,7 +25,7 @@ from sipwake.app.engine import Engine
 from sipwake.app.proxy import Proxy
 from sipwake.app.refresh import RefreshService
 from sipwake.app.register import Registrar
-from sipwake.app.router import SipApp
+from sipwake.app.router import DRAIN_RETRY_AFTER, SipApp
 from sipwake.app.targets import Flows, ref_flow
 from sipwake.app.wake import Pusher
 from sipwake.config import Config, SetupError
@@ -47,6 +47,7 @@ from sipwake.transport.manager import TransportManager
 
 log = logging.getLogger("sipwake.server")
 
+DRAIN_LINGER = 2.0  # seconds kept after the last caller got its answer, for ACK/BYE
 BINDINGS_SCAN_LIMIT = 1_000_000  # AoRs walked for sipwake_bindings (at most every 10 s)
 WORKER_SAMPLE_INTERVAL = 5.0  # seconds between a worker's samples in multiprocess mode
 
@@ -423,6 +424,36 @@ class Server:
             if removed:
                 log.info("purged %d expired bindings", removed)
 
+    async def drain(self, timeout: float, hurry: asyncio.Event | None = None) -> None:
+        """Stop taking new INVITEs (503 + Retry-After), give the calls in progress up to
+        ``timeout`` seconds (or until ``hurry`` is set) to get their final answers, then
+        answer every caller still waiting with 503 + Retry-After (RFC 3261 §21.5.4)."""
+        calls = self.calls
+        if calls is None:
+            return
+        waiting = len(calls.waiting_callers())
+        log.info("draining: %d calls without a final answer, up to %.1f s", waiting, timeout)
+        idle = asyncio.ensure_future(calls.idle())
+        waiters: set[asyncio.Future[Any]] = {idle}
+        if hurry is not None:
+            waiters.add(asyncio.ensure_future(hurry.wait()))
+        start = self.engine.now()
+        if timeout > 0:
+            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if idle.done() and waiting and (hurry is None or not hurry.is_set()):
+            # Calls answered during the drain: their ACK (and a short call's BYE) still
+            # cross us. Longer dialogs lose this hop when the process exits: the price
+            # of Record-Routing through one process (docs/operating.md).
+            linger = min(DRAIN_LINGER, max(0.0, timeout - (self.engine.now() - start)))
+            await asyncio.sleep(linger)
+        for waiter in waiters:
+            waiter.cancel()
+        answered = calls.shutdown(DRAIN_RETRY_AFTER)
+        if answered:
+            log.warning("drained: %d callers answered 503 (their calls were not over)", answered)
+            # The answers are queued on their connections: let them leave before closing.
+            await asyncio.sleep(0.2)
+
     async def stop(self) -> None:
         if self._purger is not None:
             self._purger.cancel()
@@ -584,9 +615,18 @@ async def run(config: Config, worker: WorkerSlot | None = None, path: str | None
     await server.start()
     tune_gc()
     stop = asyncio.Event()
+    hurry = asyncio.Event()  # a second signal: stop draining
+    signals: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        if signals:
+            hurry.set()
+        signals.append(sig)
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal, sig)
     loop.add_signal_handler(signal.SIGHUP, partial(_on_sighup, server, path))
     # Tests and supervisors wait for this line on stdout before sending traffic.
     ready = " ".join(str(b) for b in server.bound)
@@ -595,6 +635,9 @@ async def run(config: Config, worker: WorkerSlot | None = None, path: str | None
     print(f"sipwake ready: {ready}", flush=True)
     try:
         await stop.wait()
+        # SIGTERM drains (held calls may finish); SIGINT only answers the callers.
+        drain = config.server.drain_timeout if signals[0] == signal.SIGTERM else 0.0
+        await server.drain(drain, hurry)
     finally:
         await server.stop()
 

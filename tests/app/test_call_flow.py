@@ -3,6 +3,7 @@ REGISTER -> branch -> answer, and every way it ends (tests/app/harness.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -10,7 +11,10 @@ import pytest
 from sipwake.app import events as ev
 from sipwake.policy.call import CallRules
 from sipwake.push.base import TokenRejected
-from tests.app.harness import Device, Rig
+from sipwake.transport.flow import Flow
+from tests.app.harness import AOR, US, Device, Rig, request_bytes, settle
+
+LATE_CALLER = Flow("UDP", US, ("198.51.100.8", 5070))
 
 
 async def asleep(rig: Rig, name: str) -> Device:
@@ -214,3 +218,35 @@ async def test_live_timeout_zero_never_pushes_a_live_phone() -> None:
     await rig.call()
     await rig.clock.advance(10)
     assert not rig.push.sent
+
+
+async def test_drain_refuses_new_calls_lets_held_ones_finish_then_answers_the_rest() -> None:
+    rig = Rig()
+    phone = await asleep(rig, "iphone")
+    await rig.call()
+    idle = asyncio.ensure_future(rig.calls.idle())  # SIGTERM: draining from now on
+    await settle()
+    assert rig.calls.draining and not idle.done()
+    # A new INVITE is refused with 503 + Retry-After; the held call goes on.
+    data = request_bytes("INVITE", AOR, LATE_CALLER, call_id="call-2", cseq=1)
+    rig.engine.on_message(data, LATE_CALLER)
+    await settle()
+    [refused] = [m for f, m in rig.net.sent if f == LATE_CALLER and m.status >= 200]
+    assert refused.status == 503 and refused.headers.get("retry-after")
+    await rig.register("iphone", dev=phone)
+    [invite] = rig.invites(phone)
+    await rig.answer(phone, invite, 200)
+    await settle()
+    assert idle.done()  # every caller has its answer
+    assert rig.caller_got()[-1] == 200
+    assert rig.calls.shutdown(5) == 0
+
+
+async def test_drain_timeout_gives_every_waiting_caller_503() -> None:
+    rig = Rig()
+    await asleep(rig, "iphone")
+    await rig.call()
+    assert rig.calls.shutdown(5) == 1
+    assert rig.caller_got() == [100, 110, 503]
+    await rig.clock.advance(60)  # nothing else is sent to the caller
+    assert rig.caller_got() == [100, 110, 503]

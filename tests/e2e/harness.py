@@ -55,14 +55,17 @@ def loopback_config(
     log_level: str = "info",
     storage: str = "memory://",
     extra: str = "",
+    server: str = "",
 ) -> str:
     """sipwake on 127.0.0.1: UDP and TCP on free ports, the API on a free port; ``extra``
-    is TOML appended as it is (auth, push, more listeners...)."""
+    is TOML appended as it is (auth, push, more listeners...), ``server`` more lines of
+    the [server] table."""
     names = ", ".join(f'"{d}"' for d in domains)
     return f"""
 [server]
 domains = [{names}]
 log_level = "{log_level}"
+{server}
 [[listen]]
 transport = "udp"
 host = "127.0.0.1"

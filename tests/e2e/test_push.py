@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +56,7 @@ def push_config(
     tls: tuple[str, str] | None = None,
     auth: str = "",
     storage: str = "memory://",
+    drain_timeout: float | None = None,
     **push: object,
 ) -> str:
     settings = "\n".join(f"{k} = {json.dumps(v)}" for k, v in push.items())
@@ -67,6 +69,7 @@ def push_config(
     return loopback_config(
         storage=storage,
         extra=f"{tls_part}{auth or NO_AUTH}\n[push]\n{settings}\n{emu.config()}",
+        server="" if drain_timeout is None else f"drain_timeout = {drain_timeout}",
     )
 
 
@@ -113,6 +116,7 @@ class Rig:
     relay: Relay
     tmp: Path
     children: list[Child] = field(default_factory=list)
+    stopped: bool = False  # the test stopped the server itself
 
     def phone(self, token: str, *args: str, transport: str = "udp", ready: str = "slept") -> Child:
         port = free_port(socket.SOCK_STREAM)
@@ -184,7 +188,7 @@ def rig(
             r = Rig(server, emu, relay, tmp)
             try:
                 yield r
-                assert server.alive()
+                assert r.stopped or server.alive()
             finally:
                 for child in r.children:
                     child.stop()
@@ -320,6 +324,48 @@ def test_open_but_silent_connection_is_pushed_and_the_woken_phone_answers(tmp_pa
         positions = [log.find(e) for e in order]
         assert all(p >= 0 for p in positions) and positions == sorted(positions), log
         assert len(r.pushes()) == 1
+
+
+def test_sigterm_drains_refuses_new_calls_then_answers_every_caller(tmp_path: Path) -> None:
+    """SIGTERM with a call held for a phone that does not wake: a new INVITE gets 503 at
+    once, the held caller gets 503 + Retry-After when server.drain_timeout is over, and
+    the server exits cleanly (issue 11)."""
+    with rig(tmp_path, drain_timeout=2.0) as r:
+        r.phone(TOKEN_A, "--action", "ignore")
+        refused: list[object] = []
+
+        def terminate_then_call() -> None:
+            time.sleep(1.0)
+            r.server.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            refused.append(r.call(scenario("uac_reject.xml", tmp_path, expect="503")))
+
+        thread = threading.Thread(target=terminate_then_call)
+        t0 = time.monotonic()
+        thread.start()
+        held = r.call(scenario("uac_reject.xml", tmp_path, expect="503"))
+        elapsed = time.monotonic() - t0
+        thread.join()
+        assert held.returncode == 0, held.output
+        assert 2.5 <= elapsed < 10, elapsed  # SIGTERM at 1 s + the 2 s drain
+        [late] = refused
+        assert late.returncode == 0, late.output  # type: ignore[attr-defined]
+        r.stopped = True
+        assert r.server.proc.wait(10) == 0
+        assert any("drained: 1 callers answered 503" in line for line in r.server.output)
+
+
+def test_sigterm_lets_a_held_call_finish(tmp_path: Path) -> None:
+    with rig(tmp_path, drain_timeout=10.0) as r:
+        phone = r.phone(TOKEN_A, "--wake-delay", "1.5")
+        timer = threading.Timer(0.5, r.server.proc.send_signal, (signal.SIGTERM,))
+        timer.start()
+        res = r.call(scenario("uac_call.xml", tmp_path))
+        timer.join()
+        log = events(phone)
+        assert res.returncode == 0 and res.successful == 1, res.output + log
+        r.stopped = True
+        assert r.server.proc.wait(10) == 0
 
 
 def test_dead_token_is_removed_and_caller_answered_at_once(tmp_path: Path) -> None:

@@ -234,3 +234,18 @@ def test_ghost_cancels_its_branch_after_the_first_provisional() -> None:
     reason = 'SIP;cause=480;text="No answer"'
     assert ghost.deliver_and_cancel(reason) == []  # §9.1: not before a provisional
     assert ghost.response("k1", resp(180), 0.1) == [CancelBranch("k1", reason)]
+
+
+def test_shutdown_answers_the_caller_and_cancels_ringing_branches() -> None:
+    call = held("a", "b")
+    woken(call, "a", "k1", 1)
+    call.response("k1", resp(180), 1.1)
+    reason = 'SIP;cause=503;text="Server shutting down"'
+    assert call.shutdown(5, retry_after=5) == [
+        CancelBranch("k1", reason),
+        Respond(503, (("Retry-After", "5"),)),
+        Ended(HeldState.FAILED, 503),
+    ]
+    assert call.shutdown(6, retry_after=5) == []  # once
+    # b, pushed and never reached, is still owed the call it was woken for.
+    assert call.registered("b", 7) == [DeliverAndCancel("b", 'SIP;cause=480;text="Call failed"')]

@@ -119,6 +119,8 @@ class Calls:
         self._deadlines: Deadlines[Running] = Deadlines()
         self._tasks: set[asyncio.Task[None]] = set()
         self.observers = ev.Observers()
+        self.draining = False  # SIGTERM: no new INVITE is taken (server.Server.drain)
+        self._idle: asyncio.Event | None = None
         self.metrics: MetricsPort = NullMetrics()
         self.stats: dict[str, int] = {
             "held": 0, "joined": 0, "late_deliveries": 0, "declined": 0, "silent_pushed": 0,
@@ -364,6 +366,32 @@ class Calls:
             for r in self.by_id.values()
         ]
 
+    # -- draining (SIGTERM) ------------------------------------------------------------------
+    def waiting_callers(self) -> list[Running]:
+        """Calls whose caller has no final answer yet."""
+        return [
+            r
+            for r in self.by_server.values()
+            if not r.call.fork.finished and r.incoming.request.method == "INVITE"
+        ]
+
+    async def idle(self) -> None:
+        """From now on take no new INVITE; return once every caller has its answer."""
+        self.draining = True
+        if not self.waiting_callers():
+            return
+        self._idle = asyncio.Event()
+        await self._idle.wait()
+
+    def shutdown(self, retry_after: int) -> int:
+        """Answer every caller still waiting (503 + Retry-After); how many there were."""
+        self.draining = True
+        now = self.engine.now()
+        recs = self.waiting_callers()
+        for rec in recs:
+            self._apply(rec, rec.call.shutdown(now, retry_after))
+        return len(recs)
+
     # -- carrying out a call's actions ------------------------------------------------------
     def _apply(self, rec: Running, actions: list[CallAction]) -> None:
         call = rec.call
@@ -496,6 +524,8 @@ class Calls:
         call = rec.call
         if call.ghost:
             return
+        if self._idle is not None and not self.waiting_callers():
+            self._idle.set()
         if rec.incoming.request.method == "INVITE" and call.call_id:
             self.metrics.call(call_result(action.status))
         if not rec.indexed:

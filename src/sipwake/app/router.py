@@ -35,6 +35,7 @@ KNOWN_METHODS = frozenset(
     "MESSAGE UPDATE".split()
 )
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, UPDATE, INFO, PRACK, MESSAGE, REFER, NOTIFY"
+DRAIN_RETRY_AFTER = 5  # seconds, on 503s while the server drains (a restart's length)
 # Requests that are never challenged: they belong to a transaction or dialog already
 # authorised (RFC 3261 §22.1: CANCEL and ACK cannot be challenged).
 UNCHALLENGED = frozenset({"ACK", "CANCEL", "PRACK", "BYE", "NOTIFY", "UPDATE", "INFO"})
@@ -106,6 +107,11 @@ class SipApp:
                     ("Supported", "path, outbound, gruu"),
                 ],
             )
+            return None
+        if method == "INVITE" and self.calls.draining and not req.to.tag:
+            # Shutting down (SIGTERM): a new call goes elsewhere or comes back later
+            # (RFC 3261 §21.5.4); calls in progress go on.
+            incoming.respond(503, extra=[("Retry-After", str(DRAIN_RETRY_AFTER))])
             return None
         if method == "REGISTER" and self._strip_own_routes(req):
             # For us as registrar (§10.3), not proxied: no loop or hop checks apply.

@@ -253,6 +253,13 @@ class Call:
         """The caller cancelled (RFC 3261 §16.10)."""
         return self._after(self.fork.on_cancel(), now)
 
+    def shutdown(self, now: float, retry_after: int) -> list[CallAction]:
+        """The server stops (the SIGTERM drain is over): the caller gets 503 with
+        Retry-After (RFC 3261 §21.5.4: try again, or elsewhere), its branches a CANCEL."""
+        reason = 'SIP;cause=503;text="Server shutting down"'
+        headers = (("Retry-After", str(retry_after)),)
+        return self._after(self.fork.abandon(503, headers, reason), now)
+
     def deliver_and_cancel(self, reason: str) -> list[CallAction]:
         """A ghost's branch went out: CANCEL it at once (sent after its first provisional)."""
         return list(self.fork.cancel_all(reason))

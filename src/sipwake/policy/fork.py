@@ -203,6 +203,18 @@ class Fork:
         self.cancelled = True
         return self._cancel_others(reason)
 
+    def abandon(
+        self, status: int, headers: tuple[tuple[str, str], ...], reason: str
+    ) -> list[Action]:
+        """Give up now (the server is shutting down): CANCEL every pending branch with
+        ``reason`` and answer ``status`` upstream ourselves."""
+        if self.final_sent:
+            return []
+        actions = self._cancel_others(reason)
+        self.final_sent = status
+        actions.append(Respond(status, headers))
+        return actions
+
     def settle(self, *, awaited: bool) -> list[Action]:
         """Fewer devices are awaited now (a push failed, the hold window ended, a branch
         could not be opened): finish if nothing else is pending."""
