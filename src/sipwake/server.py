@@ -22,6 +22,7 @@ from sipwake.app.calls import Calls, call_rules
 from sipwake.app.cluster import ClusterNode
 from sipwake.app.edge import EdgeService
 from sipwake.app.engine import Engine
+from sipwake.app.messages import MessageService
 from sipwake.app.proxy import Proxy
 from sipwake.app.refresh import RefreshService
 from sipwake.app.register import Registrar
@@ -139,6 +140,7 @@ class Server:
         self.refresh: RefreshService | None = None
         self.calls: Calls | None = None
         self.pusher: Pusher | None = None
+        self.messages: MessageService | None = None
         self.dispatcher: PushDispatcher | None = None
         self.decline_base = config.api.public_url
         self.metrics = Metrics(multiprocess_dir=multiprocess_dir())
@@ -341,8 +343,22 @@ class Server:
                 sip_address=_preferred_address(public),
             )
             registrar.hooks.append(self.refresh.on_registered)
+        # SIP MESSAGE for sleeping devices: stored, alert-pushed, delivered on register.
+        messages = MessageService(
+            proxy=proxy,
+            store=stores.messages,
+            cfg=cfg.message,
+            max_message_size=cfg.sip.max_message_size,
+            flow_alive=cluster.flow_alive,
+            target_of=cluster.target,
+            sip_address=_preferred_address(public),
+            id_source=new_id,
+            dispatcher=self.dispatcher if cfg.push.configured else None,
+        )
+        registrar.hooks.append(messages.on_registered)
+        self.messages = messages
         metrics = self.metrics
-        for part in (self.engine, registrar, auth, pusher, calls, self.refresh):
+        for part in (self.engine, registrar, auth, pusher, calls, self.refresh, messages):
             if part is not None:
                 part.metrics = metrics
         self.app = SipApp(
@@ -363,6 +379,7 @@ class Server:
                 source_burst=cfg.push.source_burst,
                 require_auth=cfg.push.require_auth_for_push,
             ),
+            messages=messages,
             target_of=cluster.target,
             edge=edge,
         )
@@ -411,8 +428,8 @@ class Server:
             self.metrics.sample()
 
     async def _purge_loop(self) -> None:
-        """Delete expired bindings from the store now and then (they are already invisible
-        to lookups; this only reclaims space)."""
+        """Delete expired bindings and stored messages now and then (they are already
+        invisible to lookups; this reclaims space and counts the messages that expired)."""
         assert self.stores is not None
         while True:
             await asyncio.sleep(self.config.registrar.purge_interval)
@@ -423,6 +440,13 @@ class Server:
                 continue
             if removed:
                 log.info("purged %d expired bindings", removed)
+            try:
+                expired = await self.stores.messages.purge_expired(time.time())
+            except StorageError as exc:
+                log.warning("purge of expired messages failed: %s", exc)
+                continue
+            # Stored SIP MESSAGEs whose message.store_for ran out before their device woke.
+            self.metrics.instant_message("expired", expired)
 
     async def drain(self, timeout: float, hurry: asyncio.Event | None = None) -> None:
         """Stop taking new INVITEs (503 + Retry-After), give the calls in progress up to
@@ -469,6 +493,8 @@ class Server:
             await self.edge.close()
         if self.refresh is not None:
             await self.refresh.close()
+        if self.messages is not None:
+            await self.messages.close()
         if self.calls is not None:
             await self.calls.close()
         if self.dispatcher is not None:

@@ -8,6 +8,8 @@ import pytest
 
 from sipwake.policy import inbox
 from sipwake.policy.inbox import StoredMessage
+from sipwake.sip.codec import parse_message
+from sipwake.sip.message import Request
 
 NOW = 1000.0
 A, B = "dev-a", "dev-b"
@@ -74,3 +76,41 @@ def test_expiry_bounds() -> None:
     assert inbox.next_expiry(()) is None and inbox.last_expiry(()) is None
     box = (msg(1, ttl=5), msg(2, ttl=50))
     assert inbox.next_expiry(box) == NOW + 5 and inbox.last_expiry(box) == NOW + 50
+
+
+@pytest.mark.parametrize(
+    ("status", "result"),
+    [(200, "delivered"), (202, "delivered"), (408, "retry"), (500, "retry"), (503, "retry"),
+     (302, "refused"), (404, "refused"), (415, "refused"), (480, "refused"), (603, "refused")],
+)  # fmt: skip
+def test_delivery_result(status: int, result: str) -> None:
+    assert inbox.delivery_result(status) == result
+
+
+def test_delivery_copy_is_ours_alone_and_keeps_the_rest() -> None:
+    raw = (
+        b"MESSAGE sip:bob@example.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP proxy.example.org;branch=z9hG4bKp1\r\n"
+        b"Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKa1;rport=5060\r\n"
+        b"Max-Forwards: 69\r\nRoute: <sip:old.example.com;lr>\r\n"
+        b"Record-Route: <sip:rr.example.com;lr>\r\n"
+        b"From: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@example.com>\r\n"
+        b"Call-ID: c1@alice\r\nCSeq: 7 MESSAGE\r\nContent-Type: message/cpim\r\n"
+        b"X-Custom: kept\r\nContent-Length: 5\r\n\r\nhello"
+    )
+    stored = parse_message(raw)
+    assert isinstance(stored, Request)
+    via = "SIP/2.0/TCP 192.0.2.1:5060;branch=z9hG4bKours"
+    out = inbox.delivery_copy(
+        stored, "sip:bob@192.0.2.9:5555;transport=tcp", via, ("<sip:edge;lr>",)
+    )
+    assert out.uri == "sip:bob@192.0.2.9:5555;transport=tcp"
+    assert out.headers.get_all("via") == [via]
+    assert out.headers.get_all("route") == ["<sip:edge;lr>"]
+    assert "record-route" not in out.headers
+    assert out.max_forwards == 70
+    for name, value in (("call-id", "c1@alice"), ("cseq", "7 MESSAGE"),
+                        ("content-type", "message/cpim"), ("x-custom", "kept")):  # fmt: skip
+        assert out.headers.get(name) == value
+    assert out.body == b"hello"
+    assert stored.headers.count("via") == 2  # the stored copy is untouched

@@ -15,6 +15,7 @@ from sipwake.app.auth import TRUSTED, Authenticator
 from sipwake.app.calls import Calls
 from sipwake.app.edge import EdgeService
 from sipwake.app.engine import Incoming
+from sipwake.app.messages import MessageService
 from sipwake.app.ports import MetricsPort, NullMetrics
 from sipwake.app.proxy import Proxy
 from sipwake.app.register import Registrar
@@ -56,6 +57,7 @@ class SipApp:
         relay_foreign: bool = False,
         reveal_unknown_users: bool = True,
         push_budget: PushBudget | None = None,
+        messages: MessageService | None = None,
         target_of: Callable[[Binding], Target] = binding_target,
         edge: EdgeService | None = None,
     ) -> None:
@@ -75,6 +77,7 @@ class SipApp:
         self.relay_foreign = relay_foreign
         self.reveal_unknown_users = reveal_unknown_users
         self.push_budget = push_budget
+        self.messages = messages
         self.metrics: MetricsPort = NullMetrics()
         self.stray_responses = 0
 
@@ -218,6 +221,10 @@ class SipApp:
         the one call path of registrar and edge mode."""
         req = incoming.request
         bindings.sort(key=lambda b: -b.q)
+        # MESSAGE while a device sleeps: stored, alert-pushed, delivered on registration.
+        messages = self.messages
+        if req.method == "MESSAGE" and messages and await messages.handle(incoming, aor, bindings):
+            return
         if req.method == "INVITE":
             admit = partial(self._push_allowed, incoming, caller, peer=from_upstream)
             await self.calls.invite(incoming, lhash, aor, bindings, admit)
@@ -314,6 +321,8 @@ class SipApp:
     def on_response(self, response: Response, txn_id: str) -> None:
         if self.edge is not None and self.edge.on_response(response, txn_id):
             return
+        if self.messages is not None and self.messages.on_response(response, txn_id):
+            return  # a stored MESSAGE delivered by us, not a forwarded branch
         self.calls.on_response(response, txn_id)
 
     def on_stray_response(self, response: Response, flow: Flow) -> None:
@@ -323,7 +332,9 @@ class SipApp:
     def on_timeout(self, txn_id: str) -> None:
         if self.edge is not None and self.edge.on_timeout(txn_id):
             return
-        self.calls.on_timeout(txn_id)
+        if self.messages is None or not self.messages.on_timeout(txn_id):
+            self.calls.on_timeout(txn_id)
 
     def on_terminated(self, txn_id: str) -> None:
-        self.calls.on_terminated(txn_id)
+        if self.messages is None or not self.messages.on_terminated(txn_id):
+            self.calls.on_terminated(txn_id)

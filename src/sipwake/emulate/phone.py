@@ -13,7 +13,7 @@ Every step is recorded in :attr:`Phone.events` as ``(time.monotonic(), what)``::
     register failed <status> | auth challenge <401|407> | decline posted <status>
     INVITE received | 180 sent | 200 sent | 486 sent | 487 sent | 603 sent | ACK received
     ACK timeout | CANCEL received | BYE received | BYE sent | BYE answered <status>
-    call ended | connection lost
+    call ended | connection lost | MESSAGE received <Call-ID> <CSeq>
 
 :meth:`Phone.wait_for` matches an event exactly, or by its name for the events with an
 argument (``wait_for("push received")`` matches ``push received 1b4e...``).
@@ -45,8 +45,9 @@ ARG_EVENTS = (
     "auth challenge",
     "decline posted",
     "BYE answered",
+    "MESSAGE received",
 )
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE"
 
 
 @dataclass
@@ -76,6 +77,7 @@ class PhoneConfig:
     # arrives on the connection is answered, not even with 100 Trying, until a push
     # wakes the phone, which then registers over a new connection.
     frozen: bool = False
+    message_status: int = 200  # the answer to a SIP MESSAGE (RFC 3428)
     timers: TimerConfig = DEFAULT_TIMERS
 
     def __post_init__(self) -> None:
@@ -128,6 +130,7 @@ class Phone:
         self.config = config
         self.events: list[tuple[float, str]] = []
         self.pushes: list[dict[str, Any]] = []  # payloads received, in order
+        self.messages: list[Request] = []  # SIP MESSAGEs received, in order
         self.push_url = ""
         self.local: tuple[str, int] | None = None  # the SIP socket's address while awake
         # Called with (t, what) for each event, e.g. to print a live timeline.
@@ -453,6 +456,10 @@ class Phone:
             call.bye.set()
         elif method == "OPTIONS":
             self._respond(request, txn_id, flow, 200, extra=[("Allow", ALLOW)])
+        elif method == "MESSAGE":
+            self.messages.append(request)
+            self._respond(request, txn_id, flow, self.config.message_status, to_tag=new_id(4))
+            self._record(f"MESSAGE received {request.call_id} {request.cseq.seq}")
         else:
             self._respond(request, txn_id, flow, 405, extra=[("Allow", ALLOW)])
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from sipwake.sip.message import Request
+
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
@@ -120,3 +122,39 @@ def next_expiry(inbox: Inbox) -> float | None:
 def last_expiry(inbox: Inbox) -> float | None:
     """The latest ``expires_at`` (None if empty): how long the inbox must be kept."""
     return max((m.expires_at for m in inbox), default=None)
+
+
+# -- delivering a stored message -------------------------------------------------------------
+
+DELIVERED, REFUSED, RETRY = "delivered", "refused", "retry"
+
+
+def delivery_result(status: int) -> str:
+    """What a device's final answer to a stored MESSAGE means for its inbox (issue 13):
+    2xx: delivered, remove it; 408 (or no answer at all, passed as 408), 5xx: transient,
+    keep it for the next registration; any other 3xx/4xx/6xx: the device refuses it for
+    good (RFC 3428 §7 leaves retrying to the sender, and the sender got its 202 long ago),
+    so drop it for that device."""
+    if 200 <= status < 300:
+        return DELIVERED
+    if status == 408 or 500 <= status < 600 or status < 200:
+        return RETRY
+    return REFUSED
+
+
+def delivery_copy(stored: Request, contact: str, via: str, path: tuple[str, ...]) -> Request:
+    """The stored MESSAGE as sent to a device that registered again: a new request from
+    us (the sender's transaction ended with our 202), so its Via chain and Route set are
+    ours alone and Max-Forwards starts afresh; From, To, Call-ID, CSeq, the content and
+    every other header pass through unchanged (RFC 3428 §7: a proxy does not alter the
+    body), so the app can drop a duplicate by Call-ID + CSeq."""
+    headers = stored.headers.copy()
+    for name in ("Via", "Route", "Record-Route", "Max-Forwards"):
+        headers.remove(name)
+    headers.prepend("Via", via)
+    headers.add("Max-Forwards", "70")
+    for hop in path:  # RFC 3327 §5.3: the Path the device registered with
+        headers.add("Route", hop)
+    out = Request(stored.method, stored.uri, headers, stored.body, stored.version)
+    out.set_uri(contact)
+    return out
