@@ -74,9 +74,11 @@ class DeviceApns(ApnsEmulator):
         return list(self.pushes)
 
 
-async def start_apns(work: Path, certs: CertFiles) -> tuple[DeviceApns, str]:
+async def start_apns(
+    work: Path, certs: CertFiles, cls: type[DeviceApns] = DeviceApns
+) -> tuple[DeviceApns, str]:
     key_file, public_key = generate_key(work)
-    emu = DeviceApns(
+    emu = cls(
         ApnsEmulatorConfig(
             cert_file=str(certs.cert_file),
             key_file=str(certs.key_file),
