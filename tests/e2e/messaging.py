@@ -14,6 +14,7 @@ from sipwake.config import (
     ApnsConfig,
     AuthConfig,
     Config,
+    FcmConfig,
     ListenConfig,
     MessageConfig,
     PushConfig,
@@ -99,6 +100,7 @@ def server_config(
     storage: str = "",
     ports: tuple[int, int, int] = (0, 0, 0),
     node_id: str = "",
+    fcm: tuple[FcmConfig, ...] = (),
     **message: Any,
 ) -> Config:
     udp, tcp, tls = ports
@@ -125,7 +127,8 @@ def server_config(
                     base_url=f"https://127.0.0.1:{apns.port}",
                     ca_file=str(certs.ca_file),
                 ),
-            )
+            ),
+            fcm=fcm,
         ),
         message=MessageConfig(**message),
     )

@@ -12,10 +12,13 @@ from typing import Any
 
 import pytest
 
-from sipwake.emulate.phone import Phone
+from sipwake.config import FcmConfig
+from sipwake.emulate.fcm import FcmEmulatorConfig, serve_fcm, write_service_account
+from sipwake.emulate.phone import Phone, PhoneConfig
 from sipwake.emulate.tlsutil import CertFiles
-from sipwake.push.oauth import http1_request
+from sipwake.push.oauth import http1_request, load_service_account
 from sipwake.server import Server
+from tests.e2e.harness import keys, run_sipp, scenario
 from tests.e2e.messaging import (
     ADMIN_TOKEN,
     BUNDLE,
@@ -320,3 +323,84 @@ async def test_admin_lists_pending_messages(rig: Rig) -> None:
     finally:
         alice.close()
         await phone.close()
+
+
+async def test_sipp_messages_to_a_sleeping_phone_202_then_delivered_in_order(
+    rig: Rig, tmp_path: Path
+) -> None:
+    server = await rig.start()
+    phone = await asleep(rig, "tcp")
+    try:
+        res = await asyncio.to_thread(
+            run_sipp,
+            scenario("uac_message.xml", tmp_path, expect="202"),
+            server.address("udp"),
+            calls=3,
+            rate=1000,
+            limit=1,  # one at a time: each is stored before the next is sent
+            extra=["-s", "bob", *keys(domain="127.0.0.1")],
+            workdir=tmp_path,
+        )
+        assert res.returncode == 0 and res.successful == 3, res.output
+        rig.apns.release()
+        while len(phone.messages) < 3:
+            await phone.wait_for("MESSAGE received", 10)
+            await asyncio.sleep(0.02)
+        assert bodies(phone) == [b"SIPp message %d\r\n" % n for n in (1, 2, 3)]
+    finally:
+        await phone.close()
+
+
+async def test_android_sleeping_gets_a_high_priority_fcm_data_message(
+    rig: Rig, tmp_path: Path
+) -> None:
+    fcm = await serve_fcm(
+        FcmEmulatorConfig(certfile=str(rig.certs.cert_file), keyfile=str(rig.certs.key_file))
+    )
+    account = write_service_account(
+        tmp_path / "sa.json", token_uri=fcm.token_uri, project_id="sipwake-e2e"
+    )
+    fcm.add_account(load_service_account(account))
+    phone: Phone | None = None
+    alice: Sender | None = None
+    try:
+        entry = FcmConfig(
+            service_account_file=str(account), base_url=fcm.base_url, ca_file=str(rig.certs.ca_file)
+        )
+        await rig.start(fcm=(entry,))
+        assert rig.server is not None
+        phone = Phone(
+            PhoneConfig(
+                server=rig.server.address("tcp"),
+                transport="tcp",
+                provider="fcm",
+                token="dGVzdC10b2tlbg:APA91bF-example_token.1",
+                param="sipwake-e2e",
+                wake_delay=0.0,
+            )
+        )
+        await phone.start()
+        assert await phone.register() == 200
+        await phone.sleep()
+        fcm.config.forward_url = phone.push_url  # stands in for Google's delivery
+        alice = await rig.sender()
+        assert (await alice.send("hi android")).status == 202
+        for _ in range(200):
+            if fcm.pushes:
+                break
+            await asyncio.sleep(0.02)
+        [push] = fcm.pushes
+        message = push["message"]
+        assert message["android"]["priority"] == "high"  # shown at once: a chat message
+        assert message["data"]["type"] == "message" and "notification" not in message
+        assert message["data"]["alert"] == "New message from Alice"
+        assert not rig.apns.pushes  # nothing went to APNs
+        await phone.wait_for("registered (wake)", 10)  # woken by the forwarded push
+        await phone.wait_for("MESSAGE received", 10)
+        assert bodies(phone) == [b"hi android"]
+    finally:
+        if alice is not None:
+            alice.close()
+        if phone is not None:
+            await phone.close()
+        await fcm.close()
