@@ -347,6 +347,7 @@ class Server:
         messages = MessageService(
             proxy=proxy,
             store=stores.messages,
+            bindings=stores.bindings,
             cfg=cfg.message,
             max_message_size=cfg.sip.max_message_size,
             flow_alive=cluster.flow_alive,

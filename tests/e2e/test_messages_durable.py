@@ -178,3 +178,53 @@ async def test_three_redis_nodes_stored_on_one_delivered_by_three(
         for node in nodes:
             await node.stop()
         await delete_prefix(redis_prefix)
+
+
+async def test_device_registering_on_another_node_while_stored_still_gets_it(
+    tmp_path: Path, apns: tuple[DeviceApns, str, CertFiles], redis_prefix: str
+) -> None:
+    """The race: node 1 saw the device asleep, but it registered on node 2 before node 1's
+    write landed, so node 2 found nothing to deliver. Node 1 looks again after storing and
+    delivers through node 2, which owns the new connection."""
+    emu, key_file, certs = apns
+    url = f"redis://{REDIS_HOST}:{REDIS_PORT}/0?prefix={redis_prefix}"
+    nodes: list[Server] = []
+    phone = alice = None
+    try:
+        for n in (1, 2):
+            base = server_config(tmp_path, certs, emu, key_file)
+            cfg = msgspec.structs.replace(
+                base,
+                server=ServerConfig(domains=("127.0.0.1",), node_id=f"race{n}"),
+                storage=StorageConfig(url=url),
+            )
+            node = Server(cfg)
+            await node.start()
+            nodes.append(node)
+        one, two = nodes
+        phone = await new_phone(emu, one.address("tcp"), "tcp", str(certs.ca_file))
+        assert await phone.register() == 200
+        await phone.sleep()
+        assert one.messages is not None
+        store = one.messages.store
+        real_add = store.add
+
+        async def add_after_the_device_woke(*args: object, **kw: object) -> object:
+            phone.config.wake_server = two.address("tcp")
+            assert await phone._register(wake=True) == 200  # on node 2, nothing waits yet
+            return await real_add(*args, **kw)  # type: ignore[arg-type]
+
+        store.add = add_after_the_device_woke  # type: ignore[method-assign]
+        alice = await Sender(one.address("udp")).open()
+        reply = await alice.send("just in time")
+        assert reply.status in (200, 202)
+        await phone.wait_for("MESSAGE received", 10)
+        assert bodies(phone) == [b"just in time"]
+    finally:
+        if alice is not None:
+            alice.close()
+        if phone is not None:
+            await phone.close()
+        for node in nodes:
+            await node.stop()
+        await delete_prefix(redis_prefix)

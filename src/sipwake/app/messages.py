@@ -51,7 +51,7 @@ from sipwake.push.payload import (
 from sipwake.sip.codec import parse_message
 from sipwake.sip.errors import ParseError
 from sipwake.sip.message import Request, Response
-from sipwake.storage.base import StorageError
+from sipwake.storage.base import BindingStore, StorageError
 from sipwake.storage.inbox import MessageStore
 
 log = logging.getLogger("sipwake.messages")
@@ -86,6 +86,7 @@ class MessageService:
         *,
         proxy: Proxy,
         store: MessageStore,
+        bindings: BindingStore,
         cfg: MessageConfig,
         max_message_size: int,
         flow_alive: Callable[[FlowRef], bool],
@@ -96,6 +97,7 @@ class MessageService:
     ) -> None:
         self.proxy = proxy
         self.store = store
+        self.bindings = bindings
         self.cfg = cfg
         self.max_message_size = max_message_size
         self.flow_alive = flow_alive
@@ -164,6 +166,8 @@ class MessageService:
         for device in added.new_devices:
             if (pushed := asleep.get(device)) is not None:
                 self._spawn(self._push(pushed, added.message, req))
+        if added.new_devices:
+            self._spawn(self._woke_meanwhile(aor, asleep, added.new_devices))
         live = [b for d, b in devices.items() if d not in asleep]
         if not live:
             incoming.respond(202)  # RFC 3428 §7: stored, final delivery not known yet
@@ -186,6 +190,24 @@ class MessageService:
             self._watches.pop(added.message.id, None)
         incoming.respond(200 if accepted else 202)
         return True
+
+    async def _woke_meanwhile(
+        self, aor: str, asleep: dict[str, Binding], devices: tuple[str, ...]
+    ) -> None:
+        """A device that registered between our lookup and the store's write found nothing
+        to deliver (on Redis the two can run on different nodes): look again, and deliver
+        to each such device over its new flow (through its owner node if it is another's:
+        cluster.target). A duplicate is possible if its own node drains at the same time;
+        apps drop those by Call-ID + CSeq (docs/app-developers.md)."""
+        try:
+            fresh = await self.bindings.lookup(aor, time.time())
+        except StorageError:
+            return  # it gets the message at its next registration
+        for b in fresh:
+            old = asleep.get(b.device_key)
+            moved = old is not None and b.flow != old.flow
+            if b.device_key in devices and moved and not self.sleeping(b):
+                self._drain_soon(aor, b)
 
     async def _send_watched(self, b: Binding, message: StoredMessage) -> None:
         """A live device without a push target: one try, nothing stored for it."""
