@@ -354,6 +354,8 @@ class Server:
             target_of=cluster.target,
             sip_address=_preferred_address(public),
             id_source=new_id,
+            wall=self.engine.wall,
+            clock=self.engine.now,
             dispatcher=self.dispatcher if cfg.push.configured else None,
         )
         registrar.hooks.append(messages.on_registered)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -93,6 +92,8 @@ class MessageService:
         target_of: Callable[[Binding], Target],
         sip_address: tuple[str, int, str],
         id_source: Callable[[], str],
+        wall: Callable[[], float],
+        clock: Callable[[], float],
         dispatcher: PushDispatcher | None = None,
     ) -> None:
         self.proxy = proxy
@@ -104,6 +105,10 @@ class MessageService:
         self.target_of = target_of
         self.sip_address = sip_address
         self.id_source = id_source
+        # Wall clock for what is stored (messages outlive the process), the loop's
+        # monotonic clock for durations (engine.wall / engine.now).
+        self.wall = wall
+        self.clock = clock
         self.dispatcher = dispatcher
         self.metrics: MetricsPort = NullMetrics()
         # Client transactions of stored messages being delivered -> their final status.
@@ -142,7 +147,7 @@ class MessageService:
         asleep = {d: b for d, b in devices.items() if self.sleeping(b)}
         if not asleep:
             return False
-        now = time.time()
+        now = self.wall()
         message = StoredMessage(
             id=str(uuid.uuid4()),
             call_id=req.call_id,
@@ -200,7 +205,7 @@ class MessageService:
         cluster.target). A duplicate is possible if its own node drains at the same time;
         apps drop those by Call-ID + CSeq (docs/app-developers.md)."""
         try:
-            fresh = await self.bindings.lookup(aor, time.time())
+            fresh = await self.bindings.lookup(aor, self.wall())
         except StorageError:
             return  # it gets the message at its next registration
         for b in fresh:
@@ -233,7 +238,7 @@ class MessageService:
                 sender_uri=message.sender,
                 sender_display=display,
                 recipient=req.ruri.aor(),
-                sent_at=time.time(),
+                sent_at=self.wall(),
                 expires_at=message.expires_at,
                 sip_host=host,
                 sip_port=port,
@@ -255,14 +260,14 @@ class MessageService:
             alert_text=text,
             urgent=True,
         )
-        started = time.monotonic()
+        started = self.clock()
         outcome: PushOutcome = await dispatcher.send(request)
         family = provider_family(target.provider)
         family = family if family in ("apns", "fcm", "webpush") else "webhook"
         kind = _OUTCOMES.get(
             type(outcome), "permanent" if isinstance(outcome, Permanent) else "transient"
         )
-        self.metrics.push(family, kind, time.monotonic() - started)
+        self.metrics.push(family, kind, self.clock() - started)
         if not isinstance(outcome, Delivered):
             # The message stays stored: the device gets it at its next registration.
             log.info("message %s: alert push to %s not sent: %s", message.id, b.device_key, outcome)
@@ -297,7 +302,7 @@ class MessageService:
     async def _deliver_pending(self, aor: str, b: Binding) -> None:
         device = b.device_key
         try:
-            pending = await self.store.pending(aor, device, time.time())
+            pending = await self.store.pending(aor, device, self.wall())
         except StorageError as exc:
             log.warning("%s: pending messages not read: %s", aor, exc)
             return
@@ -307,7 +312,7 @@ class MessageService:
             if result == RETRY:
                 return  # the rest waits for the next registration, still in order
             try:
-                await self.store.settle(aor, message.id, device, time.time())
+                await self.store.settle(aor, message.id, device, self.wall())
             except StorageError as exc:
                 log.warning("%s: message %s not settled: %s", aor, message.id, exc)
                 return
