@@ -62,7 +62,7 @@ class Rig:
     def metric(self, result: str) -> float:
         assert self.server is not None
         value = self.server.metrics.registry.get_sample_value(
-            "instant_messages_total", {"result": result}
+            "sipwake_instant_messages_total", {"result": result}
         )
         return value or 0.0
 

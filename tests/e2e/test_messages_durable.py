@@ -165,7 +165,7 @@ async def test_three_redis_nodes_stored_on_one_delivered_by_three(
         # Delivered by node 3, which owns the new connection.
         assert (
             three.metrics.registry.get_sample_value(
-                "instant_messages_total", {"result": "delivered"}
+                "sipwake_instant_messages_total", {"result": "delivered"}
             )
             == 2
         )
