@@ -356,8 +356,10 @@ class Server:
             id_source=new_id,
             wall=self.engine.wall,
             clock=self.engine.now,
+            rearm=self.engine.rearm,
             dispatcher=self.dispatcher if cfg.push.configured else None,
         )
+        self.engine.timers.append(messages)
         registrar.hooks.append(messages.on_registered)
         self.messages = messages
         metrics = self.metrics

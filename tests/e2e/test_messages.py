@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from sipwake.app import messages as messages_module
 from sipwake.config import FcmConfig
 from sipwake.emulate.fcm import FcmEmulatorConfig, serve_fcm, write_service_account
 from sipwake.emulate.phone import Phone, PhoneConfig
@@ -404,3 +405,27 @@ async def test_android_sleeping_gets_a_high_priority_fcm_data_message(
         if phone is not None:
             await phone.close()
         await fcm.close()
+
+
+async def test_silent_live_device_sender_still_answered_202_in_time(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live device that never answers (frozen app, dead NAT binding) must not hold the
+    sender until its own Timer F: the engine's timer answers 202 after ANSWER_WITHIN."""
+    monkeypatch.setattr(messages_module, "ANSWER_WITHIN", 0.3)
+    await rig.start()
+    frozen = await rig.phone("tcp", frozen=True)
+    assert await frozen.register() == 200
+    later = await asleep(rig, "tcp")
+    alice = await rig.sender()
+    try:
+        started = asyncio.get_running_loop().time()
+        assert (await alice.send("anyone?")).status == 202
+        assert asyncio.get_running_loop().time() - started < 5  # not Timer F's 32 s
+        rig.apns.release()
+        await later.wait_for("MESSAGE received", 10)
+        assert bodies(later) == [b"anyone?"]
+    finally:
+        alice.close()
+        await frozen.close()
+        await later.close()

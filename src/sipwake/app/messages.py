@@ -48,6 +48,7 @@ from sipwake.push.payload import (
     message_preview,
 )
 from sipwake.sip.codec import parse_message
+from sipwake.sip.deadlines import Deadlines
 from sipwake.sip.errors import ParseError
 from sipwake.sip.message import Request, Response
 from sipwake.storage.base import BindingStore, StorageError
@@ -94,6 +95,7 @@ class MessageService:
         id_source: Callable[[], str],
         wall: Callable[[], float],
         clock: Callable[[], float],
+        rearm: Callable[[], None] = lambda: None,
         dispatcher: PushDispatcher | None = None,
     ) -> None:
         self.proxy = proxy
@@ -109,6 +111,7 @@ class MessageService:
         # monotonic clock for durations (engine.wall / engine.now).
         self.wall = wall
         self.clock = clock
+        self.rearm = rearm  # engine.rearm: our earliest deadline changed
         self.dispatcher = dispatcher
         self.metrics: MetricsPort = NullMetrics()
         # Client transactions of stored messages being delivered -> their final status.
@@ -117,6 +120,7 @@ class MessageService:
         # registration arrived meanwhile), or None.
         self._draining: dict[tuple[str, str], Binding | None] = {}
         self._watches: dict[str, _Watch] = {}  # message id -> its sender's live deliveries
+        self._deadlines: Deadlines[str] = Deadlines()  # message id -> answer the sender 202
         self._tasks: set[asyncio.Task[None]] = set()
 
     def sleeping(self, b: Binding) -> bool:
@@ -186,13 +190,13 @@ class MessageService:
                     self._drain_soon(aor, b)  # in order after anything older it still has
                 else:
                     self._spawn(self._send_watched(b, added.message))
-            try:
-                async with asyncio.timeout(ANSWER_WITHIN):
-                    accepted = await watch.accepted
-            except TimeoutError:
-                accepted = False
+            # Bounded through the engine's one timer (handle_timer), not a timer of ours.
+            self._deadlines.set(added.message.id, self.clock() + ANSWER_WITHIN)
+            self.rearm()
+            accepted = await watch.accepted
         finally:
             self._watches.pop(added.message.id, None)
+            self._deadlines.cancel(added.message.id)
         incoming.respond(200 if accepted else 202)
         return True
 
@@ -343,6 +347,17 @@ class MessageService:
             return await fut
         finally:
             self._deliveries.pop(txn_id, None)
+
+    # -- the timer source (app/engine.py fires it) ---------------------------------------------
+    def get_timer(self) -> float | None:
+        return self._deadlines.earliest()
+
+    def handle_timer(self, now: float) -> None:
+        """No live device said 2xx within ANSWER_WITHIN: the sender gets its 202."""
+        for message_id in self._deadlines.pop_due(now):
+            watch = self._watches.get(message_id)
+            if watch is not None and not watch.accepted.done():
+                watch.accepted.set_result(False)
 
     # -- transaction events (the router passes ours here first) ------------------------------
     def on_response(self, response: Response, txn_id: str) -> bool:
