@@ -390,6 +390,9 @@ class Server:
         )
         self.engine.app = self.app
         self.engine.held_calls = calls.held_count
+        if self.engine.overload is not None:
+            self.transport.watch_backlog()
+            self.engine.backlog = self.transport.udp_backlog
         self.engine.start()
         self.app.metrics = metrics
         self._purger = asyncio.get_running_loop().create_task(self._purge_loop())
@@ -692,5 +695,6 @@ def _overload_limits(config: Config) -> OverloadLimits | None:
         max_pending=o.max_pending,
         max_held=o.max_held_calls,
         max_lag=o.max_loop_lag,
+        max_backlog=o.max_udp_backlog,
         retry_after=o.retry_after,
     )

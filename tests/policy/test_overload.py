@@ -27,3 +27,9 @@ def test_bounds() -> None:
     assert "max_held_calls" in (limits.reason(pending=13, held=5, lag=0.0) or "")
     assert "late" in (limits.reason(pending=0, held=0, lag=0.21) or "")
     assert limits.reason(pending=0, held=0, lag=0.2) is None
+
+
+def test_udp_backlog_bound() -> None:
+    limits = OverloadLimits(max_backlog=0.05)
+    assert limits.reason(pending=0, held=0, lag=0.0, backlog=0.05) is None
+    assert "receive queue" in (limits.reason(pending=0, held=0, lag=0.0, backlog=0.06) or "")

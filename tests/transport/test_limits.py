@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -151,5 +152,23 @@ async def test_websocket_over_the_limit_gets_503() -> None:
                     pass
             assert err.value.response.status_code == 503
             assert mgr.stats.connections_refused == 1
+    finally:
+        await mgr.close()
+
+
+async def test_udp_backlog_is_the_receive_queue_fill(recorder: Recorder) -> None:
+    mgr = TransportManager(recorder, limits=LIMITS)
+    try:
+        host, port = await mgr.listen("UDP", "127.0.0.1", 0)
+        endpoint = mgr._udp[0]
+        assert endpoint.backlog() == 0.0
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(200):  # queued before the loop gets a turn to read them
+                s.sendto(sip_message(i), (host, port))
+        assert endpoint.backlog() > 0.0
+        mgr.watch_backlog()
+        await recorder.wait_for(200)
+        assert 0.0 < mgr.udp_backlog() < 1.0  # measured when the batch was read
+        assert endpoint.backlog() == 0.0
     finally:
         await mgr.close()

@@ -173,9 +173,11 @@ class Engine:
         self.timers: list[TimerSource] = []
         self.txn = txn
         # Overload shedding (policy/overload.py): server transactions not yet finally
-        # answered, how late the loop runs (measured by _tick), held calls (set by server).
+        # answered, how late the loop runs (measured by _tick); held calls and the UDP
+        # receive queue are the server's to wire in.
         self.overload = overload
         self.held_calls: Callable[[], int] = lambda: 0
+        self.backlog: Callable[[], float] = lambda: 0.0
         self.lag = 0.0
         self._unanswered: set[str] = set()
         self._tick_due = 0.0
@@ -274,7 +276,9 @@ class Engine:
         if not sheddable(request.method, to_tag):
             return False
         held = self.held_calls()
-        why = self.overload.reason(pending=len(self._unanswered), held=held, lag=self.lag)
+        why = self.overload.reason(
+            pending=len(self._unanswered), held=held, lag=self.lag, backlog=self.backlog()
+        )
         if why is None:
             return False
         try:

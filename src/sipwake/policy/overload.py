@@ -16,7 +16,12 @@ When: any of these signals reaches its bound —
 - ``pending``: requests received and not yet finally answered, not counting held calls
   (a backlog: the answers are late, so the callers are about to retransmit);
 - ``held``: calls held while a device is woken (each holds memory for up to the hold window);
-- ``lag``: how late the event loop ran a timer that was due (the CPU is saturated).
+- ``lag``: how late the event loop ran a timer that was due (the CPU is saturated);
+- ``backlog``: how full the UDP socket's kernel receive queue is (0..1). Datagrams wait
+  there unseen when we fall behind: a full queue means seconds of queueing delay, callers
+  retransmitting, and the answers from callees for calls we accepted stuck behind new
+  requests. Shedding while it fills keeps that delay short (CoDel's idea: act on the
+  standing queue, not on the arrival rate).
 Pure: the caller measures and passes the numbers in.
 """
 
@@ -40,9 +45,10 @@ class OverloadLimits:
     max_pending: int = 2000
     max_held: int = 10_000
     max_lag: float = 0.25  # seconds
+    max_backlog: float = 0.05  # of the UDP receive buffer
     retry_after: int = 5  # seconds, in the 503
 
-    def reason(self, *, pending: int, held: int, lag: float) -> str | None:
+    def reason(self, *, pending: int, held: int, lag: float, backlog: float = 0.0) -> str | None:
         """Why we are overloaded (for the log), or None when we are not."""
         if pending - held >= self.max_pending:
             return f"{pending - held} requests in progress, overload.max_pending reached"
@@ -50,4 +56,6 @@ class OverloadLimits:
             return f"{held} held calls, overload.max_held_calls reached"
         if lag > self.max_lag:
             return f"event loop {lag * 1000:.0f} ms late > overload.max_loop_lag"
+        if backlog > self.max_backlog:
+            return f"UDP receive queue {backlog:.0%} full > overload.max_udp_backlog"
         return None

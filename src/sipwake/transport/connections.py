@@ -158,6 +158,9 @@ class TransportContext:
     max_connections: int = 0
     max_per_ip: int = 0
     per_ip: dict[str, int] = field(default_factory=dict)
+    # Fill of the last-read UDP socket's receive queue (udp.py), for overload shedding.
+    watch_backlog: bool = False
+    backlog: float = 0.0
     refusal_log: LogEvery = field(default_factory=lambda: LogEvery(log))
 
     def admit(self, transport: str, ip: str) -> bool:

@@ -142,6 +142,14 @@ class TransportManager:
         log.info("listening on %s %s:%d", transport, addr[0], addr[1])
         return addr
 
+    def udp_backlog(self) -> float:
+        """How full (0..1) the receive queue of the UDP socket read last was; measured
+        only after ``watch_backlog()``."""
+        return self._ctx.backlog
+
+    def watch_backlog(self) -> None:
+        self._ctx.watch_backlog = True
+
     def on_close(self, hook: Callable[[Flow], None]) -> None:
         """Call ``hook`` with the flow of every connection that closes."""
         self._ctx.on_close.append(hook)

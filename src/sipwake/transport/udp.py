@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
 
 from sipwake.transport.connections import TransportContext, normalise_host
 from sipwake.transport.flow import Flow
@@ -23,6 +24,7 @@ log = logging.getLogger("sipwake.transport.udp")
 RCVBUF_BYTES = 4 * 1024 * 1024  # absorb bursts (the kernel caps it at net.core.rmem_max)
 SNDBUF_BYTES = 1024 * 1024
 MAX_READS_PER_WAKEUP = 512  # fairness: other sockets get a turn; the reader fires again
+_SO_MEMINFO = 55  # Linux: the socket's memory counters, [0] queued bytes, [1] SO_RCVBUF
 
 
 def family_of(host: str) -> socket.AddressFamily:
@@ -74,10 +76,23 @@ class UdpEndpoint:
     def family(self) -> socket.AddressFamily:
         return self.sock.family
 
+    def backlog(self) -> float:
+        """How full the kernel's receive queue is (0..1): requests wait there unseen when
+        we fall behind, so this is the queueing delay that overload shedding watches.
+        0 where the kernel cannot tell (not Linux)."""
+        try:
+            raw = self.sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, 36)
+        except OSError:
+            return 0.0
+        queued, size = struct.unpack_from("2I", raw)
+        return queued / size if size else 0.0
+
     def _on_readable(self) -> None:
         ctx = self._ctx
         stats = ctx.stats
         sock = self.sock
+        if ctx.watch_backlog:
+            ctx.backlog = self.backlog()  # once per wakeup: one syscall per <= 512 reads
         buf = self._buf
         view = self._view
         limit = ctx.limits.max_message_size
