@@ -1,0 +1,144 @@
+"""Goodput under overload: calls/s completed at 1x, 2x and 4x the clean capacity.
+
+    python3 bench/bench_overload.py [--capacity N] [--seconds 5] [--users 1000]
+
+Set-up as bench_calls.py (bench/rig.py: one SIPp UAS answering at once, ``--users``
+registered AoRs, digest auth off, memory store), but the caller scenario accepts a 503
+(tests/e2e/scenarios/uac_call_shed_inf.xml) and SIPp runs open-loop (-l at 10 s worth of
+calls), so the offered load really is the multiple. The clean capacity is measured first
+(bench_calls' stepped search, 2 s steps) unless ``--capacity`` gives it. Each load runs
+``--seconds`` (bounded), then the server gets 3 s of quiet.
+
+Per load: answered calls/s during the run (from sipwake_calls_total{result="answered"}),
+shed INVITEs (sipwake_refused_total{reason="overload"}), and the server's RSS before and
+after. Goal (issue 15): at 4x, goodput >= 80 % of the clean capacity. SIPp (both ends)
+shares the cores with the server: at 4x it needs a good part of one core itself."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.e2e.harness import RunningServer, keys, run_sipp
+
+from bench import rig
+
+SHED_SCENARIO = Path(__file__).resolve().parents[1] / "tests/e2e/scenarios/uac_call_shed_inf.xml"
+
+
+def counters(server: RunningServer) -> tuple[float, float]:
+    host, port = server.addr("api")
+    text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read().decode()
+
+    def value(name: str) -> float:
+        m = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
+    return (
+        value('sipwake_calls_total{result="answered"}'),
+        value('sipwake_refused_total{reason="overload"}'),
+    )
+
+
+def rss_mb(server: RunningServer) -> float:
+    status = Path(f"/proc/{server.proc.pid}/status").read_text()
+    m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+    return int(m.group(1)) / 1024 if m else 0.0
+
+
+def offer(
+    server: RunningServer,
+    target: tuple[str, int],
+    callees: Path,
+    tmp: Path,
+    *,
+    rate: int,
+    seconds: float,
+) -> dict[str, float]:
+    """Offer ``rate`` calls/s for ``seconds`` (open loop), after 3 s of quiet."""
+    time.sleep(3.0)
+    answered0, shed0 = counters(server)
+    rss0 = rss_mb(server)
+    res = run_sipp(
+        SHED_SCENARIO,
+        target,
+        calls=int(rate * seconds),
+        rate=rate,
+        limit=rate * 10,
+        timeout=seconds + 40,
+        workdir=tmp,
+        extra=["-inf", str(callees), *keys(domain=rig.DOMAIN)],
+    )
+    answered1, shed1 = counters(server)
+    return {
+        "offered_per_s": rate,
+        "answered": answered1 - answered0,
+        "goodput_per_s": round((answered1 - answered0) / seconds),
+        "shed_503": shed1 - shed0,
+        "sipp_failed": res.failed,
+        "rss_mb_before": round(rss0, 1),
+        "rss_mb_after": round(rss_mb(server), 1),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--capacity", type=int, default=0, help="clean calls/s; 0: measure it")
+    ap.add_argument("--seconds", type=float, default=5.0, help="length of each load")
+    ap.add_argument("--users", type=int, default=1000)
+    ap.add_argument("--multiples", default="1,2,4")
+    args = ap.parse_args()
+    multiples = [float(m) for m in args.multiples.split(",")]
+
+    with tempfile.TemporaryDirectory(prefix="sipwake-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        config = rig.sipwake_config("memory://") + "[api]\nport = 0\n"
+        with rig.uas(tmp) as uas, rig.sipwake(tmp, config) as server:
+            target = server.addr("udp")
+            rig.register_users(
+                tmp, target, start=0, count=args.users, contact_port=uas.port, push=False
+            )
+            callees = tmp / "callees.csv"
+            rig.write_callees(callees, 0, args.users)
+            capacity = args.capacity
+            if not capacity:
+                # The highest stepped rate that completes >= 95 % of its calls.
+                for rate in (200, 300, 400, 500, 600, 700, 800, 1000, 1200, 1400, 1600, 2000):
+                    row = offer(server, target, callees, tmp, rate=rate, seconds=2.0)
+                    print(f"  capacity search: {rate}/s -> {row['goodput_per_s']}/s")
+                    if row["answered"] < 0.95 * rate * 2.0:
+                        break
+                    capacity = rate
+                print(f"clean capacity: {capacity} calls/s")
+            rows = []
+            for m in multiples:
+                row = offer(
+                    server, target, callees, tmp, rate=int(capacity * m), seconds=args.seconds
+                )
+                row["multiple"] = m
+                row["goodput_of_capacity"] = round(row["goodput_per_s"] / capacity, 3)
+                rows.append(row)
+                print(
+                    f"  {m:g}x  offered {row['offered_per_s']:>6}/s  goodput "
+                    f"{row['goodput_per_s']:>6}/s ({row['goodput_of_capacity']:.0%} of capacity)"
+                    f"  503s {row['shed_503']:>7.0f}  SIPp failed {row['sipp_failed']:>6}  "
+                    f"RSS {row['rss_mb_before']:.0f} -> {row['rss_mb_after']:.0f} MB"
+                )
+            alive = server.alive()
+    path = rig.write_result(
+        "overload",
+        {"capacity": capacity, "seconds": args.seconds, "alive": alive, "loads": rows},
+    )
+    print(f"server alive: {alive}; written {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
