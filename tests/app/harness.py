@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from sipwake.app.calls import Calls
 from sipwake.app.engine import Engine
 from sipwake.app.events import CallEvent
+from sipwake.app.messages import MessageService
 from sipwake.app.proxy import Proxy
 from sipwake.app.register import Registrar
 from sipwake.app.router import SipApp
-from sipwake.app.targets import Flows
+from sipwake.app.targets import Flows, binding_target
 from sipwake.app.wake import Pusher
-from sipwake.config import PushConfig
+from sipwake.config import MessageConfig, PushConfig
 from sipwake.policy.call import CallRules
 from sipwake.policy.proxying import Me
 from sipwake.policy.pushparams import parse_push_target
@@ -35,6 +36,7 @@ from sipwake.sip.codec import parse_message
 from sipwake.sip.message import Request, Response, make_response
 from sipwake.sip.timers import TimerConfig
 from sipwake.sip.transactions.layer import TransactionLayer
+from sipwake.storage.inbox import MemoryMessageStore
 from sipwake.storage.memory import MemoryStore
 from sipwake.transport.flow import Flow
 
@@ -178,7 +180,9 @@ class Device:
 
 
 class Rig:
-    def __init__(self, rules: CallRules | None = None) -> None:
+    def __init__(
+        self, rules: CallRules | None = None, *, messages: MessageConfig | None = None
+    ) -> None:
         self.clock = FakeClock()
         self.net = Net()
         self.push = RecordingProvider()
@@ -221,6 +225,27 @@ class Rig:
         engine.timers.append(self.calls)
         registrar.hooks.append(self.calls.on_registered)
         self.calls.observers.add(self.events.append)
+        self.inbox = MemoryMessageStore()
+        self.messages: MessageService | None = None
+        if messages is not None:
+            # SIP MESSAGE for sleeping devices, wired as server.py wires it.
+            self.messages = MessageService(
+                proxy=proxy,
+                store=self.inbox,
+                bindings=self.store,
+                cfg=messages,
+                max_message_size=65535,
+                flow_alive=lambda ref: ref.conn_id in self.net.open,
+                target_of=binding_target,
+                sip_address=(US[0], US[1], "UDP"),
+                id_source=new_id,
+                wall=self.clock.wall,
+                clock=self.clock.now,
+                rearm=engine.rearm,
+                dispatcher=dispatcher,
+            )
+            engine.timers.append(self.messages)
+            registrar.hooks.append(self.messages.on_registered)
         engine.app = SipApp(
             me=me,
             domains={DOMAIN, US[0]},
@@ -230,6 +255,7 @@ class Rig:
             bindings=self.store,
             users=self.store,
             auth=None,
+            messages=self.messages,
         )
         self._devices = itertools.count(1)
 
