@@ -150,6 +150,12 @@ class Server:
                 self.metrics.set_credential_expiry(cred.key, cred.not_after)
         stats = self.transport.stats
         self.metrics.watch_keepalives(lambda: {"stun": stats.stun_requests, "crlf": stats.pings})
+        self.metrics.watch_transport_refusals(
+            lambda: {
+                "connection_limit": stats.connections_refused,
+                "message_timeout": stats.message_timeouts,
+            }
+        )
         self.api: ApiServer | None = None
         self.api_address: tuple[str, int] | None = None
         self._purger: asyncio.Task[None] | None = None

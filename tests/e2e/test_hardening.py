@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -217,6 +219,16 @@ def test_slowloris_cannot_starve_new_clients(tmp_path: Path) -> None:
         assert server.alive()
         assert "max_connections_per_ip" in server_text(server)
         assert "sip.message_timeout" in server_text(server)
+        assert refused(server, "connection_limit") == 20
+        assert refused(server, "message_timeout") == 10
+
+
+def refused(server: RunningServer, reason: str) -> float:
+    host, port = server.addr("api")
+    text = urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read().decode()
+    m = re.search(rf'^sipwake_refused_total{{reason="{reason}"}} (\S+)$', text, re.M)
+    assert m is not None, reason
+    return float(m.group(1))
 
 
 def server_text(server: RunningServer) -> str:

@@ -62,6 +62,8 @@ REFUSED_REASONS = (
     "push_needs_auth",
     "overload",
     "auth_budget",
+    "connection_limit",  # sip.max_connections / max_connections_per_ip
+    "message_timeout",  # sip.message_timeout: a connection too slow to send a message
 )
 # Push round trips: a warm HTTP/2 connection answers in tens of ms, a cold one in hundreds.
 PUSH_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -369,8 +371,23 @@ class Metrics:
         if count:
             self._instant_messages[result].inc(count)
 
-    def refused(self, reason: str) -> None:
-        self._refused[reason].inc()
+    def refused(self, reason: str, count: int = 1) -> None:
+        self._refused[reason].inc(count)
+
+    def watch_transport_refusals(self, read: Callable[[], dict[str, int]]) -> None:
+        """Connections the transports refused or closed, from their plain int counters:
+        ``read()`` gives {"connection_limit": n, "message_timeout": n}; each sample adds
+        what is new to sipwake_refused_total."""
+        seen: dict[str, int] = {}
+
+        def sampler(metrics: Metrics) -> None:
+            for reason, count in read().items():
+                new = count - seen.get(reason, 0)
+                if new > 0:
+                    self.refused(reason, new)
+                    seen[reason] = count
+
+        self.add_sampler(sampler)
 
     def render(self) -> bytes:
         """The metrics in the Prometheus text exposition format (``CONTENT_TYPE``): this
