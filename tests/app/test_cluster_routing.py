@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from sipwake.app.cluster import ClusterNode
 from sipwake.policy.bindings import FlowRef
-from sipwake.policy.flowtoken import FlowKey, decode_owner
+from sipwake.policy.flowtoken import decode_owner
+from sipwake.sip.flows import Flow
 from sipwake.sip.uri import URI
 from sipwake.storage.cluster import LocalCluster
 from tests.storage.util import binding
@@ -38,7 +39,7 @@ def test_foreign_flow_goes_through_its_owner() -> None:
     hop = URI.parse(t.path[0].strip("<>"))
     assert (hop.host, hop.port, hop.transport) == ("10.0.0.1", 5070, "tcp")
     assert "lr" in hop.params
-    assert decode_owner(SECRET, hop.user) == FlowKey(
+    assert decode_owner(SECRET, hop.user) == Flow(
         "TCP", ("10.0.0.1", 5060), ("192.0.2.1", 40000), 7
     )
     assert t.path[1:] == b.path  # the binding's own Path follows

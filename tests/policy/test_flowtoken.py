@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from sipwake.policy.flowtoken import FlowKey, decode_pair, encode_pair, other_side
+from sipwake.policy.flowtoken import decode_pair, encode_pair, other_side
+from sipwake.sip.flows import Flow
 
-A = FlowKey("UDP", ("127.0.0.1", 5060), ("127.0.0.1", 40000))
-B = FlowKey("TCP", ("::1", 5060), ("::1", 51000), 7)
+A = Flow("UDP", ("127.0.0.1", 5060), ("127.0.0.1", 40000))
+B = Flow("TCP", ("::1", 5060), ("::1", 51000), 7)
 
 
 def test_round_trip_and_direction() -> None:
@@ -11,8 +12,8 @@ def test_round_trip_and_direction() -> None:
     pair = decode_pair(b"k", token)
     assert pair == (A, B)
     assert other_side(pair, A) == B
-    assert other_side(pair, FlowKey("TCP", ("::1", 5060), ("::1", 9), 7)) == A
-    assert other_side(pair, FlowKey("UDP", ("127.0.0.1", 5060), ("127.0.0.1", 1))) is None
+    assert other_side(pair, Flow("TCP", ("::1", 5060), ("::1", 9), 7)) == A
+    assert other_side(pair, Flow("UDP", ("127.0.0.1", 5060), ("127.0.0.1", 1))) is None
 
 
 def test_forged_or_foreign_tokens_rejected() -> None:
@@ -27,7 +28,7 @@ def test_forged_or_foreign_tokens_rejected() -> None:
 def test_owner_token_round_trip_and_forgery() -> None:
     from sipwake.policy.flowtoken import decode_owner, encode_owner
 
-    key = FlowKey("TCP", ("10.0.0.1", 5060), ("203.0.113.9", 40123), 42)
+    key = Flow("TCP", ("10.0.0.1", 5060), ("203.0.113.9", 40123), 42)
     token = encode_owner(b"s" * 32, key)
     assert decode_owner(b"s" * 32, token) == key
     assert decode_owner(b"x" * 32, token) is None  # another cluster's key
@@ -44,8 +45,8 @@ def test_tokens_are_stable_across_releases() -> None:
     from sipwake.policy.flowtoken import decode_owner, encode_owner
 
     secret = b"secret-32-bytes-secret-32-bytes!"
-    a = FlowKey("UDP", ("10.0.0.1", 5060), ("192.0.2.7", 5062))
-    b = FlowKey("TCP", ("10.0.0.1", 5060), ("198.51.100.9", 40123), 42)
+    a = Flow("UDP", ("10.0.0.1", 5060), ("192.0.2.7", 5062))
+    b = Flow("TCP", ("10.0.0.1", 5060), ("198.51.100.9", 40123), 42)
     pair = (
         "sw-VURQLDEwLjAuMC4xLDUwNjAsMTkyLjAuMi43LDUwNjIsMHxUQ1AsMTAuMC4wLjEsNTA2MCwxOTguNTEu"
         "MTAwLjksNDAxMjMsNDI-7b270542296573a6"

@@ -20,9 +20,9 @@ from typing import Any
 
 import msgspec
 
-from sipwake.app.targets import Target, binding_flow, binding_target
+from sipwake.app.targets import Target, binding_flow, binding_target, ref_flow
 from sipwake.policy.bindings import Binding, FlowRef
-from sipwake.policy.flowtoken import FlowKey, encode_owner
+from sipwake.policy.flowtoken import encode_owner
 from sipwake.storage.base import StorageError
 from sipwake.storage.cluster import Cluster, HeldEntry
 from sipwake.storage.codec import decode_bindings, encode_bindings
@@ -137,13 +137,7 @@ class ClusterNode:
         if route is None:
             # The owner is gone and its connections with it; try the Contact.
             return Target(uri=b.contact, device=b.device_key, flow=None, path=b.path)
-        key = FlowKey(
-            ref.transport,
-            (ref.local_host, ref.local_port),
-            (ref.remote_host, ref.remote_port),
-            ref.conn_id,
-        )
-        hop = f"<sip:{encode_owner(self.secret, key)}@{route};lr>"
+        hop = f"<sip:{encode_owner(self.secret, ref_flow(ref))}@{route};lr>"
         return Target(uri=b.contact, device=b.device_key, flow=None, path=(hop, *b.path))
 
     # -- the bus ------------------------------------------------------------------------------

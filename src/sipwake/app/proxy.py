@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 
 from sipwake.app.engine import Engine, Incoming
-from sipwake.app.targets import Flows, Target, flow_key, key_flow
+from sipwake.app.targets import Flows, Target
 from sipwake.policy.flowtoken import decode_pair, encode_pair, other_side
 from sipwake.policy.proxying import ForwardPlan, Me, forward_copy, make_branch
 from sipwake.sip.message import Request, Response
@@ -104,11 +104,9 @@ class Proxy:
             pair = pair or decode_pair(self.secret, routes[0].uri.user)
             request.headers.pop_first_value("route")
         if pair is not None:
-            fk = other_side(pair, flow_key(incoming.flow))
-            if fk is not None:
-                flow = key_flow(fk)
-                if self.flows.usable(flow):
-                    return flow
+            flow = other_side(pair, incoming.flow)
+            if flow is not None and self.flows.usable(flow):
+                return flow
         return None
 
     def next_hop(self, incoming: Incoming) -> str:
@@ -131,7 +129,7 @@ class Proxy:
     def record_route_for(self, inbound: Flow, outbound: Flow) -> tuple[str, ...]:
         """Our Record-Route (§16.6 step 4) carrying both flows; two entries when the
         transport changes, the one facing the callee on top (RFC 5658 §3.4)."""
-        user = encode_pair(self.secret, flow_key(inbound), flow_key(outbound))
+        user = encode_pair(self.secret, inbound, outbound)
         if inbound.transport == outbound.transport:
             return (self._rr(outbound.transport, user),)
         return (self._rr(outbound.transport, user), self._rr(inbound.transport, user))

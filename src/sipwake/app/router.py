@@ -19,9 +19,9 @@ from sipwake.app.messages import MessageService
 from sipwake.app.ports import MetricsPort, NullMetrics
 from sipwake.app.proxy import Proxy
 from sipwake.app.register import Registrar
-from sipwake.app.targets import Target, binding_target, key_flow
+from sipwake.app.targets import Target, binding_target
 from sipwake.policy.bindings import Binding
-from sipwake.policy.flowtoken import FlowKey, decode_owner
+from sipwake.policy.flowtoken import decode_owner
 from sipwake.policy.proxying import BadExtension, Me, loop_hash, validate_request
 from sipwake.policy.pushbudget import PushBudget
 from sipwake.sip.message import Request, Response
@@ -269,11 +269,10 @@ class SipApp:
         if not await self.calls.relay(incoming, lhash, target):
             incoming.respond(502)
 
-    def _relay_owned(self, incoming: Incoming, lhash: str, owned: FlowKey) -> None:
+    def _relay_owned(self, incoming: Incoming, lhash: str, flow: Flow) -> None:
         """A peer node sends a request for a device whose connection we own (the Route it
         carried held an owner token): forward it over that connection, Record-Routing so
         the dialog keeps crossing us (RFC 3327 §5.2, RFC 5626 §5.3)."""
-        flow = key_flow(owned)
         if not self.proxy.flows.usable(flow):
             incoming.respond(430)  # RFC 5626 §11.5 Flow Failed: the peer may try another
             return

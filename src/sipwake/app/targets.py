@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sipwake.policy.bindings import Binding, FlowRef
-from sipwake.policy.flowtoken import FlowKey
 from sipwake.sip.errors import ParseError
 from sipwake.sip.flows import DEFAULT_PORTS
 from sipwake.sip.uri import URI
@@ -42,14 +41,6 @@ def ref_flow(ref: FlowRef) -> Flow:
         (ref.remote_host, ref.remote_port),
         ref.conn_id,
     )
-
-
-def flow_key(flow: Flow) -> FlowKey:
-    return FlowKey(flow.transport, flow.local, flow.remote, flow.conn_id)
-
-
-def key_flow(key: FlowKey) -> Flow:
-    return Flow(key.transport, key.local, key.remote, key.conn_id)
 
 
 def binding_flow(b: Binding) -> Flow | None:

@@ -11,34 +11,17 @@ from __future__ import annotations
 
 import base64
 import hmac
-from dataclasses import dataclass
+
+from sipwake.sip.flows import Flow
 
 
-@dataclass(frozen=True, slots=True)
-class FlowKey:
-    """The parts of a transport flow that identify it (a Flow without its types)."""
-
-    transport: str
-    local: tuple[str, int]
-    remote: tuple[str, int]
-    conn_id: int = 0
-
-    def same_path(self, other: FlowKey) -> bool:
-        """Same flow: the same connection, or for UDP the same peer address and socket."""
-        if self.transport != other.transport:
-            return False
-        if self.transport == "UDP":
-            return self.remote == other.remote and self.local[1] == other.local[1]
-        return self.conn_id == other.conn_id
-
-
-def _enc(f: FlowKey) -> str:
+def _enc(f: Flow) -> str:
     return f"{f.transport},{f.local[0]},{f.local[1]},{f.remote[0]},{f.remote[1]},{f.conn_id}"
 
 
-def _dec(text: str) -> FlowKey:
+def _dec(text: str) -> Flow:
     t, lh, lp, rh, rp, cid = text.split(",")
-    return FlowKey(t, (lh, int(lp)), (rh, int(rp)), int(cid))
+    return Flow(t, (lh, int(lp)), (rh, int(rp)), int(cid))
 
 
 _PREFIX = "sw-"
@@ -75,12 +58,12 @@ def _verify(secret: bytes, prefix: str, user: str | None, domain: bytes) -> str 
         return None
 
 
-def encode_pair(secret: bytes, inbound: FlowKey, outbound: FlowKey) -> str:
+def encode_pair(secret: bytes, inbound: Flow, outbound: Flow) -> str:
     """User part for our Record-Route: ``sw-<base64url(payload)>-<mac>``."""
     return _sign(secret, _PREFIX, f"{_enc(inbound)}|{_enc(outbound)}".encode(), b"")
 
 
-def decode_pair(secret: bytes, user: str | None) -> tuple[FlowKey, FlowKey] | None:
+def decode_pair(secret: bytes, user: str | None) -> tuple[Flow, Flow] | None:
     """The two flows of a token we issued; None for anything else (forged, foreign)."""
     payload = _verify(secret, _PREFIX, user, b"")
     if payload is None:
@@ -92,7 +75,7 @@ def decode_pair(secret: bytes, user: str | None) -> tuple[FlowKey, FlowKey] | No
         return None
 
 
-def other_side(pair: tuple[FlowKey, FlowKey], arrived: FlowKey) -> FlowKey | None:
+def other_side(pair: tuple[Flow, Flow], arrived: Flow) -> Flow | None:
     """The flow to forward on, given the one the request arrived on."""
     a, b = pair
     if arrived.same_path(a):
@@ -108,14 +91,14 @@ def other_side(pair: tuple[FlowKey, FlowKey], arrived: FlowKey) -> FlowKey | Non
 _OWNER_PREFIX = "sf-"
 
 
-def encode_owner(secret: bytes, flow: FlowKey) -> str:
+def encode_owner(secret: bytes, flow: Flow) -> str:
     """User part of the Route a node puts towards the node that owns ``flow`` (scale-out:
     a device's connection lives on one node; every other node reaches it through that
     node). Signed like the pair tokens, with the cluster's shared secret."""
     return _sign(secret, _OWNER_PREFIX, _enc(flow).encode(), b"owner|")
 
 
-def decode_owner(secret: bytes, user: str | None) -> FlowKey | None:
+def decode_owner(secret: bytes, user: str | None) -> Flow | None:
     """The flow named by an owner-route token we (or a peer node) issued; None otherwise."""
     payload = _verify(secret, _OWNER_PREFIX, user, b"owner|")
     if payload is None:

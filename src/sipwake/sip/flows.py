@@ -1,9 +1,48 @@
-"""Where requests came from and where responses go (RFC 3261 §18.2, RFC 3581)."""
+"""Where requests came from and where responses go (RFC 3261 §18.2, RFC 3581), and the
+one value that names such a path: ``Flow`` (what the transport hands the engine, what a
+Record-Route flow token carries, what a stored binding's FlowRef converts to).
+
+A Flow names the exact path a message came in on, so the answer can go back over it: the
+same UDP socket to the same source address and port (RFC 3261 §18.2.2 with rport, RFC 3581),
+or the very same TCP/TLS/WebSocket connection (RFC 3261 §18.2.2, RFC 5626 §5.3, RFC 7118 §5).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sipwake.sip.headers import TOP_VIA, Via
 from sipwake.sip.message import Request
+
+
+@dataclass(frozen=True, slots=True)
+class Flow:
+    """How a message arrived, or how to send one back."""
+
+    transport: str  # "UDP" | "TCP" | "TLS" | "WS" | "WSS"
+    local: tuple[str, int]  # our listening/local address
+    remote: tuple[str, int]  # peer address as seen on the socket
+    conn_id: int = 0  # 0 for UDP; unique per stream/WS connection
+
+    @property
+    def reliable(self) -> bool:
+        # Only UDP needs retransmissions (RFC 3261 §17.1.1.2 Timer A is not started on a
+        # reliable transport).
+        return self.transport != "UDP"
+
+    @property
+    def secure(self) -> bool:
+        # A request over TLS/WSS may be sips: (RFC 3261 §26.2.2, RFC 7118 §5.2).
+        return self.transport in ("TLS", "WSS")
+
+    def same_path(self, other: Flow) -> bool:
+        """Same flow: the same connection, or for UDP the same peer address and socket."""
+        if self.transport != other.transport:
+            return False
+        if self.transport == "UDP":
+            return self.remote == other.remote and self.local[1] == other.local[1]
+        return self.conn_id == other.conn_id
+
 
 DEFAULT_PORTS = {"UDP": 5060, "TCP": 5060, "SCTP": 5060, "TLS": 5061, "WS": 80, "WSS": 443}
 

@@ -1,9 +1,5 @@
-"""The transport contract the engine sees: a Flow, the Sink callback, and counters.
-
-A Flow names the exact path a message came in on, so the answer can go back over it: the
-same UDP socket to the same source address and port (RFC 3261 §18.2.2 with rport, RFC 3581),
-or the very same TCP/TLS/WebSocket connection (RFC 3261 §18.2.2, RFC 5626 §5.3, RFC 7118 §5).
-"""
+"""The transport contract the engine sees: a Flow (defined in sip/flows.py, the one flow
+type), the Sink callback, and counters."""
 
 from __future__ import annotations
 
@@ -11,30 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Final
 
+from sipwake.sip.flows import Flow
+
+__all__ = ["STREAM_TRANSPORTS", "TRANSPORTS", "WS_TRANSPORTS", "Flow", "Sink", "TransportStats"]
+
 TRANSPORTS: Final = frozenset({"UDP", "TCP", "TLS", "WS", "WSS"})
 STREAM_TRANSPORTS: Final = frozenset({"TCP", "TLS"})
 WS_TRANSPORTS: Final = frozenset({"WS", "WSS"})
-
-
-@dataclass(frozen=True, slots=True)
-class Flow:
-    """How a message arrived, or how to send one back."""
-
-    transport: str  # "UDP" | "TCP" | "TLS" | "WS" | "WSS"
-    local: tuple[str, int]  # our listening/local address
-    remote: tuple[str, int]  # peer address as seen on the socket
-    conn_id: int = 0  # 0 for UDP; unique per stream/WS connection
-
-    @property
-    def reliable(self) -> bool:
-        # Only UDP needs retransmissions (RFC 3261 §17.1.1.2 Timer A is not started on a
-        # reliable transport).
-        return self.transport != "UDP"
-
-    @property
-    def secure(self) -> bool:
-        # A request over TLS/WSS may be sips: (RFC 3261 §26.2.2, RFC 7118 §5.2).
-        return self.transport in ("TLS", "WSS")
 
 
 # Called once per complete SIP message (a datagram, a framed stream message or one WS
