@@ -506,9 +506,13 @@ class ApiConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     # Base URL apps use for decline links (what the Internet sees); "" means our own address.
     public_url: str = ""
     admin_token: str = ""  # bearer token for /admin; "" disables the admin routes
+    # Finished calls whose timeline is kept for /admin/calls and the console (newest last).
+    timeline_size: int = 1000
 
     def __post_init__(self) -> None:
         _check_port("port", self.port, allow_zero=True)
+        if not 0 <= self.timeline_size <= 1_000_000:
+            raise _Invalid("timeline_size", "must be between 0 and 1000000")
 
 
 class Config(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

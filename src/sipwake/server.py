@@ -28,6 +28,7 @@ from sipwake.app.refresh import RefreshService
 from sipwake.app.register import Registrar
 from sipwake.app.router import DRAIN_RETRY_AFTER, SipApp
 from sipwake.app.targets import Flows, ref_flow
+from sipwake.app.timeline import Timelines
 from sipwake.app.wake import Pusher
 from sipwake.config import Config, SetupError
 from sipwake.policy.decline import DeclineResult
@@ -139,6 +140,7 @@ class Server:
         self.edge: EdgeService | None = None
         self.refresh: RefreshService | None = None
         self.calls: Calls | None = None
+        self.timelines = Timelines(config.api.timeline_size)
         self.pusher: Pusher | None = None
         self.messages: MessageService | None = None
         self.dispatcher: PushDispatcher | None = None
@@ -312,6 +314,9 @@ class Server:
             registrar.hooks.append(cluster.registered)
             cluster.on_registered = calls.on_registered
             cluster.on_decline = partial(calls.decline, forwarded=True)
+        # Every call's events feed its timeline (the log line, /admin/calls, the console).
+        calls.observers.add(self.timelines.observe)
+        self.timelines.metrics = self.metrics
         self.calls = calls
         self.pusher = pusher
         edge: EdgeService | None = None
@@ -563,10 +568,10 @@ class _Services:
         return await self.ops.push_test(aor)
 
     def recent_calls(self) -> list[dict[str, Any]]:
-        return []
+        return self.server.timelines.recent()
 
     def call(self, call_id: str) -> dict[str, Any] | None:
-        return None
+        return self.server.timelines.get(call_id)
 
     async def messages(self, aor: str | None) -> dict[str, object]:
         assert self.server.stores is not None

@@ -184,3 +184,16 @@ async def test_openapi_describes_every_admin_route(api: Api) -> None:
             assert reply.status == 200, (method, path, reply.status)
             seen.add(path)
     assert {"/admin/bindings", "/admin/push-test", "/admin/calls", "/admin/calls/{call_id}"} <= seen
+
+
+async def test_console_page_and_script_are_served_without_data(api: Api) -> None:
+    page = await api.request("GET", "/admin/ui")
+    assert page.status == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert b'<script src="/admin/ui/app.js"></script>' in page.body
+    script = await api.request("GET", "/admin/ui/app.js")
+    assert script.status == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert b"innerHTML" not in script.body  # server data only ever goes in as text
+    assert (await api.request("POST", "/admin/ui")).status == 401

@@ -28,6 +28,7 @@ from urllib.parse import parse_qs, quote, unquote
 import msgspec
 
 from sipwake.api.admin import AdminService, admin_route
+from sipwake.api.console import CONSOLE_FILES, CONSOLE_HEADERS, console_file
 from sipwake.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from sipwake.api.metrics import Metrics
 from sipwake.api.openapi import OPENAPI
@@ -204,6 +205,11 @@ class ApiApp:
             return _error(404, "not found")  # disabled: do not even reveal the route
         if path == "/admin/openapi.json" and method == "GET":
             return 200, OPENAPI, "application/json", []  # documentation: no secret in it
+        if path in CONSOLE_FILES and method == "GET":
+            # The console's page and script hold no data: the script asks for the token
+            # and sends it with every /admin request it makes.
+            body, ctype = console_file(path)
+            return 200, body, ctype, CONSOLE_HEADERS
         if not self._authorised(headers):
             self.metrics.auth_failure()
             return _error(401, "unauthorised", [("www-authenticate", 'Bearer realm="admin"')])

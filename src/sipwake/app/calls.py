@@ -29,6 +29,7 @@ from sipwake.app.proxy import Proxy
 from sipwake.app.targets import Flows, Target, binding_target
 from sipwake.app.wake import Pusher, family
 from sipwake.config import Config
+from sipwake.logs import reset_call_id, set_call_id
 from sipwake.policy import decline as tokens
 from sipwake.policy.bindings import Binding
 from sipwake.policy.call import (
@@ -394,6 +395,15 @@ class Calls:
 
     # -- carrying out a call's actions ------------------------------------------------------
     def _apply(self, rec: Running, actions: list[CallAction]) -> None:
+        # Whatever runs this (the wake REGISTER's handler, a timer, a branch's answer),
+        # the call's log lines and the tasks it starts carry the INVITE's Call-ID.
+        token = set_call_id(rec.incoming.request.call_id)
+        try:
+            self._apply_actions(rec, actions)
+        finally:
+            reset_call_id(token)
+
+    def _apply_actions(self, rec: Running, actions: list[CallAction]) -> None:
         call = rec.call
         for action in actions:
             if isinstance(action, CancelBranch):
@@ -499,6 +509,7 @@ class Calls:
         b = rec.bindings.get(device)
         if b is None:
             return
+        log.debug("call %s: %s registered, forwarding the INVITE", rec.call.call_id, device)
         if await self._open(rec, self.target_of(b)):
             self.stats["joined"] += 1
 
