@@ -395,6 +395,13 @@ class Server:
                 source_burst=cfg.push.source_burst,
                 require_auth=cfg.push.require_auth_for_push,
             ),
+            message_budget=PushBudget(
+                per_device=cfg.push.max_per_device,
+                device_burst=cfg.push.device_burst,
+                per_source=cfg.push.max_per_source,
+                source_burst=cfg.push.source_burst,
+                require_auth=cfg.push.require_auth_for_push,
+            ),
             messages=messages,
             target_of=cluster.target,
             edge=edge,

@@ -5,7 +5,9 @@ order, retried after a transient failure, expired, and the sender's bounded wait
 from __future__ import annotations
 
 from sipwake.app import messages as messages_module
+from sipwake.app.router import SipApp
 from sipwake.config import MessageConfig
+from sipwake.policy.pushbudget import PushBudget
 from sipwake.sip.message import Request, Response
 from sipwake.transport.flow import Flow
 from tests.app.harness import AOR, DOMAIN, US, Device, Rig, settle
@@ -132,3 +134,26 @@ async def test_all_live_is_an_ordinary_fork() -> None:
     [got] = delivered(rig, ipad)
     assert len(got.headers.get_all("via")) == 2  # forwarded by the proxy, not ours alone
     assert rig.push.sent == [] and await rig.inbox.users(rig.clock.wall()) == {}
+
+
+async def test_over_the_message_push_budget_stored_without_a_push() -> None:
+    """A burst of messages pushes the device ``device_burst`` times; the rest are stored
+    without a push and come with the others when it registers. Calls keep their own
+    budget: the burst does not stop a call from ringing the device."""
+    rig = Rig(messages=MessageConfig())
+    app = rig.engine.app
+    assert isinstance(app, SipApp)
+    app.message_budget = PushBudget(per_device=1, device_burst=2, per_source=0, source_burst=1)
+    app.push_budget = PushBudget(per_device=1, device_burst=1, per_source=0, source_burst=1)
+    phone = await rig.register("iphone")
+    for n in (1, 2, 3):
+        await send(rig, f"m{n}", n)
+    assert alice_got(rig) == [202, 202, 202]
+    assert len(rig.push.sent) == 2
+    await rig.call()
+    assert [p.kind for p in rig.push.sent] == ["alert", "alert", "voip"]
+    await rig.register("iphone", dev=phone)
+    for n in (1, 2, 3):
+        got = delivered(rig, phone)[-1]
+        assert got.body == f"m{n}".encode()
+        await answer(rig, phone, got, 200)

@@ -132,14 +132,22 @@ class MessageService:
         return ref is None or ref.transport == "UDP" or not self.flow_alive(ref)
 
     # -- a MESSAGE for one of our users -------------------------------------------------------
-    async def handle(self, incoming: Incoming, aor: str, bindings: list[Binding]) -> bool:
+    async def handle(
+        self,
+        incoming: Incoming,
+        aor: str,
+        bindings: list[Binding],
+        admit: Callable[[list[Binding]], list[Binding]] | None = None,
+    ) -> bool:
         """Take the MESSAGE if a device of ``aor`` sleeps; False leaves it to the ordinary
         fork (every device is live: a plain stateful proxy, RFC 3261 §16).
 
         Taken, it is stored for every device with a push target (StorageUnavailable ->
         503 from the engine, nothing sent: the sender retries and dedup keeps one copy),
         sleeping ones are alert-pushed, live ones get it at once over their connection,
-        and the sender gets 200 as soon as a live device accepts it, else 202."""
+        and the sender gets 200 as soon as a live device accepts it, else 202. ``admit``
+        picks the sleeping devices the push budget lets us push (the router's); the others
+        keep the message all the same and get it when they next register."""
         req = incoming.request
         data = req.serialise()
         if len(data) + HEADROOM > self.max_message_size:
@@ -172,9 +180,11 @@ class MessageService:
         self.metrics.instant_message("expired", len(added.expired))
         if added.dropped:
             log.info("%s: %d oldest stored messages dropped", aor, len(added.dropped))
-        for device in added.new_devices:
-            if (pushed := asleep.get(device)) is not None:
-                self._spawn(self._push(pushed, added.message, req))
+        to_push = [asleep[d] for d in added.new_devices if d in asleep]
+        if to_push and admit is not None:
+            to_push = admit(to_push)
+        for pushed in to_push:
+            self._spawn(self._push(pushed, added.message, req))
         if added.new_devices:
             self._spawn(self._woke_meanwhile(aor, asleep, added.new_devices))
         live = [b for d, b in devices.items() if d not in asleep]

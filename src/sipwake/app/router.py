@@ -57,6 +57,7 @@ class SipApp:
         relay_foreign: bool = False,
         reveal_unknown_users: bool = True,
         push_budget: PushBudget | None = None,
+        message_budget: PushBudget | None = None,
         messages: MessageService | None = None,
         target_of: Callable[[Binding], Target] = binding_target,
         edge: EdgeService | None = None,
@@ -77,6 +78,9 @@ class SipApp:
         self.relay_foreign = relay_foreign
         self.reveal_unknown_users = reveal_unknown_users
         self.push_budget = push_budget
+        # Message alert pushes have buckets of their own: a chat burst must not use up the
+        # budget a call needs to ring the device (same limits, [push] max_per_*).
+        self.message_budget = message_budget
         self.messages = messages
         self.metrics: MetricsPort = NullMetrics()
         self.stray_responses = 0
@@ -223,8 +227,12 @@ class SipApp:
         bindings.sort(key=lambda b: -b.q)
         # MESSAGE while a device sleeps: stored, alert-pushed, delivered on registration.
         messages = self.messages
-        if req.method == "MESSAGE" and messages and await messages.handle(incoming, aor, bindings):
-            return
+        if req.method == "MESSAGE" and messages is not None:
+            admit = partial(
+                self._push_allowed, incoming, caller, peer=from_upstream, budget=self.message_budget
+            )
+            if await messages.handle(incoming, aor, bindings, admit):
+                return
         if req.method == "INVITE":
             admit = partial(self._push_allowed, incoming, caller, peer=from_upstream)
             await self.calls.invite(incoming, lhash, aor, bindings, admit)
@@ -232,11 +240,18 @@ class SipApp:
             await self.calls.fork(incoming, lhash, [self.target_of(b) for b in bindings])
 
     def _push_allowed(
-        self, incoming: Incoming, caller: str | None, sleeping: list[Binding], peer: bool
+        self,
+        incoming: Incoming,
+        caller: str | None,
+        sleeping: list[Binding],
+        peer: bool,
+        *,
+        budget: PushBudget | None = None,
     ) -> list[Binding]:
-        """The sleeping bindings this call may push (policy/pushbudget.py); the source is
-        the authenticated user, else the address; trusted peers have no source budget."""
-        budget = self.push_budget
+        """The sleeping bindings this call (or message: ``budget``) may push
+        (policy/pushbudget.py); the source is the authenticated user, else the address;
+        trusted peers have no source budget."""
+        budget = budget if budget is not None else self.push_budget
         if budget is None:
             return sleeping
         ip = incoming.flow.remote[0]
