@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sipwake.policy.overload import OverloadLimits, sheddable
+from sipwake.policy.overload import OverloadLimits, StandingLag, sheddable
 
 
 @pytest.mark.parametrize("method", ["INVITE", "REGISTER", "MESSAGE", "SUBSCRIBE", "PUBLISH"])
@@ -33,3 +33,12 @@ def test_udp_backlog_bound() -> None:
     limits = OverloadLimits(max_backlog=0.05)
     assert limits.reason(pending=0, held=0, lag=0.0, backlog=0.05) is None
     assert "receive queue" in (limits.reason(pending=0, held=0, lag=0.0, backlog=0.06) or "")
+
+
+def test_one_stall_is_not_a_standing_lag() -> None:
+    # A single late tick (a GC pause, the process descheduled) must not shed the next
+    # REGISTER; a loop late on every recent tick is saturated.
+    lag = StandingLag(window=4)
+    assert lag.sample(2.0) == 0.0  # too soon to tell: the first tick measures start-up
+    assert [lag.sample(x) for x in (0.0, 0.3, 0.3, 0.3)] == [0.0, 0.0, 0.0, 0.0]
+    assert lag.sample(0.4) == 0.3  # four late ticks in a row: standing

@@ -17,7 +17,7 @@ from typing import Protocol, cast
 
 from sipwake.app.ports import MetricsPort, NullMetrics
 from sipwake.logs import LogEvery, reset_call_id, set_call_id
-from sipwake.policy.overload import SHED_TAG_PREFIX, OverloadLimits, sheddable
+from sipwake.policy.overload import SHED_TAG_PREFIX, OverloadLimits, StandingLag, sheddable
 from sipwake.sip.codec import DEFAULT_LIMITS, Limits, parse_head, parse_message
 from sipwake.sip.errors import ParseError, ProtocolError
 from sipwake.sip.events import (
@@ -178,7 +178,8 @@ class Engine:
         self.overload = overload
         self.held_calls: Callable[[], int] = lambda: 0
         self.backlog: Callable[[], float] = lambda: 0.0
-        self.lag = 0.0
+        self.lag = 0.0  # standing lag (policy/overload.py StandingLag), not one late tick
+        self._lag = StandingLag()
         self._unanswered: set[str] = set()
         self._tick_due = 0.0
         self._ticker: asyncio.TimerHandle | None = None
@@ -304,7 +305,7 @@ class Engine:
 
     def _tick(self) -> None:
         now = self.loop.time()
-        self.lag = max(0.0, now - self._tick_due)
+        self.lag = self._lag.sample(max(0.0, now - self._tick_due))
         self._tick_due = now + _LAG_INTERVAL
         self._ticker = self.loop.call_at(self._tick_due, self._tick)
 

@@ -27,7 +27,8 @@ Pure: the caller measures and passes the numbers in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 SHEDDABLE = frozenset({"INVITE", "REGISTER", "MESSAGE", "SUBSCRIBE", "PUBLISH"})
 # To tag of our 503s: the ACK for such a 503 (same branch, no transaction kept for it) is
@@ -59,3 +60,24 @@ class OverloadLimits:
         if backlog > self.max_backlog:
             return f"UDP receive queue {backlog:.0%} full > overload.max_udp_backlog"
         return None
+
+
+@dataclass(slots=True)
+class StandingLag:
+    """The event loop's *standing* lag: the smallest of the last ``window`` samples.
+
+    One late timer is a stall (a GC pause, a slow fsync, the process descheduled on a busy
+    host), not saturation: shedding on it would refuse a lone REGISTER that arrives just
+    after. A loop that is late on every one of the last samples has a standing queue
+    (CoDel's minimum-over-an-interval idea), which is what ``max_lag`` bounds."""
+
+    window: int = 4
+    _samples: deque[float] = field(default_factory=deque)
+
+    def sample(self, lag: float) -> float:
+        self._samples.append(lag)
+        if len(self._samples) > self.window:
+            self._samples.popleft()
+        if len(self._samples) < self.window:
+            return 0.0  # too soon to tell (the first tick also measures start-up)
+        return min(self._samples)
