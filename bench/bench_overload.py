@@ -94,12 +94,14 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each load")
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--multiples", default="1,2,4")
+    ap.add_argument("--config", default="", help="TOML appended, e.g. '[overload]\\n...'")
     args = ap.parse_args()
     multiples = [float(m) for m in args.multiples.split(",")]
 
     with tempfile.TemporaryDirectory(prefix="sipwake-bench-") as tmpdir:
         tmp = Path(tmpdir)
         config = rig.sipwake_config("memory://") + "[api]\nport = 0\n"
+        config += args.config.replace("\\n", "\n") + "\n"
         with rig.uas(tmp) as uas, rig.sipwake(tmp, config) as server:
             target = server.addr("udp")
             rig.register_users(
