@@ -112,6 +112,8 @@ class RefreshService:
         except StorageError as exc:
             log.warning("%s: refresh skipped, store unavailable: %s", plan.aor, exc)
             current = None
+        if self.plans.get((plan.aor, plan.device)) is not plan:
+            return  # a REGISTER re-planned it while we looked
         b = self._same(current, plan) if current is not None else None
         if current is not None and b is None:
             self._drop(plan)  # refreshed (a newer REGISTER re-planned it) or removed
