@@ -68,3 +68,50 @@ def test_ring_keeps_the_newest_and_lists_live_calls_first() -> None:
     assert timelines.get("c0") is None
     assert timelines.get("live") is not None
     timelines.finish("unknown", 1.0, "x")  # nothing to do, no error
+
+
+class WakeSink:
+    def __init__(self) -> None:
+        self.seen: list[tuple[float | None, float | None]] = []
+
+    def wake(self, *, push_to_register: float | None, invite_to_delivery: float | None) -> None:
+        self.seen.append((push_to_register, invite_to_delivery))
+
+
+def test_events_of_two_devices_one_woken_one_declining() -> None:
+    from sipwake.app import events as ev
+
+    timelines = Timelines()
+    sink = WakeSink()
+    timelines.metrics = sink
+    for event in (
+        ev.CallStarted("u", 10.0, "sip:bob@x", "inv@x", 9.999, 2),
+        ev.ProvisionalSent("u", 10.001, 110),
+        ev.PushSent("u", 10.002, "a", "apns"),
+        ev.PushSent("u", 10.002, "b", "fcm"),
+        ev.PushAnswered("u", 10.040, "a", "delivered"),
+        ev.PushAnswered("u", 10.050, "b", "token_rejected", "UNREGISTERED"),
+        ev.WakeRegister("u", 10.800, "a", False),
+        ev.BranchOpened("u", 10.801, "a", "TLS"),
+        ev.Declined("u", 10.900, "a", 603),
+        ev.FinalAnswer("u", 10.901, 603),
+        ev.CallEnded("u", 11.5, "declined"),
+    ):
+        timelines.observe(event)
+    call = timelines.get("u")
+    assert call is not None
+    assert call["status"] == 603 and call["state"] == "declined" and call["ended"]
+    assert call["duration_ms"] == 902.0
+    answers = [e["detail"] for e in call["events"] if e["event"] == "push_answer"]
+    assert answers == ["delivered in 38.0 ms", "token_rejected (UNREGISTERED) in 48.0 ms"]
+    assert [e["event"] for e in call["events"] if e["device"] == "a"] == [
+        "push_sent", "push_answer", "wake_register", "branch", "decline",
+    ]  # fmt: skip
+    assert call["devices"] == [
+        {"device": "a", "provider": "apns", "transport": "TLS"},
+        {"device": "b", "provider": "fcm"},
+    ]
+    # Only the woken device's branch gives wake latencies: push -> REGISTER, INVITE -> out.
+    [(push_to_register, invite_to_delivery)] = sink.seen
+    assert round(push_to_register or 0, 3) == 0.798
+    assert round(invite_to_delivery or 0, 3) == 0.802

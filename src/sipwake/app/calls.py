@@ -352,6 +352,8 @@ class Calls:
         if rec is None or actions is None:
             return tokens.DeclineResult(404, "no such call waiting for this device")
         self.stats["declined"] += 1
+        if self.observers:
+            self.observers.emit(ev.Declined(call_id, self.engine.now(), claim.device, status))
         self._apply(rec, actions)
         return tokens.DeclineResult(200, "declined")
 
@@ -481,10 +483,12 @@ class Calls:
     async def _send_push(self, rec: Running, pusher: Pusher, b: Binding) -> None:
         call = rec.call
         invite = rec.incoming.request
-        state, outcome = await pusher.push(call.call_id, call.aor, invite, b, rec.wall_deadline)
+        state, outcome, reason = await pusher.push(
+            call.call_id, call.aor, invite, b, rec.wall_deadline
+        )
         now = self.engine.now()
         if self.observers:
-            self.observers.emit(ev.PushAnswered(call.call_id, now, b.device_key, outcome))
+            self.observers.emit(ev.PushAnswered(call.call_id, now, b.device_key, outcome, reason))
         self._apply(rec, call.push_result(b.device_key, state, now))
 
     def _hold(self, rec: Running) -> None:

@@ -40,6 +40,7 @@ class PushAnswered:
     at: float
     device: str
     outcome: str  # delivered | token_rejected | transient | permanent
+    reason: str = ""  # the provider's reason when not delivered (Unregistered, ...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,16 @@ class BranchOpened:
 
 @dataclass(frozen=True, slots=True)
 class BranchResponse:
+    call_id: str
+    at: float
+    device: str
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class Declined:
+    """The app declined the call from its push (the decline link): 486 or 603 for it."""
+
     call_id: str
     at: float
     device: str
@@ -107,6 +118,7 @@ CallEvent = (
     | WakeRegister
     | BranchOpened
     | BranchResponse
+    | Declined
     | CancelSent
     | FinalAnswer
     | CallEnded

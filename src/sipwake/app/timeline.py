@@ -191,7 +191,8 @@ class Timelines:
         elif isinstance(event, ev.PushAnswered):
             sent = _last(t, "push_sent", event.device)
             took = f" in {t.offset_ms(event.at) - t.offset_ms(sent.at):.1f} ms" if sent else ""
-            t.add(event.at, "push_answer", event.device, event.outcome + took)
+            why = f" ({event.reason})" if event.reason else ""
+            t.add(event.at, "push_answer", event.device, event.outcome + why + took)
         elif isinstance(event, ev.ProvisionalSent):
             t.add(event.at, "provisional", detail=str(event.status))
         elif isinstance(event, ev.WakeRegister):
@@ -207,6 +208,8 @@ class Timelines:
             self._wake_latency(t, event.device, event.at)
         elif isinstance(event, ev.BranchResponse):
             t.add(event.at, "response", event.device, str(event.status))
+        elif isinstance(event, ev.Declined):
+            t.add(event.at, "decline", event.device, str(event.status))
         elif isinstance(event, ev.CancelSent):
             t.add(event.at, "cancel", event.device, event.reason)
         elif isinstance(event, ev.FinalAnswer):

@@ -119,8 +119,9 @@ class Pusher:
 
     async def push(
         self, call_id: str, aor: str, invite: Request, b: Binding, expires_at: float
-    ) -> tuple[DeviceState, str]:
-        """Send one device its push; the device's state for the call, and the outcome."""
+    ) -> tuple[DeviceState, str, str]:
+        """Send one device its push; the device's state for the call, the outcome and the
+        provider's reason (``""`` when delivered)."""
         assert b.push is not None
         try:
             outcome: PushOutcome = await self.dispatcher.send(
@@ -133,7 +134,7 @@ class Pusher:
         label = _OUTCOME[type(outcome)]  # the dispatcher counts it (sipwake_pushes_total)
         if isinstance(outcome, Delivered):
             self.stats["pushed"] += 1
-            return DeviceState.PUSHED, label
+            return DeviceState.PUSHED, label, ""
         if isinstance(outcome, TokenRejected):
             # The app is gone from that device (APNs 410, FCM UNREGISTERED...). The binding
             # was pushed because it had no live connection, so with its token dead nothing
@@ -151,10 +152,10 @@ class Pusher:
                 log.warning("could not remove a binding with a dead push token: %s", exc)
             for hook in self.on_binding_removed:
                 hook(b)
-            return DeviceState.REJECTED, label
+            return DeviceState.REJECTED, label, outcome.reason
         self.stats["push_failed"] += 1
         log.warning("%s: push failed for good: %s", aor, outcome)
-        return DeviceState.FAILED, label
+        return DeviceState.FAILED, label, outcome.reason
 
     async def missed_call(
         self, call_id: str, aor: str, invite: Request, bindings: list[Binding], deadline: float

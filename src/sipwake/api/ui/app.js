@@ -5,13 +5,14 @@
 
 const COLORS = {
   invite: "#1d2330", provisional: "#8a94a6", push_sent: "#e8710a", push_answer: "#f5a623",
-  wake_register: "#1a73e8", branch: "#188038", response: "#0b8043", cancel: "#b3261e",
+  wake_register: "#1a73e8", branch: "#188038", response: "#0b8043", decline: "#d93025",
+  cancel: "#b3261e",
   final: "#6a1b9a", ended: "#7a8394",
 };
 const LABELS = {
   invite: "INVITE in", provisional: "provisional", push_sent: "push sent",
   push_answer: "push answered", wake_register: "wake REGISTER", branch: "INVITE forwarded",
-  response: "branch response", cancel: "CANCEL", final: "final answer", ended: "ended",
+  response: "branch response", decline: "declined by app", cancel: "CANCEL", final: "final answer", ended: "ended",
 };
 const SVG = "http://www.w3.org/2000/svg";
 
