@@ -261,10 +261,17 @@ class Rig:
 
     # -- phones -------------------------------------------------------------------------
     async def register(
-        self, name: str, transport: str = "UDP", *, push: bool = True, dev: Device | None = None
+        self,
+        name: str,
+        transport: str = "UDP",
+        *,
+        push: bool = True,
+        dev: Device | None = None,
+        contact_port: int | None = None,
     ) -> Device:
         """A phone registers (again) from a new port: a new socket or connection, as an
-        app woken by its push has."""
+        app woken by its push has. ``contact_port``: the Contact names that port instead
+        of the one the phone sends from (a listener it may not even serve)."""
         n = dev.n if dev is not None else next(self._devices)
         port = 40000 + n * 100 + (dev.cseq if dev is not None else 0)
         remote = (f"10.0.0.{n}", port)
@@ -278,7 +285,7 @@ class Rig:
         dev.flow = flow
         pn = f";pn-provider=apns;pn-prid={dev.token};pn-param=TEAM.com.example.voip" if push else ""
         contact = (
-            f"<sip:bob@{remote[0]}:{remote[1]};transport={transport.lower()}{pn}>"
+            f"<sip:bob@{remote[0]}:{contact_port or remote[1]};transport={transport.lower()}{pn}>"
             f';+sip.instance="<urn:uuid:00000000-0000-0000-0000-{n:012d}>"'
         )
         reg = request_bytes(

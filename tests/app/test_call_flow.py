@@ -250,3 +250,23 @@ async def test_drain_timeout_gives_every_waiting_caller_503() -> None:
     assert rig.caller_got() == [100, 110, 503]
     await rig.clock.advance(60)  # nothing else is sent to the caller
     assert rig.caller_got() == [100, 110, 503]
+
+
+@pytest.mark.parametrize("transport", ["TCP", "TLS"])
+async def test_woken_app_gets_the_call_over_its_connection_not_its_contact(
+    transport: str,
+) -> None:
+    # Issue 10 item 1: linphone over TLS names its listening port (5071) in the Contact
+    # and registers from another; a woken app serves nothing there. The INVITE goes over
+    # the connection the wake REGISTER came on (RFC 5923, RFC 5626 §5.3), never to a new
+    # connection to the Contact (the test network refuses those).
+    rig = Rig()
+    phone = await rig.register("iphone", transport, contact_port=5071)
+    rig.net.open.discard(phone.flow.conn_id)  # the app is suspended: its connection closes
+    await rig.call()
+    assert rig.caller_got() == [100, 110]
+    await rig.register("iphone", transport, dev=phone, contact_port=5071)
+    [invite] = rig.invites(phone)
+    assert invite.uri.startswith("sip:bob@") and ":5071;" in invite.uri
+    await rig.answer(phone, invite, 200)
+    assert rig.caller_got() == [100, 110, 200]
