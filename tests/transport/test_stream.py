@@ -285,3 +285,27 @@ async def test_connect_opens_without_sending(recorder: Recorder) -> None:
     finally:
         await client.close()
         await server.close()
+
+
+async def test_dials_from_the_address_it_listens_on(recorder: Recorder) -> None:
+    """A peer that knows us by address (edge mode's registrar trusting our de-REGISTER)
+    sees the TCP connection come from our listening address, as UDP datagrams do; a
+    wildcard listener leaves the choice to the kernel."""
+    server_rec = Recorder()
+    server = TransportManager(server_rec, limits=LIMITS)
+    client = TransportManager(recorder, limits=LIMITS)
+    wildcard = TransportManager(Recorder(), limits=LIMITS)
+    try:
+        addr = await server.listen("TCP", "127.0.0.2", 0)
+        await client.listen("TCP", "127.0.0.3", 0)
+        flow = await client.connect_and_send("TCP", *addr, sip_message(1))
+        assert flow.local[0] == "127.0.0.3"
+        (_, inbound), *_ = await server_rec.wait_for(1)
+        assert inbound.remote[0] == "127.0.0.3"
+        await wildcard.listen("TCP", "0.0.0.0", 0)
+        other = await wildcard.connect_and_send("TCP", *addr, sip_message(2))
+        assert other.local[0] == "127.0.0.1"
+    finally:
+        await wildcard.close()
+        await client.close()
+        await server.close()

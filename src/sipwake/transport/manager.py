@@ -257,7 +257,10 @@ class TransportManager:
         ctx = self._ctx
         conn: Connection
         if transport == "TCP":
-            conn = await open_stream(ctx, "TCP", host, port, timeout=self.connect_timeout)
+            conn = await open_stream(
+                ctx, "TCP", host, port, timeout=self.connect_timeout,
+                local_addr=self._source(transport, host),
+            )  # fmt: skip
         elif transport == "TLS":
             conn = await open_stream(
                 ctx,
@@ -267,6 +270,7 @@ class TransportManager:
                 ssl_context=self._require(self._tls_client, transport),
                 server_hostname=host,  # certificate must match what we dialled (RFC 5922)
                 timeout=self.connect_timeout,
+                local_addr=self._source(transport, host),
             )
         else:
             tls = self._require(self._tls_client, transport) if transport == "WSS" else None
@@ -282,6 +286,25 @@ class TransportManager:
         # Find it again by the name we dialled, not only by the peer's socket address.
         ctx.table.alias(flow_key(transport, host, port), conn.flow.conn_id)
         return conn
+
+    def _source(self, transport: str, remote: str) -> tuple[str, int] | None:
+        """Dial from the address we listen on for ``transport`` when that is one specific
+        address: a peer that knows us by address (a registrar trusting ours, an ACL) sees
+        the one we advertise, as it does over UDP, where we send from the listening
+        socket. None (the kernel's choice) for a wildcard listener, another address
+        family, or a loopback listener towards a host that is not loopback."""
+        try:
+            peer = ipaddress.ip_address(remote.strip("[]"))
+        except ValueError:
+            return None  # a name: its address family is not known before resolving it
+        for host, _ in self._listeners.get(transport, ()):
+            ip = ipaddress.ip_address(host.strip("[]"))
+            if ip.is_unspecified or ip.version != peer.version:
+                continue
+            if ip.is_loopback and not peer.is_loopback:
+                continue
+            return str(ip), 0
+        return None
 
     def _udp_endpoint(self, local: tuple[str, int] | None, remote_host: str) -> UdpEndpoint:
         family = family_of(remote_host)

@@ -200,8 +200,10 @@ async def open_stream(
     ssl_context: ssl.SSLContext | None = None,
     server_hostname: str | None = None,
     timeout: float = 10.0,
+    local_addr: tuple[str, int] | None = None,
 ) -> StreamConnection:
-    """Dial a TCP/TLS connection; raises OSError (incl. TimeoutError, ssl.SSLError)."""
+    """Dial a TCP/TLS connection (from ``local_addr`` when given); raises OSError (incl.
+    TimeoutError, ssl.SSLError)."""
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(timeout):
         _, proto = await loop.create_connection(
@@ -210,5 +212,6 @@ async def open_stream(
             port,
             ssl=ssl_context,
             server_hostname=server_hostname,
+            local_addr=local_addr,
         )
     return proto
