@@ -13,12 +13,14 @@ import json
 import re
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import redis
 
 from sipwake.emulate.tlsutil import client_context
 from sipwake.push.http2 import H2Client
@@ -37,6 +39,7 @@ from tests.e2e.harness import (
     wait_output,
 )
 from tests.e2e.legacy import DOMAIN, SIPWAKE_IP, USERS, Legacy, legacy_kamailio
+from tests.e2e.test_cluster import REDIS, redis_up
 from tests.e2e.test_push import Relay, events
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kamailio]
@@ -45,7 +48,13 @@ TOKEN = "c3" * 32
 
 
 def edge_config(
-    legacy: Legacy, emu: ApnsEmulator, upstream: str, edge: dict[str, object], push: str
+    legacy: Legacy,
+    emu: ApnsEmulator,
+    upstream: str,
+    edge: dict[str, object],
+    push: str,
+    *,
+    storage: str = "memory://",
 ) -> str:
     settings = "\n".join(f"{k} = {json.dumps(v)}" for k, v in edge.items())
     return f"""
@@ -63,7 +72,7 @@ port = 0
 [api]
 port = 0
 [storage]
-url = "memory://"
+url = "{storage}"
 [edge]
 upstream = "{legacy.uri(upstream)}"
 {settings}
@@ -131,13 +140,16 @@ def edge_rig(
     *emu_args: str,
     edge: dict[str, object] | None = None,
     push: str = "",
+    storage: str = "memory://",
 ) -> Iterator[EdgeRig]:
     relay = Relay()
     try:
         with (
             legacy_kamailio(free_port()) as legacy,
             apns_emulator("--forward-url", f"http://127.0.0.1:{relay.port}/", *emu_args) as emu,
-            serve(edge_config(legacy, emu, upstream, edge or {}, push), tmp) as server,
+            serve(
+                edge_config(legacy, emu, upstream, edge or {}, push, storage=storage), tmp
+            ) as server,
         ):
             rig = EdgeRig(legacy, server, emu, relay, tmp, upstream)
             try:
@@ -207,6 +219,29 @@ def test_sleeping_phone_is_woken_through_the_legacy_box(
         payload = push["payload"]
         assert isinstance(payload, dict) and payload["type"] == "call"
         assert payload["callee"] == f"sip:bob@{DOMAIN}"
+
+
+@pytest.fixture
+def redis_storage() -> Iterator[str]:
+    """A Redis storage URL with a key prefix of its own, its keys deleted afterwards."""
+    if not redis_up():
+        pytest.fail("Redis is not running on 127.0.0.1:6379 (scripts/system-deps starts it)")
+    prefix = f"edge{uuid.uuid4().hex[:10]}:"
+    yield f"{REDIS}?prefix={prefix}"
+    client = redis.Redis.from_url(REDIS)
+    for key in client.scan_iter(match=prefix + "*"):
+        client.delete(key)
+
+
+def test_woken_through_the_legacy_box_with_bindings_in_redis(
+    tmp_path: Path, redis_storage: str
+) -> None:
+    with edge_rig(tmp_path, "tcp", storage=redis_storage) as r:
+        phone = r.phone()
+        res = r.call(scenario("uac_call.xml", tmp_path))
+        log = events(phone)
+        assert res.returncode == 0 and res.successful == 1, res.output + log
+        assert log.find("registered (wake)") < log.find("200 sent"), log
 
 
 def test_callee_hangs_up_and_the_bye_crosses_sipwake_and_the_legacy_box(tmp_path: Path) -> None:
