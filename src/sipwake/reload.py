@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from sipwake.app.calls import Calls
     from sipwake.app.edge import EdgeService
     from sipwake.app.engine import Engine
+    from sipwake.app.refresh import RefreshService
     from sipwake.app.register import Registrar
     from sipwake.app.wake import Pusher
 
@@ -49,6 +50,7 @@ class Server(Protocol):
     pusher: Pusher | None
     calls: Calls | None
     edge: EdgeService | None
+    refresh: RefreshService | None
     registrar: Registrar | None
     background: set[asyncio.Task[None]]
 
@@ -139,8 +141,8 @@ def _swap_dispatcher(server: Server, dispatcher: PushDispatcher, new: Config) ->
         # Calls held now keep the rules they started with; new ones take these.
         server.calls.rules = call_rules(new)
         server.calls.missed_call_alert = new.push.missed_call_alert
-    if server.edge is not None:
-        server.edge.dispatcher = dispatcher
+    if server.refresh is not None:
+        server.refresh.dispatcher = dispatcher  # binding-refresh pushes (and edge mode's)
     registrar = server.registrar
     if registrar is not None:
         # New REGISTERs are checked against the providers we now serve (555 otherwise).
@@ -149,6 +151,8 @@ def _swap_dispatcher(server: Server, dispatcher: PushDispatcher, new: Config) ->
             supported_providers=dispatcher.supported(),
             vapid_public_key=dispatcher.vapid_public_key,
         )
+        if server.edge is not None:
+            server.edge.policy = registrar.policy  # edge mode checks REGISTERs by it too
     if old is not None:
         loop = asyncio.get_running_loop()
         task = loop.create_task(_close_later(old))

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import msgspec
+
 from sipwake.api.metrics import Metrics, multiprocess_dir
 from sipwake.api.server import ApiServer
 from sipwake.app.admin import AdminService
@@ -333,8 +335,6 @@ class Server:
                 secret=self.secret,
                 node_id=self.node_id,
                 hooks=registrar.hooks,
-                dispatcher=self.dispatcher if cfg.push.configured else None,
-                sip_address=_preferred_address(public),
             )
             try:
                 await edge.start()
@@ -345,12 +345,19 @@ class Server:
             if pusher is not None:
                 pusher.on_binding_removed.append(edge.binding_removed)
         self.edge = edge
-        if cfg.push.configured and cfg.push.refresh_before > 0 and edge is None:
-            # Edge mode refreshes the upstream registration with its own pushes.
+        refresh_cfg = cfg.push
+        if cfg.edge is not None:
+            # Edge mode: a binding lives as long as its upstream registration, which the
+            # app must renew itself (we cannot answer the upstream's challenge), so the
+            # refresh pushes start edge.refresh_before ahead of that end.
+            refresh_cfg = msgspec.structs.replace(
+                cfg.push, refresh_before=float(cfg.edge.refresh_before)
+            )
+        if cfg.push.configured and refresh_cfg.refresh_before > 0:
             self.refresh = RefreshService(
                 dispatcher=self.dispatcher,
                 store=stores.bindings,
-                cfg=cfg.push,
+                cfg=refresh_cfg,
                 sip_address=_preferred_address(public),
             )
             registrar.hooks.append(self.refresh.on_registered)

@@ -45,6 +45,7 @@ from tests.e2e.test_push import Relay, events
 pytestmark = [pytest.mark.e2e, pytest.mark.kamailio]
 
 TOKEN = "c3" * 32
+REMOTE = "e5" * 32  # the non-VoIP token refresh pushes go to
 
 
 def edge_config(
@@ -92,13 +93,19 @@ class EdgeRig:
     transport: str
     children: list[Child] = field(default_factory=list)
 
-    def phone(self, *args: str, token: str = TOKEN, ready: str = "slept") -> Child:
+    def phone(self, *args: str, remote: str = "", ready: str = "slept") -> Child:
+        """The phone registers TOKEN for VoIP pushes and, with ``remote``, a second token
+        for background pushes (binding refresh: APNs refreshes never use the VoIP one)."""
         port = free_port(socket.SOCK_STREAM)
-        self.relay.routes[token] = port
+        self.relay.routes[TOKEN] = port
+        prid = TOKEN
+        if remote:
+            self.relay.routes[remote] = port
+            prid = f"{TOKEN}:voip&{remote}:remote"
         child = start_phone(
             self.server.addr(self.transport),
             port,
-            "--token", token, "--user", "bob", "--domain", DOMAIN, "--password", USERS["bob"],
+            "--token", prid, "--user", "bob", "--domain", DOMAIN, "--password", USERS["bob"],
             *args,
             transport=self.transport,
             ready=ready,
@@ -310,19 +317,28 @@ def test_refresh_push_keeps_the_upstream_registration_alive(tmp_path: Path) -> N
     registers again through us (the legacy box authenticates it) and is still callable
     at the legacy box well after the first upstream registration would have ended."""
     with edge_rig(tmp_path, "udp", edge={"upstream_expires": 4, "refresh_before": 2}) as r:
-        phone = r.phone()
+        phone = r.phone(remote=REMOTE)
         assert wait_output(phone, "registered (wake)", 6), phone.text()
         time.sleep(4.5 - 2)  # past the first upstream expiry
         res = r.call(scenario("uac_call.xml", tmp_path))
         log = events(phone)
         assert res.returncode == 0 and res.successful == 1, res.output + log
-        kinds = [p["payload"]["type"] for p in r.pushes()]  # type: ignore[index]
+        pushes = r.pushes()
+        kinds = [p["payload"]["type"] for p in pushes]  # type: ignore[index]
         assert kinds[0] == "refresh" and "call" in kinds, kinds
+        # The refresh never rings: a background push to the non-VoIP token (app/refresh.py).
+        headers = {k.lower(): v for k, v in dict(pushes[0]["headers"]).items()}  # type: ignore[call-overload]
+        assert headers["apns-push-type"] == "background", headers
 
 
 def test_app_that_ignores_refresh_pushes_lapses_upstream(tmp_path: Path) -> None:
-    with edge_rig(tmp_path, "udp", edge={"upstream_expires": 3, "refresh_before": 2}) as r:
-        phone = r.phone("--action", "ignore")
+    with edge_rig(
+        tmp_path,
+        "udp",
+        edge={"upstream_expires": 3, "refresh_before": 2},
+        push="refresh_backoff = 0.5",
+    ) as r:
+        phone = r.phone("--action", "ignore", remote=REMOTE)
         time.sleep(3.5)
         res = r.call(scenario("uac_reject.xml", tmp_path, expect="404"))
         events(phone)

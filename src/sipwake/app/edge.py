@@ -6,9 +6,9 @@ upstream's answer is what the device sees) unless they may be answered here
 upstream registration. The upstream then sends its calls to us: an INVITE for a binding
 id goes down the same hold/push/wake path as in registrar mode (``SipApp.fork``).
 Requests from devices with a live binding go upstream, Record-Routed; anything else is
-refused. The rules are pure (``policy/edge.py``); this module runs the transactions,
-the refresh pushes before the upstream lifetime ends and the de-REGISTERs when a binding
-ends here first.
+refused. The rules are pure (``policy/edge.py``); this module runs the transactions and
+the de-REGISTERs when a binding ends here first. The refresh pushes before the upstream
+lifetime ends are app/refresh.py's, planned from the stored expiry (the upstream's).
 """
 
 from __future__ import annotations
@@ -36,13 +36,9 @@ from sipwake.policy.registrar import (
     contact_header_values,
     decide_register,
 )
-from sipwake.push.base import Delivered, PushRequest, TokenRejected
-from sipwake.push.dispatcher import PushDispatcher
-from sipwake.push.payload import build_payload
-from sipwake.sip.deadlines import Deadlines
 from sipwake.sip.message import Request, Response
 from sipwake.sip.uri import URI
-from sipwake.storage.base import BindingStore, StorageError
+from sipwake.storage.base import BindingStore
 from sipwake.transport.flow import Flow
 
 log = logging.getLogger("sipwake.edge")
@@ -50,10 +46,6 @@ log = logging.getLogger("sipwake.edge")
 # How the call path is entered (SipApp.fork): the request, its loop hash, the AoR and
 # the bindings to ring or wake.
 ForkFn = Callable[[Incoming, str, str, list[Binding]], Awaitable[None]]
-# Retries of a refresh push the app did not act on: the first after this many seconds,
-# doubling, never past the end of the upstream registration, this many pushes at most.
-REFRESH_RETRY = 2.0
-REFRESH_ATTEMPTS = 6
 
 
 class EdgeService:
@@ -71,8 +63,6 @@ class EdgeService:
         secret: bytes,
         node_id: str,
         hooks: list[RegisteredHook],
-        dispatcher: PushDispatcher | None,
-        sip_address: tuple[str, int, str],
     ) -> None:
         self.cfg = cfg
         self.engine = engine
@@ -84,23 +74,19 @@ class EdgeService:
         self.domains = domains
         self.secret = secret
         self.node_id = node_id
+        # The registrar's hooks: the wake-up path and the refresh pushes (app/refresh.py,
+        # planned from each stored binding's expiry, which here is the upstream's).
         self.hooks = hooks
-        self.dispatcher = dispatcher
-        self.sip_address = sip_address
         self.fork: ForkFn | None = None
         uri = URI.parse(cfg.upstream)
         self.upstream_transport = (uri.transport or "udp").upper()
         self.upstream_host = uri.host.strip("[]")
         self.upstream_ips: set[str] = set()
         self._pending: dict[str, asyncio.Future[Response | None]] = {}
-        # One deadline per (AoR, device): when its refresh push is due (wall clock).
-        self._refresh: Deadlines[tuple[str, str]] = Deadlines()
-        self._attempts: dict[tuple[str, str], int] = {}
-        self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.stats: dict[str, int] = {
             "register_received": 0, "register_forwarded": 0, "register_throttled": 0,
-            "deregistered": 0, "refresh_pushes": 0, "refused": 0,
+            "deregistered": 0, "refused": 0,
         }  # fmt: skip
 
     async def start(self) -> None:
@@ -211,8 +197,6 @@ class EdgeService:
         extra = [("Contact", v) for v in contact_header_values(shown, now)]
         extra.append(("Date", _http_date(now)))
         incoming.respond(200, extra=extra)
-        for b in outcome.added:
-            self._schedule(b)
         if outcome.added:
             for hook in self.hooks:
                 hook(outcome.bindings[0].aor, outcome.added)
@@ -278,90 +262,7 @@ class EdgeService:
 
     def binding_removed(self, b: Binding) -> None:
         """A binding ended here (its push token was rejected): end it upstream too."""
-        self._refresh.cancel((b.aor, b.device_key))
         self._spawn(self.deregister(b))
-
-    # -- refresh pushes before the upstream registration ends ---------------------------------
-    def _schedule(self, b: Binding) -> None:
-        key = (b.aor, b.device_key)
-        self._attempts.pop(key, None)
-        if b.push is None:
-            self._refresh.cancel(key)  # a device without push refreshes by itself
-        else:
-            self._refresh.set(key, b.expires_at - self.cfg.refresh_before)
-        self._arm()
-
-    def _arm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        when = self._refresh.earliest()
-        if when is not None:
-            delay = max(0.0, when - time.time())
-            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        now = time.time()
-        for key in self._refresh.pop_due(now):
-            self._spawn(self._refresh_one(*key))
-        self._arm()
-
-    async def _refresh_one(self, aor: str, device: str) -> None:
-        """The upstream registration of ``device`` ends within ``refresh_before``: push
-        the app so it REGISTERs again (through us, upstream: we cannot answer the
-        upstream's challenge), and retry with backoff until it does or the binding ends."""
-        now = time.time()
-        try:
-            found = [b for b in await self.store.lookup(aor, now) if b.device_key == device]
-        except StorageError as exc:
-            log.warning("%s: refresh check failed: %s", aor, exc)
-            found = []
-        if not found or found[0].push is None or self.dispatcher is None:
-            return  # gone or no longer pushable: it lapses upstream at the same moment
-        b = found[0]
-        key = (aor, device)
-        attempt = self._attempts.get(key, 0)
-        host, port, transport = self.sip_address
-        payload = build_payload(
-            type="refresh",
-            call_id=str(uuid.uuid4()),
-            caller_uri="",
-            callee=aor,
-            sent_at=now,
-            expires_at=b.expires_at,
-            sip_host=host,
-            sip_port=port,
-            sip_transport=transport,
-        )
-        assert b.push is not None
-        outcome = await self.dispatcher.send(
-            PushRequest(target=b.push, payload=payload, kind="voip", expires_at=b.expires_at)
-        )
-        self.stats["refresh_pushes"] += 1
-        if isinstance(outcome, TokenRejected):
-            await self._drop(b)
-            return
-        if not isinstance(outcome, Delivered):
-            log.warning("%s: refresh push failed: %s", aor, outcome)
-        # Backoff, but always a retry before the end: halfway to it when the next step
-        # would overshoot (a short upstream lifetime).
-        delay = min(REFRESH_RETRY * 2**attempt, (b.expires_at - now) / 2)
-        if attempt + 1 < REFRESH_ATTEMPTS and delay >= 0.25 and key not in self._refresh:
-            # Re-armed only if the app's REGISTER has not rescheduled it meanwhile.
-            self._attempts[key] = attempt + 1
-            self._refresh.set(key, now + delay)
-            self._arm()
-
-    async def _drop(self, b: Binding) -> None:
-        device = b.device_key
-        try:
-            await self.store.update(
-                b.aor, lambda cur: ([x for x in cur if x.device_key != device], None), time.time()
-            )
-        except StorageError as exc:
-            log.warning("could not remove a binding with a dead push token: %s", exc)
-        self.binding_removed(b)
 
     # -- other requests -----------------------------------------------------------------------
     def route(self, incoming: Incoming, lhash: str) -> Awaitable[None] | None:
@@ -429,8 +330,6 @@ class EdgeService:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
