@@ -356,6 +356,10 @@ class RegistrarConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
     push_max_expires: int = 7 * 86400
     max_bindings_per_aor: int = 20  # the oldest non-push binding is evicted past this
     purge_interval: float = 60.0  # seconds between sweeps of expired bindings
+    # RFC 5626 §5.4: Flow-Timer in the 200 of an outbound (reg-id) REGISTER, the seconds
+    # within which the client must send a keep-alive (CRLF, or STUN over UDP) so a NAT
+    # keeps its flow open; 0 sends none (the client's default, e.g. 120 s).
+    flow_timer: int = 0
 
     def __post_init__(self) -> None:
         for name in ("min_expires", "max_expires", "default_expires", "push_max_expires"):
@@ -369,6 +373,8 @@ class RegistrarConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=T
             raise _Invalid("max_bindings_per_aor", "must be positive")
         if not self.purge_interval > 0:
             raise _Invalid("purge_interval", "must be positive")
+        if self.flow_timer < 0:
+            raise _Invalid("flow_timer", "must not be negative")
 
 
 class ProxyConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):

@@ -271,6 +271,7 @@ class Server:
             supported_providers=providers,
             vapid_public_key=self.dispatcher.vapid_public_key,
             pnsreg=cfg.push.pnsreg,
+            flow_timer=reg.flow_timer,
         )
         registrar = Registrar(
             stores.bindings,

@@ -724,3 +724,16 @@ def test_pnsreg_offered_only_to_a_ua_that_can_refresh_by_itself() -> None:
     assert ("Feature-Caps", '*;+sip.pns="apns"') in outcome.headers
     _, outcome = decide([], register(contact), dataclasses.replace(policy, pnsreg=0))
     assert ("Feature-Caps", '*;+sip.pns="apns"') in outcome.headers
+
+
+def test_flow_timer_only_for_an_outbound_registration() -> None:
+    # RFC 5626 §5.4: Flow-Timer goes with Require: outbound (a REGISTER with reg-id).
+    policy = dataclasses.replace(POLICY, flow_timer=25)
+    outbound = f'<sip:a@h>;+sip.instance="<{INSTANCE}>";reg-id=1'
+    _, outcome = decide([], register(outbound), policy)
+    assert ("Require", "outbound") in outcome.headers
+    assert ("Flow-Timer", "25") in outcome.headers
+    _, outcome = decide([], register("<sip:a@h>"), policy)
+    assert not [h for h in outcome.headers if h[0] == "Flow-Timer"]
+    _, outcome = decide([], register(outbound), POLICY)
+    assert not [h for h in outcome.headers if h[0] == "Flow-Timer"]

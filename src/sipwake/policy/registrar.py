@@ -75,6 +75,9 @@ class RegistrarPolicy:
     # +sip.pnsreg="<n>" for a UA whose Contact carries the +sip.pnsreg tag: it can refresh
     # by itself, at least n seconds before expiry (RFC 8599 §5.6.1.1); 0: never offered.
     pnsreg: int = 0
+    # RFC 5626 §5.4: Flow-Timer in the 2xx of an outbound (reg-id) REGISTER, the seconds
+    # within which the UA must send a keep-alive (CRLF or STUN); 0: none (UA's default).
+    flow_timer: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +249,7 @@ def _decide(
         registered_at=now,
     )
     candidates = [_candidate(policy, c, base, header_expires) for c in contacts]
-    candidates = _apply_outbound(candidates, path, supported, headers)
+    candidates = _apply_outbound(candidates, path, supported, headers, policy.flow_timer)
     for c in candidates:
         _check_interval(policy, c.requested)
     headers.extend(_push_checks(policy, candidates))
@@ -314,8 +317,10 @@ def _apply_outbound(
     path: tuple[str, ...],
     supported: frozenset[str],
     headers: list[tuple[str, str]],
+    flow_timer: int = 0,
 ) -> list[_Candidate]:
-    """RFC 5626 §6 rules for reg-id; adds ``Require: outbound`` when reg-id is honoured."""
+    """RFC 5626 §6 rules for reg-id; adds ``Require: outbound`` when reg-id is honoured,
+    and ``Flow-Timer`` when configured (§5.4: how often we want the flow's keep-alives)."""
     if not any(c.binding.reg_id for c in candidates):
         return candidates
     if sum(1 for c in candidates if c.requested) > 1:
@@ -326,6 +331,8 @@ def _apply_outbound(
             raise _Reject("first hop lacks outbound", 439, "First Hop Lacks Outbound Support")
         return [replace(c, binding=replace(c.binding, reg_id=0)) for c in candidates]
     headers.append(("Require", "outbound"))
+    if flow_timer:
+        headers.append(("Flow-Timer", str(flow_timer)))
     return candidates
 
 

@@ -128,6 +128,17 @@ class RealRig:
         )
         return Baresip(self.tmp / f"baresip-{user}", account)
 
+    def metric(self, name: str) -> float:
+        """A value from the server's /metrics (the sum over label sets matching ``name``)."""
+        host, port = self.server.addr("api")
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
     def decline(self, url: str, reason: str) -> int:
         req = urllib.request.Request(
             url, json.dumps({"reason": reason}).encode(), {"content-type": "application/json"}
@@ -150,6 +161,9 @@ key_file = "{certs.key_file}"
 transport = "tls"
 host = "127.0.0.1"
 port = 0
+[registrar]
+# RFC 5626 §5.4: baresip (sipnat=outbound) then sends its keep-alives every ~2 s.
+flow_timer = 2
 [auth]
 algorithms = ["MD5"]
 [push]

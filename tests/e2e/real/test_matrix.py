@@ -206,3 +206,23 @@ def test_push_turned_off_calls_ring_at_once(rig: RealRig, transport: str) -> Non
         assert bs.command("hangup")["ok"]
     finally:
         stop(lp, bs)
+
+
+def test_stun_keepalives_from_baresip_over_udp_are_answered(rig: RealRig) -> None:
+    # RFC 5626 §4.4.2 (issue 10 item 6): baresip with sipnat=outbound sends STUN Binding
+    # Requests on its UDP flow, at the pace our Flow-Timer (2 s, rig_config) asks for.
+    _, bob = rig.users()
+    bs = rig.baresip(bob, "udp")
+    stun = 'sipwake_sip_keepalives_total{kind="stun"}'
+    try:
+        bs.start()
+        bs.registered()
+        bs.wait_output("Flow-Timer: 2")
+        before = rig.metric(stun)
+        deadline = time.monotonic() + 10
+        while rig.metric(stun) < before + 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert rig.metric(stun) >= before + 2
+        bs.registered()  # still registered: the answers kept its flow good
+    finally:
+        bs.stop()
