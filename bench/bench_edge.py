@@ -159,6 +159,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     server.addr("udp"),
                     calls=args.registrations,
                     rate=50,
+                    # One session at a time: they are one device (one socket, one Contact)
+                    # registering again and again; two at once would be two devices whose
+                    # refreshes interleave under different Call-IDs.
+                    limit=1,
                     timeout=120,
                     extra=["-auth_uri", DOMAIN, "-au", "bob", "-ap", USERS["bob"],
                            *keys(user="bob", domain=DOMAIN)],
