@@ -23,6 +23,7 @@ import pytest
 import redis
 
 from sipwake.emulate.tlsutil import client_context
+from sipwake.policy.edge import binding_id
 from sipwake.push.http2 import H2Client
 from tests.e2e.harness import (
     ApnsEmulator,
@@ -45,6 +46,7 @@ from tests.e2e.test_push import Relay, events
 pytestmark = [pytest.mark.e2e, pytest.mark.kamailio]
 
 TOKEN = "c3" * 32
+SECRET = "edge-test-secret"  # [auth] secret: the key of our binding ids (policy/edge.py)
 REMOTE = "e5" * 32  # the non-VoIP token refresh pushes go to
 
 
@@ -74,6 +76,8 @@ port = 0
 port = 0
 [storage]
 url = "{storage}"
+[auth]
+secret = "{SECRET}"
 [edge]
 upstream = "{legacy.uri(upstream)}"
 {settings}
@@ -391,3 +395,36 @@ def test_not_an_open_relay(tmp_path: Path) -> None:
             extra=["-s", "bob", *keys(domain=DOMAIN)],
         )
         assert res.returncode == 0, res.output
+
+
+def test_a_binding_id_is_only_taken_from_the_upstream(tmp_path: Path) -> None:
+    """An INVITE naming the phone's binding id (our Contact at Kamailio) straight to
+    sipwake from anywhere but the upstream's address is refused: knowing the Contact
+    does not make us an open door to the phone."""
+    with edge_rig(tmp_path, "udp") as r:
+        phone = r.phone()
+        instance = re.search(r"\+sip\.instance=(\S+)", phone.text())
+        assert instance, phone.text()
+        user = binding_id(SECRET.encode(), f"sip:bob@{DOMAIN}", "instance:" + instance[1])
+        host, port = r.server.addr("udp")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(5)
+            me = s.getsockname()[1]
+            s.sendto(
+                (
+                    f"INVITE sip:{user}@{host}:{port} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK-{uuid.uuid4().hex};rport\r\n"
+                    "Max-Forwards: 70\r\nFrom: <sip:mallory@evil.test>;tag=1\r\n"
+                    f"To: <sip:{user}@{host}>\r\nCall-ID: {uuid.uuid4().hex}\r\n"
+                    f"CSeq: 1 INVITE\r\nContact: <sip:mallory@127.0.0.1:{me}>\r\n"
+                    "Content-Length: 0\r\n\r\n"
+                ).encode(),
+                (host, port),
+            )
+            answer = s.recv(65535).decode()
+            while answer.startswith("SIP/2.0 100"):
+                answer = s.recv(65535).decode()
+        log = events(phone)
+        assert answer.startswith("SIP/2.0 403"), answer
+        assert "push received" not in log and r.pushes() == []
