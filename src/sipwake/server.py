@@ -382,7 +382,8 @@ class Server:
         registrar.hooks.append(messages.on_registered)
         self.messages = messages
         metrics = self.metrics
-        for part in (self.engine, registrar, auth, pusher, calls, self.refresh, messages):
+        parts = (self.engine, registrar, auth, pusher, calls, self.refresh, messages, edge)
+        for part in parts:
             if part is not None:
                 part.metrics = metrics
         self.app = SipApp(

@@ -13,6 +13,7 @@ import json
 import re
 import socket
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -363,6 +364,11 @@ def test_refreshes_on_the_same_socket_are_answered_locally(tmp_path: Path) -> No
         assert res.returncode == 0 and res.successful == 1, res.output
         # Four REGISTERs received; the challenged one and the authenticated one went up.
         assert r.registers_seen_upstream() == 2
+        host, port = r.server.addr("api")
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        assert 'sipwake_edge_registers_total{result="forwarded"} 2.0' in text, text
+        assert 'sipwake_edge_registers_total{result="throttled"} 2.0' in text, text
 
 
 def test_device_calls_out_through_the_legacy_box(tmp_path: Path) -> None:

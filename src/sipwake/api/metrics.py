@@ -38,6 +38,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus text for
 
 RESPONSE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "6xx")
 REGISTRATION_RESULTS = ("ok", "unregistered", "rejected", "unauthorized")
+# Edge mode (docs/edge-mode.md): a device REGISTER relayed upstream or answered here, and
+# the de-REGISTERs we send upstream ourselves.
+EDGE_REGISTER_RESULTS = ("forwarded", "throttled", "deregistered")
 CALL_RESULTS = ("answered", "busy", "declined", "cancelled", "no_answer", "expired", "failed")
 PUSH_PROVIDERS = ("apns", "fcm", "webpush", "webhook")
 PUSH_OUTCOMES = ("delivered", "token_rejected", "transient", "permanent")
@@ -160,6 +163,15 @@ class Metrics:
             "Binding-refresh pushes (RFC 8599 §5.5) by provider and outcome",
             ["provider", "outcome"],
             registry=r,
+        )
+        self._edge_registers = _Children(
+            Counter(
+                "sipwake_edge_registers",
+                "Edge mode REGISTERs: relayed upstream, answered here, de-REGISTERs we sent",
+                ["result"],
+                registry=r,
+            ),
+            EDGE_REGISTER_RESULTS,
         )
         self.bindings_expired_unrefreshed = Counter(
             "sipwake_bindings_expired_unrefreshed",
@@ -360,6 +372,11 @@ class Metrics:
 
     def binding_expired_unrefreshed(self) -> None:
         self.bindings_expired_unrefreshed.inc()
+
+    def edge_register(self, result: str) -> None:
+        if result not in EDGE_REGISTER_RESULTS:
+            raise ValueError(f"unknown edge REGISTER result {result!r}")
+        self._edge_registers[result].inc()
 
     def decline(self, reason: str) -> None:
         self._declines[reason].inc()

@@ -22,6 +22,7 @@ from typing import Any
 
 from sipwake.app.calls import Calls
 from sipwake.app.engine import Engine, Incoming
+from sipwake.app.ports import MetricsPort, NullMetrics
 from sipwake.app.proxy import Proxy
 from sipwake.app.register import RegisteredHook, _http_date
 from sipwake.app.targets import Target
@@ -84,6 +85,7 @@ class EdgeService:
         self.upstream_ips: set[str] = set()
         self._pending: dict[str, asyncio.Future[Response | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.metrics: MetricsPort = NullMetrics()
         self.stats: dict[str, int] = {
             "register_received": 0, "register_forwarded": 0, "register_throttled": 0,
             "deregistered": 0, "refused": 0,
@@ -122,6 +124,7 @@ class EdgeService:
             outcome = await self._store(aor, request, ref, now, {old.device_key: old.expires_at})
             if outcome is not None and outcome.added:
                 self.stats["register_throttled"] += 1
+                self.metrics.edge_register("throttled")
                 self._answer(incoming, outcome, trial, now)
                 return
         await self._relay(incoming, aor, ref, trial, now)
@@ -131,6 +134,7 @@ class EdgeService:
     ) -> None:
         cfg = self.cfg
         self.stats["register_forwarded"] += 1
+        self.metrics.edge_register("forwarded")
         request = incoming.request
         try:
             flow = await self.proxy.flows.flow_for(None, cfg.upstream)
@@ -256,6 +260,7 @@ class EdgeService:
         status = response.status if response is not None else 408
         if 200 <= status < 300:
             self.stats["deregistered"] += 1
+            self.metrics.edge_register("deregistered")
             log.info("%s: de-REGISTERed a binding upstream", b.aor)
         else:
             log.warning("%s: upstream refused our de-REGISTER: %d", b.aor, status)

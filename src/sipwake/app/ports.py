@@ -92,6 +92,11 @@ class MetricsPort(Protocol):
         """A push binding reached its expiry although refresh pushes were planned."""
         ...
 
+    def edge_register(self, result: str) -> None:
+        """Edge mode: a REGISTER forwarded upstream, throttled (answered here), or a
+        de-REGISTER we sent upstream (EDGE_REGISTER_RESULTS)."""
+        ...
+
 
 class _NullGauge:
     def inc(self, amount: float = 1) -> None:
@@ -140,6 +145,9 @@ class NullMetrics:
         return None
 
     def binding_expired_unrefreshed(self) -> None:
+        return None
+
+    def edge_register(self, result: str) -> None:
         return None
 
 
