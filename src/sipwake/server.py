@@ -360,7 +360,9 @@ class Server:
                 store=stores.bindings,
                 cfg=refresh_cfg,
                 sip_address=_preferred_address(public),
+                engine=self.engine,
             )
+            self.engine.timers.append(self.refresh)
             registrar.hooks.append(self.refresh.on_registered)
         # SIP MESSAGE for sleeping devices: stored, alert-pushed, delivered on register.
         messages = MessageService(

@@ -268,6 +268,7 @@ class Rig:
         push: bool = True,
         dev: Device | None = None,
         contact_port: int | None = None,
+        prid: str = "",
     ) -> Device:
         """A phone registers (again) from a new port: a new socket or connection, as an
         app woken by its push has. ``contact_port``: the Contact names that port instead
@@ -283,7 +284,8 @@ class Rig:
         if dev is None:
             dev = Device(name, flow, n)
         dev.flow = flow
-        pn = f";pn-provider=apns;pn-prid={dev.token};pn-param=TEAM.com.example.voip" if push else ""
+        prid = prid or dev.token  # "<voip>:voip&<alert>:remote" gives an alert token too
+        pn = f";pn-provider=apns;pn-prid={prid};pn-param=TEAM.com.example.voip" if push else ""
         contact = (
             f"<sip:bob@{remote[0]}:{contact_port or remote[1]};transport={transport.lower()}{pn}>"
             f';+sip.instance="<urn:uuid:00000000-0000-0000-0000-{n:012d}>"'

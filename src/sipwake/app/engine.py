@@ -181,8 +181,7 @@ class Engine:
         self.lag = 0.0  # standing lag (policy/overload.py StandingLag), not one late tick
         self._lag = StandingLag()
         self._unanswered: set[str] = set()
-        self._tick_due = 0.0
-        self._ticker: asyncio.TimerHandle | None = None
+        self._tick_due = 0.0  # next lag measurement (0: not measuring)
         self._shed_log = LogEvery(log)
         self.limits = limits
         self.server_header = server_header
@@ -298,16 +297,16 @@ class Engine:
         return True
 
     def start(self) -> None:
-        """Start measuring the event loop's lag (for overload shedding)."""
-        if self.overload is not None and self._ticker is None:
-            self._tick_due = self.loop.time() + _LAG_INTERVAL
-            self._ticker = self.loop.call_at(self._tick_due, self._tick)
+        """Start measuring the event loop's lag (for overload shedding): a deadline every
+        _LAG_INTERVAL on the engine's one timer; how late it fires is the lag."""
+        if self.overload is not None and not self._tick_due:
+            self._tick_due = self.now() + _LAG_INTERVAL
+            self._arm_timer()
 
-    def _tick(self) -> None:
-        now = self.loop.time()
-        self.lag = self._lag.sample(max(0.0, now - self._tick_due))
-        self._tick_due = now + _LAG_INTERVAL
-        self._ticker = self.loop.call_at(self._tick_due, self._tick)
+    def _tick(self, now: float) -> None:
+        if self._tick_due and now >= self._tick_due:
+            self.lag = self._lag.sample(max(0.0, now - self._tick_due))
+            self._tick_due = now + _LAG_INTERVAL
 
     def _reject_unparsed(self, data: bytes, flow: Flow, err: ParseError) -> None:
         """Answer a request we could not parse when its Via/From/To/Call-ID/CSeq lines can
@@ -471,6 +470,8 @@ class Engine:
 
     def _arm_timer(self) -> None:
         when = self.txn.get_timer()
+        if self._tick_due and (when is None or self._tick_due < when):
+            when = self._tick_due
         for source in self.timers:
             other = source.get_timer()
             if other is not None and (when is None or other < when):
@@ -488,6 +489,7 @@ class Engine:
         self._timer = None
         self._timer_at = None
         now = self.now()
+        self._tick(now)
         self.txn.handle_timer(now)
         for source in self.timers:
             source.handle_timer(now)
@@ -496,9 +498,7 @@ class Engine:
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        if self._ticker is not None:
-            self._ticker.cancel()
-            self._ticker = None
+        self._tick_due = 0.0
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

@@ -8,18 +8,23 @@ if a REGISTER came since (a newer ``registered_at``) or the binding is gone. One
 before the expiry, a binding still unrefreshed is counted as expiring anyway.
 
 Plans live in this process's memory: after a restart, a binding gets its refresh pushes
-again once it next REGISTERs (docs/push-payload.md "Binding refresh")."""
+again once it next REGISTERs (docs/push-payload.md "Binding refresh").
+
+Timers: the service is a timer source of the engine (``get_timer``/``handle_timer``): one
+heap of every plan's next moment on the engine's monotonic clock, fired through the
+engine's one ``call_at``. Plans are made in wall-clock time (binding expiry) and converted
+when armed."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import logging
-import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from sipwake.app.engine import Engine
 from sipwake.app.ports import MetricsPort, NullMetrics
 from sipwake.config import PushConfig
 from sipwake.policy.bindings import Binding
@@ -27,6 +32,7 @@ from sipwake.policy.pushparams import provider_family
 from sipwake.policy.refresh import refresh_times, refreshable
 from sipwake.push.base import Delivered, Permanent, PushRequest, TokenRejected, Transient
 from sipwake.push.dispatcher import PushDispatcher
+from sipwake.sip.deadlines import Deadlines
 from sipwake.storage.base import BindingStore, StorageError
 
 log = logging.getLogger("sipwake.refresh")
@@ -47,7 +53,6 @@ class _Plan:
     registered_at: float
     expires_at: float
     times: list[float]  # pushes still to send (wall clock)
-    timer: asyncio.TimerHandle | None = None
 
 
 class RefreshService:
@@ -58,7 +63,11 @@ class RefreshService:
         store: BindingStore,
         cfg: PushConfig,
         sip_address: tuple[str, int, str],
+        engine: Engine,
     ) -> None:
+        self.engine = engine
+        self.clock = engine.clock
+        self._due_at: Deadlines[tuple[str, str]] = Deadlines()
         self.dispatcher = dispatcher
         self.store = store
         self.cfg = cfg
@@ -70,13 +79,12 @@ class RefreshService:
 
     def on_registered(self, aor: str, added: tuple[Binding, ...]) -> None:
         """Registrar hook: (re)plan the refresh pushes of each added push binding."""
-        now = time.time()
+        now = self.clock.wall()
         cfg = self.cfg
         for b in added:
             key = (aor, b.device_key)
-            old = self.plans.pop(key, None)
-            if old is not None and old.timer is not None:
-                old.timer.cancel()
+            if self.plans.pop(key, None) is not None:
+                self._due_at.cancel(key)
             if b.push is None or not refreshable(b.push):
                 continue
             times = refresh_times(
@@ -93,9 +101,20 @@ class RefreshService:
             self._arm(plan, now)
 
     def _arm(self, plan: _Plan, now: float) -> None:
+        """Arm the plan's next moment (``now``: wall clock) on the monotonic clock."""
         at = plan.times[0] if plan.times else plan.expires_at - _LAST_LOOK
-        loop = asyncio.get_running_loop()
-        plan.timer = loop.call_later(max(0.0, at - now), self._spawn, self._due(plan))
+        self._due_at.set((plan.aor, plan.device), self.clock.now() + max(0.0, at - now))
+        self.engine.rearm()
+
+    # -- the timer source ---------------------------------------------------------------
+    def get_timer(self) -> float | None:
+        return self._due_at.earliest()
+
+    def handle_timer(self, now: float) -> None:
+        for key in self._due_at.pop_due(now):
+            plan = self.plans.get(key)
+            if plan is not None:
+                self._spawn(self._due(plan))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -103,10 +122,9 @@ class RefreshService:
         task.add_done_callback(self._tasks.discard)
 
     async def _due(self, plan: _Plan) -> None:
-        plan.timer = None
         if self.plans.get((plan.aor, plan.device)) is not plan:
             return  # re-planned by a REGISTER meanwhile
-        now = time.time()
+        now = self.clock.wall()
         try:
             current = await self.store.lookup(plan.aor, now)
         except StorageError as exc:
@@ -130,7 +148,7 @@ class RefreshService:
             self._drop(plan)  # the token is dead: nothing more to try
             return
         if self.plans.get((plan.aor, plan.device)) is plan:
-            self._arm(plan, time.time())
+            self._arm(plan, self.clock.wall())
 
     @staticmethod
     def _same(current: list[Binding], plan: _Plan) -> Binding | None:
@@ -140,8 +158,10 @@ class RefreshService:
         return None
 
     def _drop(self, plan: _Plan) -> None:
-        if self.plans.get((plan.aor, plan.device)) is plan:
-            del self.plans[(plan.aor, plan.device)]
+        key = (plan.aor, plan.device)
+        if self.plans.get(key) is plan:
+            del self.plans[key]
+            self._due_at.cancel(key)
 
     async def _push(self, b: Binding, now: float) -> bool:
         """One refresh push; False when the token was rejected."""
@@ -174,9 +194,8 @@ class RefreshService:
         return not isinstance(outcome, TokenRejected)
 
     async def close(self) -> None:
-        for plan in self.plans.values():
-            if plan.timer is not None:
-                plan.timer.cancel()
+        for key in self.plans:
+            self._due_at.cancel(key)
         self.plans.clear()
         for task in list(self._tasks):
             task.cancel()
