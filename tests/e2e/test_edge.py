@@ -434,3 +434,53 @@ def test_a_binding_id_is_only_taken_from_the_upstream(tmp_path: Path) -> None:
         log = events(phone)
         assert answer.startswith("SIP/2.0 403"), answer
         assert "push received" not in log and r.pushes() == []
+
+
+def test_upstream_that_never_answers_gives_408_and_stores_nothing(tmp_path: Path) -> None:
+    """The device sees the upstream's silence as 408 (Timer F, 64*T1: T1 = 50 ms here)
+    and nothing is stored: a call for it still finds no binding here."""
+    silent = free_port()  # nothing listens there
+    config = f"""
+[server]
+domains = ["{DOMAIN}"]
+[[listen]]
+transport = "udp"
+host = "{SIPWAKE_IP}"
+port = 0
+[api]
+port = 0
+admin_token = "t0ken"
+[storage]
+url = "memory://"
+[sip]
+t1 = 0.05
+t2 = 0.4
+[edge]
+upstream = "sip:127.0.0.2:{silent}"
+[[push.webhook]]
+provider = "acme"
+url = "http://127.0.0.1:9/"
+secret = "s"
+"""
+    with serve(config, tmp_path) as server:
+        port = free_port(socket.SOCK_STREAM)
+        phone = start_phone(
+            server.addr("udp"), port,
+            "--token", TOKEN, "--user", "bob", "--domain", DOMAIN, "--password", "bobpass",
+            "--provider", "acme",
+            ready="REGISTER failed",
+        )  # fmt: skip
+        try:
+            assert "REGISTER failed: 408" in phone.text(), phone.text()
+        finally:
+            phone.stop()
+        host, api = server.addr("api")
+        with urllib.request.urlopen(f"http://{host}:{api}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        assert 'sipwake_edge_registers_total{result="forwarded"} 1.0' in text
+        req = urllib.request.Request(
+            f"http://{host}:{api}/admin/bindings?aor=sip%3Abob%40{DOMAIN}",
+            headers={"authorization": "Bearer t0ken"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            assert json.loads(resp.read())["bindings"] == []
