@@ -484,3 +484,21 @@ secret = "s"
         )
         with urllib.request.urlopen(req, timeout=5) as resp:
             assert json.loads(resp.read())["bindings"] == []
+
+
+def test_device_de_register_goes_upstream(tmp_path: Path) -> None:
+    """Expires: 0 from the device is relayed (the legacy box challenges it, the device
+    answers) and on the 2xx the binding is gone here and there: Kamailio itself answers
+    the next call 404."""
+    with edge_rig(tmp_path, "udp") as r:
+        res = run_sipp(
+            "edge_register_unregister.xml",
+            r.server.addr("udp"),
+            extra=["-auth_uri", DOMAIN, "-au", "bob", "-ap", USERS["bob"],
+                   *keys(user="bob", domain=DOMAIN)],
+        )  # fmt: skip
+        assert res.returncode == 0 and res.successful == 1, res.output
+        assert r.registers_seen_upstream() == 4
+        res = r.call(scenario("uac_reject.xml", tmp_path, expect="404"))
+        assert res.returncode == 0, res.output
+        assert f"no binding for sip:bob@{DOMAIN}: 404" in r.legacy.text()
