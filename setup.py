@@ -27,7 +27,7 @@ from typing import Any
 from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
-COMPILED = ("src/sipwake/sip", "src/sipwake/policy")  # buildinfo.COMPILED_PACKAGES
+COMPILED = ("src/sipwake/sip", "src/sipwake/policy", "src/sipwake/app")  # buildinfo.COMPILED_PACKAGES
 # Commands that build extension modules; the metadata-only ones (egg_info, dist_info,
 # sdist) must not pay for a compile.
 # `mypy src` (scripts/test) is the strict type check. The build environment pip makes

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
-COMPILED_PACKAGES = ("sip", "policy")  # under sipwake/; setup.py's COMPILED
+COMPILED_PACKAGES = ("sip", "policy", "app")  # under sipwake/; setup.py's COMPILED
 
 
 def package_build(package: str) -> str:
