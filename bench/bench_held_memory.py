@@ -43,7 +43,8 @@ from bench.bench_bindings_memory import fill_sqlite, vm_rss_kib
 from bench.bench_push_calls import BUNDLE_ID
 from bench.bench_register import DOMAIN
 from sipwake.config import loads_config
-from sipwake.server import Server, tune_gc
+from sipwake.process import tune_gc
+from sipwake.server import Server
 
 RESULTS = Path(__file__).parent / "results"
 WARMUP = 200

@@ -49,8 +49,9 @@ from bench.bench_push_calls import server_config
 from bench.bench_register import DOMAIN
 from bench.wake_relay import WakeRelay
 from sipwake.config import loads_config
+from sipwake.process import tune_gc
 from sipwake.push import http2
-from sipwake.server import Server, tune_gc
+from sipwake.server import Server
 from sipwake.transport.connections import TransportContext
 from sipwake.transport.flow import Flow
 from sipwake.transport.udp import UdpEndpoint

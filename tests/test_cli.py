@@ -43,7 +43,7 @@ def _restore_logging() -> Iterator[None]:
 
 @pytest.fixture
 def fake_server(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Stand-in for sipwake.server, recording what the CLI hands it."""
+    """Stand-in for sipwake.server and sipwake.process, recording what the CLI hands it."""
     seen: dict[str, Any] = {}
 
     async def run(config: Config, worker: Any = None, path: str | None = None) -> None:
@@ -60,10 +60,13 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         return int(seen.get("demo_rc", 0))
 
     module = types.ModuleType("sipwake.server")
-    module.run = run  # type: ignore[attr-defined]
     module.WorkerSlot = lambda index, count: (index, count)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "sipwake.server", module)
     monkeypatch.setattr(sipwake, "server", module, raising=False)
+    process = types.ModuleType("sipwake.process")
+    process.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sipwake.process", process)
+    monkeypatch.setattr(sipwake, "process", process, raising=False)
     demo = types.ModuleType("sipwake.emulate.demo")
     demo.main = run_demo  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "sipwake.emulate.demo", demo)

@@ -126,7 +126,8 @@ def serve(  # noqa: PLR0917 (click passes options as keywords; one per option)
         raise SystemExit(supervise(argv, count))
     setup_logging(config.server.log_level, config.server.log_format)
 
-    from sipwake.server import WorkerSlot, run
+    from sipwake.process import run
+    from sipwake.server import WorkerSlot
 
     slot = None
     if worker_slot is not None:

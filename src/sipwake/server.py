@@ -4,10 +4,8 @@ and the application together. Nothing else constructs these."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
-import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -658,62 +656,6 @@ def _local_names() -> list[str]:
     except OSError:
         pass
     return names
-
-
-def tune_gc() -> None:
-    """Keep the cycle collector off the hot path. Everything alive after start-up
-    (modules, the loaded bindings) is moved out of its reach with ``gc.freeze()``, and
-    young collections run every 50 000 net allocations instead of 700: per message we
-    allocate hundreds of short-lived objects that reference counting frees anyway.
-    Measured on the REGISTER path: 236 -> 153 us per request (bench/README.md). The
-    per-call paths avoid reference cycles so that this stays true."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
-async def run(config: Config, worker: WorkerSlot | None = None, path: str | None = None) -> None:
-    """Run until SIGINT/SIGTERM; SIGHUP reloads ``path`` (reload.py)."""
-    server = Server(config, worker)
-    await server.start()
-    tune_gc()
-    stop = asyncio.Event()
-    hurry = asyncio.Event()  # a second signal: stop draining
-    signals: list[int] = []
-
-    def on_signal(sig: int) -> None:
-        if signals:
-            hurry.set()
-        signals.append(sig)
-        stop.set()
-
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal, sig)
-    loop.add_signal_handler(signal.SIGHUP, partial(_on_sighup, server, path))
-    # Tests and supervisors wait for this line on stdout before sending traffic.
-    ready = " ".join(str(b) for b in server.bound)
-    if server.api_address is not None:
-        ready += f" api:{server.api_address[0]}:{server.api_address[1]}"
-    print(f"sipwake ready: {ready}", flush=True)
-    try:
-        await stop.wait()
-        # SIGTERM drains (held calls may finish); SIGINT only answers the callers.
-        drain = config.server.drain_timeout if signals[0] == signal.SIGTERM else 0.0
-        await server.drain(drain, hurry)
-    finally:
-        await server.stop()
-
-
-def _on_sighup(server: Server, path: str | None) -> None:
-    if path is None:
-        log.warning("SIGHUP: running on the built-in configuration, nothing to reload")
-        return
-    from sipwake.reload import reload
-
-    task = asyncio.get_running_loop().create_task(reload(server, path))
-    server.background.add(task)
-    task.add_done_callback(server.background.discard)
 
 
 def _overload_limits(config: Config) -> OverloadLimits | None:
