@@ -69,6 +69,9 @@ def main() -> int:
         "just loaded with 1 M bindings retransmitted on its first step and not after (cause "
         "not found), which ended the ladder at 0",
     )
+    ap.add_argument(
+        "--config", default="", help="TOML appended to the server's, e.g. '[overload]\\n...'"
+    )
     args = ap.parse_args()
     if args.preload and args.storage != "sqlite":
         ap.error("--preload needs --storage sqlite")
@@ -92,7 +95,7 @@ def main() -> int:
         # Start-up loads every stored binding (storage/sqlite.py): ~15 s per million.
         with rig.sipwake(
             tmp,
-            rig.sipwake_config(url, workers=args.workers),
+            rig.sipwake_config(url, workers=args.workers) + "\n" + args.config.replace("\\n", "\n"),
             workers=args.workers,
             ready_timeout=30 + args.preload / 20_000,
         ) as server:
