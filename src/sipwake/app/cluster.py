@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
 from sipwake.app.targets import Target, binding_flow, binding_target, ref_flow
+from sipwake.app.tasks import Tasks
 from sipwake.policy.bindings import Binding, FlowRef
 from sipwake.policy.flowtoken import encode_owner
 from sipwake.storage.base import StorageError
@@ -67,7 +67,7 @@ class ClusterNode:
         self.peers: dict[str, str] = {node_id: route}
         self.on_registered: RegisteredHandler | None = None
         self.on_decline: DeclineHandler | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Tasks()
 
     async def start(self) -> None:
         """Announce ourselves and learn the peers; refuses a node id another live node
@@ -84,10 +84,8 @@ class ClusterNode:
         # worker the supervisor restarted): take its place.
         await self.cluster.announce(self.node_id, self.route, now + NODE_TTL)
         self.peers = await self.cluster.nodes(now)
-        loop = asyncio.get_running_loop()
         for coro in (self._heartbeat(), self.cluster.listen(self._on_message)):
-            task = loop.create_task(coro)
-            self._tasks.add(task)
+            self._tasks.spawn(coro)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -105,9 +103,7 @@ class ClusterNode:
                 log.exception("cluster heartbeat failed")
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         try:
             await self.cluster.leave(self.node_id)
         except StorageError as exc:
@@ -153,11 +149,11 @@ class ClusterNode:
     def held(self, entry: HeldEntry, ttl: float) -> None:
         """The held-call registry (a Bus duty): visible to every node until ``ttl``."""
         if self.shared:
-            self._spawn(self._registry(self.cluster.put_held(entry, ttl)))
+            self._tasks.spawn(self._registry(self.cluster.put_held(entry, ttl)))
 
     def dropped(self, call_id: str) -> None:
         if self.shared:
-            self._spawn(self._registry(self.cluster.drop_held(call_id)))
+            self._tasks.spawn(self._registry(self.cluster.drop_held(call_id)))
 
     @staticmethod
     async def _registry(op: Awaitable[None]) -> None:
@@ -173,12 +169,7 @@ class ClusterNode:
         )
 
     def _publish(self, event: _Event) -> None:
-        self._spawn(self._send(msgspec.msgpack.encode(event)))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._send(msgspec.msgpack.encode(event)))
 
     async def _send(self, data: bytes) -> None:
         try:

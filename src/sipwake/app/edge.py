@@ -17,8 +17,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from sipwake.app.calls import Calls
 from sipwake.app.engine import Engine, Incoming
@@ -26,6 +25,7 @@ from sipwake.app.ports import MetricsPort, NullMetrics
 from sipwake.app.proxy import Proxy
 from sipwake.app.register import RegisteredHook, _http_date
 from sipwake.app.targets import Target
+from sipwake.app.tasks import Tasks
 from sipwake.config import EdgeConfig
 from sipwake.policy import edge as rules
 from sipwake.policy.bindings import Binding, FlowRef
@@ -84,7 +84,7 @@ class EdgeService:
         self.upstream_host = uri.host.strip("[]")
         self.upstream_ips: set[str] = set()
         self._pending: dict[str, asyncio.Future[Response | None]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks()
         self.metrics: MetricsPort = NullMetrics()
         self.stats: dict[str, int] = {
             "register_received": 0, "register_forwarded": 0, "register_throttled": 0,
@@ -175,7 +175,7 @@ class EdgeService:
             return
         self._answer(incoming, outcome, trial, now)
         for b in outcome.evicted:
-            self._spawn(self.deregister(b))
+            self._tasks.spawn(self.deregister(b))
 
     async def _store(
         self, aor: str, request: Request, ref: FlowRef, now: float, expiry: dict[str, float]
@@ -267,7 +267,7 @@ class EdgeService:
 
     def binding_removed(self, b: Binding) -> None:
         """A binding ended here (its push token was rejected): end it upstream too."""
-        self._spawn(self.deregister(b))
+        self._tasks.spawn(self.deregister(b))
 
     # -- other requests -----------------------------------------------------------------------
     def route(self, incoming: Incoming, lhash: str) -> Awaitable[None] | None:
@@ -329,13 +329,6 @@ class EdgeService:
             incoming.respond(502)
 
     # -- housekeeping -------------------------------------------------------------------------
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()

@@ -21,13 +21,13 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from sipwake.app.engine import Incoming
 from sipwake.app.ports import MetricsPort, NullMetrics
 from sipwake.app.proxy import Proxy
 from sipwake.app.targets import Target
+from sipwake.app.tasks import Tasks
 from sipwake.config import MessageConfig
 from sipwake.policy.bindings import Binding, FlowRef
 from sipwake.policy.inbox import (
@@ -121,7 +121,7 @@ class MessageService:
         self._draining: dict[tuple[str, str], Binding | None] = {}
         self._watches: dict[str, _Watch] = {}  # message id -> its sender's live deliveries
         self._deadlines: Deadlines[str] = Deadlines()  # message id -> answer the sender 202
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks()
 
     def sleeping(self, b: Binding) -> bool:
         """As for calls (app/wake.py): a push target and no connection known alive; UDP
@@ -184,9 +184,9 @@ class MessageService:
         if to_push and admit is not None:
             to_push = admit(to_push)
         for pushed in to_push:
-            self._spawn(self._push(pushed, added.message, req))
+            self._tasks.spawn(self._push(pushed, added.message, req))
         if added.new_devices:
-            self._spawn(self._woke_meanwhile(aor, asleep, added.new_devices))
+            self._tasks.spawn(self._woke_meanwhile(aor, asleep, added.new_devices))
         live = [b for d, b in devices.items() if d not in asleep]
         if not live:
             incoming.respond(202)  # RFC 3428 §7: stored, final delivery not known yet
@@ -199,7 +199,7 @@ class MessageService:
                 if b.push is not None:
                     self._drain_soon(aor, b)  # in order after anything older it still has
                 else:
-                    self._spawn(self._send_watched(b, added.message))
+                    self._tasks.spawn(self._send_watched(b, added.message))
             # Bounded through the engine's one timer (handle_timer), not a timer of ours.
             self._deadlines.set(added.message.id, self.clock() + ANSWER_WITHIN)
             self.rearm()
@@ -300,7 +300,7 @@ class MessageService:
             self._draining[key] = b  # again once done, over the newest registration
             return
         self._draining[key] = None
-        self._spawn(self._drain(aor, b))
+        self._tasks.spawn(self._drain(aor, b))
 
     async def _drain(self, aor: str, b: Binding) -> None:
         key = (aor, b.device_key)
@@ -394,13 +394,5 @@ class MessageService:
             fut.set_result(408)  # ended without a final answer (transport failure)
         return True
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()

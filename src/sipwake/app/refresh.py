@@ -17,15 +17,13 @@ when armed."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
 
 from sipwake.app.engine import Engine
 from sipwake.app.ports import MetricsPort, NullMetrics
+from sipwake.app.tasks import Tasks
 from sipwake.config import PushConfig
 from sipwake.policy.bindings import Binding
 from sipwake.policy.pushparams import provider_family
@@ -74,7 +72,7 @@ class RefreshService:
         self.sip_address = sip_address
         self.metrics: MetricsPort = NullMetrics()
         self.plans: dict[tuple[str, str], _Plan] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks()
         self.stats = {"sent": 0, "failed": 0, "expired_unrefreshed": 0}
 
     def on_registered(self, aor: str, added: tuple[Binding, ...]) -> None:
@@ -114,12 +112,7 @@ class RefreshService:
         for key in self._due_at.pop_due(now):
             plan = self.plans.get(key)
             if plan is not None:
-                self._spawn(self._due(plan))
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+                self._tasks.spawn(self._due(plan))
 
     async def _due(self, plan: _Plan) -> None:
         if self.plans.get((plan.aor, plan.device)) is not plan:
@@ -197,6 +190,4 @@ class RefreshService:
         for key in self.plans:
             self._due_at.cancel(key)
         self.plans.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
