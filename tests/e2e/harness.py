@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import shutil
@@ -190,6 +192,22 @@ class ApnsEmulator:
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
+
+    def pushes(self) -> list[dict[str, object]]:
+        """What the emulator delivered (its inspection endpoint, over HTTP/2)."""
+        from sipwake.emulate.tlsutil import client_context
+        from sipwake.push.http2 import H2Client
+
+        async def get() -> list[dict[str, object]]:
+            client = H2Client(self.url, ssl_context=client_context(self.ca_file))
+            try:
+                resp = await client.request("GET", "/_emulator/pushes", [])
+                data = json.loads(resp.body)
+                return data["pushes"] if isinstance(data, dict) else data  # type: ignore[no-any-return]
+            finally:
+                await client.close()
+
+        return asyncio.run(get())
 
     def config(self, bundle_id: str = "com.example.phone") -> str:
         """The [[push.apns]] entry that points sipwake at this emulator."""

@@ -8,7 +8,6 @@ wakes and registers again through sipwake (Kamailio challenges it) and takes the
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import socket
@@ -23,9 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from sipwake.emulate.tlsutil import client_context
 from sipwake.policy.edge import binding_id
-from sipwake.push.http2 import H2Client
 from tests.e2e.harness import (
     ApnsEmulator,
     Child,
@@ -131,18 +128,7 @@ class EdgeRig:
         return len(re.findall(r"legacy: REGISTER for bob from", self.legacy.text()))
 
     def pushes(self) -> list[dict[str, object]]:
-        """What the APNs emulator delivered (its inspection endpoint, over HTTP/2)."""
-
-        async def get() -> list[dict[str, object]]:
-            client = H2Client(self.emu.url, ssl_context=client_context(self.emu.ca_file))
-            try:
-                resp = await client.request("GET", "/_emulator/pushes", [])
-                data = json.loads(resp.body)
-                return data["pushes"] if isinstance(data, dict) else data  # type: ignore[no-any-return]
-            finally:
-                await client.close()
-
-        return asyncio.run(get())
+        return self.emu.pushes()
 
 
 @contextmanager

@@ -4,8 +4,6 @@ guessing one password, push spam."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import re
 import socket
 import time
@@ -15,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from sipwake.emulate.tlsutil import client_context
-from sipwake.push.http2 import H2Client
 from tests.e2e.harness import (
     PHONE_PARAM,
     ApnsEmulator,
@@ -134,16 +130,7 @@ def test_unknown_users_spend_a_budget_like_known_ones(guarded: RunningServer) ->
 
 
 def pushes(emu: ApnsEmulator) -> int:
-    async def get() -> int:
-        client = H2Client(emu.url, ssl_context=client_context(emu.ca_file))
-        try:
-            resp = await client.request("GET", "/_emulator/pushes", [])
-            data = json.loads(resp.body)
-            return len(data["pushes"] if isinstance(data, dict) else data)
-        finally:
-            await client.close()
-
-    return asyncio.run(get())
+    return len(emu.pushes())
 
 
 def push_contact(port: int, token: str) -> str:

@@ -4,7 +4,6 @@ and the held call is delivered over that connection."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import signal
@@ -22,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from sipwake.emulate.tlsutil import client_context, make_test_certs
-from sipwake.push.http2 import H2Client
+from sipwake.emulate.tlsutil import make_test_certs
 from tests.e2e.harness import (
     PHONE_PARAM,
     ApnsEmulator,
@@ -155,18 +153,7 @@ class Rig:
         return child
 
     def pushes(self) -> list[dict[str, object]]:
-        """What the emulator received (its inspection endpoint, over HTTP/2)."""
-
-        async def get() -> list[dict[str, object]]:
-            client = H2Client(self.emu.url, ssl_context=client_context(self.emu.ca_file))
-            try:
-                resp = await client.request("GET", "/_emulator/pushes", [])
-                data = json.loads(resp.body)
-                return data["pushes"] if isinstance(data, dict) else data  # type: ignore[no-any-return]
-            finally:
-                await client.close()
-
-        return asyncio.run(get())
+        return self.emu.pushes()
 
 
 @contextmanager

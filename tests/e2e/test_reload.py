@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import (
+    ApnsEmulator,
     RunningServer,
     apns_emulator,
     free_port,
@@ -118,21 +119,6 @@ def test_sighup_swaps_provider_token_and_level_without_dropping_calls(tmp_path: 
         relay.close()
 
 
-def _count(emu: object) -> int:
-    """Pushes an emulator received, from its output log lines are not kept: ask it."""
-    import asyncio
-    import json
-
-    from sipwake.emulate.tlsutil import client_context
-    from sipwake.push.http2 import H2Client
-
-    async def get() -> int:
-        client = H2Client(emu.url, ssl_context=client_context(emu.ca_file))  # type: ignore[attr-defined]
-        try:
-            resp = await client.request("GET", "/_emulator/pushes", [])
-            data = json.loads(resp.body)
-            return len(data["pushes"] if isinstance(data, dict) else data)
-        finally:
-            await client.close()
-
-    return asyncio.run(get())
+def _count(emu: ApnsEmulator) -> int:
+    """Pushes an emulator received (its output log lines are not kept: ask it)."""
+    return len(emu.pushes())
