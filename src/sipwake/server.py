@@ -397,20 +397,9 @@ class Server:
             auth=auth if cfg.auth.enabled else None,
             relay_foreign=cfg.proxy.relay_foreign,
             reveal_unknown_users=cfg.auth.reveal_unknown_users,
-            push_budget=PushBudget(
-                per_device=cfg.push.max_per_device,
-                device_burst=cfg.push.device_burst,
-                per_source=cfg.push.max_per_source,
-                source_burst=cfg.push.source_burst,
-                require_auth=cfg.push.require_auth_for_push,
-            ),
-            message_budget=PushBudget(
-                per_device=cfg.push.max_per_device,
-                device_burst=cfg.push.device_burst,
-                per_source=cfg.push.max_per_source,
-                source_burst=cfg.push.source_burst,
-                require_auth=cfg.push.require_auth_for_push,
-            ),
+            # The same limits, counted apart: chat must not use up a call's budget.
+            push_budget=_push_budget(cfg),
+            message_budget=_push_budget(cfg),
             messages=messages,
             target_of=cluster.target,
             edge=edge,
@@ -656,6 +645,17 @@ def _local_names() -> list[str]:
     except OSError:
         pass
     return names
+
+
+def _push_budget(config: Config) -> PushBudget:
+    p = config.push
+    return PushBudget(
+        per_device=p.max_per_device,
+        device_burst=p.device_burst,
+        per_source=p.max_per_source,
+        source_burst=p.source_burst,
+        require_auth=p.require_auth_for_push,
+    )
 
 
 def _overload_limits(config: Config) -> OverloadLimits | None:
