@@ -45,6 +45,7 @@ from .redis import DEFAULT_PREFIX, RedisStore
 from .redis_cluster import RedisCluster
 from .redis_inbox import RedisMessageStore
 from .sqlite import SQLiteStore
+from .sqlite_cluster import SQLiteCluster
 from .sqlite_inbox import SQLiteMessageStore
 
 DEFAULT_REDIS_TIMEOUT = 2.0
@@ -80,7 +81,13 @@ async def open_stores(url: str, *, node_id: str) -> Stores:
         if not path:
             raise ValueError(f"storage URL {url!r}: no database path after 'sqlite:'")
         sql = SQLiteStore.open(path, synchronous=synchronous)
-        return Stores(bindings=sql, users=sql, closer=sql.close, messages=SQLiteMessageStore(sql))
+        return Stores(
+            bindings=sql,
+            users=sql,
+            closer=sql.close,
+            cluster=SQLiteCluster(sql),
+            messages=SQLiteMessageStore(sql),
+        )
     if scheme in ("redis", "rediss", "redis+sentinel"):
         red = _open_redis(url, scheme, node_id)
         return Stores(

@@ -6,8 +6,15 @@ Keys, under the same prefix as the RedisStore (default ``sipwake:``):
                       few seconds; readers ignore entries past their expiry and the next
                       announce of any node deletes them, so a crashed node disappears
                       within one expiry without anyone cleaning up after it.
-``{p}held:{call}``    msgpack HeldEntry, with a TTL of the hold window plus the grace, so a
-                      node that dies leaves nothing behind for long (issue 5 "Faults").
+``{p}held:{call}``    hash: ``node`` the owner node id, ``blob`` the msgpack HeldEntry,
+                      ``inv`` its invite key; with the TTL ``put_held`` gives (the hold
+                      window plus the grace), so a call nobody resumes leaves nothing
+                      behind for long (issue 5 "Faults"). ``node`` beside the blob lets
+                      the claim script compare and change the owner without decoding
+                      msgpack; it overrides the blob's ``node_id`` when read.
+``{p}heldinv:{key}``  string: invite key -> call id, same TTL, written in the same
+                      pipeline. Readers check the entry's own ``invite_key``, so a
+                      stale index (the entry was replaced with another key) finds nothing.
 ``{p}secret``         the cluster's token secret, set once (SET NX).
 ``{p}events``         Pub/Sub channel: at-most-once delivery to the nodes subscribed at that
                       moment. Enough here: a lost "device registered" message costs one
@@ -29,12 +36,32 @@ import redis.asyncio as aioredis
 from redis import exceptions as rexc
 
 from .base import StorageError
-from .cluster import Handler, HeldEntry
+from .cluster import Handler, HeldEntry, decode_held, encode_held
 from .redis import _bytes, _glob_escape, _mapped
 
 log = logging.getLogger("sipwake.cluster")
 
 _RECONNECT_MAX = 5.0  # seconds between Pub/Sub reconnect attempts at most
+
+# KEYS: the held key. ARGV: from node, to node. The blob, or nil when the key is gone
+# (expired) or owned by another node. HSET keeps the key's TTL.
+_CLAIM = """
+if redis.call('HGET', KEYS[1], 'node') ~= ARGV[1] then return false end
+redis.call('HSET', KEYS[1], 'node', ARGV[2])
+return redis.call('HGET', KEYS[1], 'blob')
+"""
+
+# KEYS: the held key. ARGV: the invite index prefix, the call id. Deletes the entry and
+# its invite index if that still names this call.
+_DROP = """
+local inv = redis.call('HGET', KEYS[1], 'inv')
+redis.call('DEL', KEYS[1])
+if inv and inv ~= '' then
+  local key = ARGV[1] .. inv
+  if redis.call('GET', key) == ARGV[2] then redis.call('DEL', key) end
+end
+return 1
+"""
 
 
 Op = Callable[[Any], object]  # queues one command on a redis-py pipeline
@@ -58,6 +85,8 @@ class RedisCluster:
         self._channel = prefix + "events"
         self._batch: _Batch | None = None
         self._flushes: set[asyncio.Task[None]] = set()
+        self._claim = client.register_script(_CLAIM)  # EVALSHA, loaded on first use
+        self._drop = client.register_script(_DROP)
 
     async def _submit(self, op: Op) -> None:
         """Run ``op`` in one pipeline with every other write submitted in the same event
@@ -149,17 +178,47 @@ class RedisCluster:
         return f"{self._prefix}held:{call_id}"
 
     async def put_held(self, entry: HeldEntry, ttl: float) -> None:
-        key, blob, px = self._held_key(entry.call_id), msgspec.msgpack.encode(entry), ttl
-        await self._submit(lambda pipe: pipe.set(key, blob, px=max(1, math.ceil(px * 1000))))
+        key, px = self._held_key(entry.call_id), max(1, math.ceil(ttl * 1000))
+        fields = {"node": entry.node_id, "blob": encode_held(entry), "inv": entry.invite_key}
+        inv = self._prefix + "heldinv:" + entry.invite_key if entry.invite_key else ""
+        call_id = entry.call_id
+
+        def op(pipe: Any) -> None:
+            # Replaces all three fields; the pipeline sends these back to back. Between
+            # them a reader sees the new entry without its TTL or index for a moment.
+            pipe.hset(key, mapping=fields)
+            pipe.pexpire(key, px)
+            if inv:
+                pipe.set(inv, call_id, px=px)
+
+        await self._submit(op)
 
     async def get_held(self, call_id: str) -> HeldEntry | None:
         with _mapped("get_held"):
-            data = await self._r.get(self._held_key(call_id))
-        return None if data is None else _held(_bytes(data))
+            node, blob = await self._r.hmget(self._held_key(call_id), ["node", "blob"])
+        return None if node is None or blob is None else decode_held(_bytes(blob), _str(node))
+
+    async def held_by_invite(self, invite_key: str) -> HeldEntry | None:
+        if not invite_key:
+            return None
+        with _mapped("held_by_invite"):
+            call_id = await self._r.get(self._prefix + "heldinv:" + invite_key)
+        if call_id is None:
+            return None
+        entry = await self.get_held(_str(call_id))
+        return entry if entry is not None and entry.invite_key == invite_key else None
+
+    async def claim_held(self, call_id: str, from_node: str, to_node: str) -> HeldEntry | None:
+        with _mapped("claim_held"):
+            blob = await self._claim(keys=[self._held_key(call_id)], args=[from_node, to_node])
+        return None if blob is None else decode_held(_bytes(blob), to_node)
 
     async def drop_held(self, call_id: str) -> None:
-        key = self._held_key(call_id)
-        await self._submit(lambda pipe: pipe.delete(key))
+        # One script, not the write batch: the invite index is known only from the entry.
+        with _mapped("drop_held"):
+            await self._drop(
+                keys=[self._held_key(call_id)], args=[self._prefix + "heldinv:", call_id]
+            )
 
     async def list_held(self, limit: int = 1000) -> list[HeldEntry]:
         pattern = _glob_escape(self._prefix + "held:") + "*"
@@ -169,8 +228,16 @@ class RedisCluster:
                 keys.append(k)
                 if len(keys) >= limit:
                     break
-            values = await self._r.mget(keys) if keys else []
-        entries = [_held(_bytes(v)) for v in values if v is not None]
+            async with self._r.pipeline(transaction=False) as pipe:
+                for k in keys:
+                    pipe.hmget(k, ["node", "blob"])
+                # An error for one key (a string left by an older sipwake) skips that key.
+                values = await pipe.execute(raise_on_error=False) if keys else []
+        entries = [
+            decode_held(_bytes(blob), _str(node))
+            for node, blob in (v for v in values if isinstance(v, list))
+            if node is not None and blob is not None
+        ]
         return sorted(entries, key=lambda e: e.call_id)
 
     async def shared_secret(self, proposed: bytes) -> bytes:
@@ -183,8 +250,5 @@ class RedisCluster:
         return _bytes(value)
 
 
-def _held(data: bytes) -> HeldEntry:
-    try:
-        return msgspec.msgpack.decode(data, type=HeldEntry)
-    except msgspec.DecodeError as exc:
-        raise StorageError(f"corrupt held-call record: {exc}") from exc
+def _str(value: object) -> str:
+    return _bytes(value).decode()

@@ -77,6 +77,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX inboxes_earliest ON inboxes (earliest)",
     ),
+    (
+        # The held-call registry (storage/sqlite_cluster.py): one row per held call, so
+        # a call survives a restart. ``node_id`` beside the blob is the owner a claim
+        # compares and changes; ``expires_at`` is wall clock.
+        """CREATE TABLE held_calls (
+            call_id TEXT PRIMARY KEY NOT NULL,
+            aor TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            invite_key TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            data BLOB NOT NULL
+        )""",
+        "CREATE INDEX held_calls_invite ON held_calls (invite_key)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -223,12 +237,20 @@ class SQLiteStore:
         return self._wait_commit()
 
     def execute_in_batch(self, sql: str, params: tuple[object, ...]) -> asyncio.Future[None]:
-        """Run one write statement on another table (the message inboxes, sqlite_inbox.py)
-        in the open group-commit batch; the future resolves once it is committed."""
+        """Run one write statement on another table (the message inboxes, sqlite_inbox.py;
+        held calls, sqlite_cluster.py) in the open group-commit batch; the future
+        resolves once it is committed."""
+        return self.change_in_batch(sql, params)[1]
+
+    def change_in_batch(
+        self, sql: str, params: tuple[object, ...]
+    ) -> tuple[int, asyncio.Future[None]]:
+        """``execute_in_batch`` that also says how many rows the statement changed (a
+        compare-and-set: ``UPDATE ... WHERE`` the old value)."""
         self._open_batch()
         with _mapped("update"):
-            self._conn.execute(sql, params)
-        return self._wait_commit()
+            changed = self._conn.execute(sql, params).rowcount
+        return changed, self._wait_commit()
 
     def query(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
         """A read on the same connection: it sees writes of the open batch."""
