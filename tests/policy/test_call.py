@@ -249,3 +249,68 @@ def test_shutdown_answers_the_caller_and_cancels_ringing_branches() -> None:
     assert call.shutdown(6, retry_after=5) == []  # once
     # b, pushed and never reached, is still owed the call it was woken for.
     assert call.registered("b", 7) == [DeliverAndCancel("b", 'SIP;cause=480;text="Call failed"')]
+
+
+# -- resuming a call another process held (issue 11 step 3) -----------------------------------
+def resumed(states: dict[str, DeviceState], now: float = 100.0, hold_end: float = 120.0,
+            woke: tuple[str, ...] = ()) -> tuple[Call, list[object]]:  # fmt: skip
+    call = Call.new("uuid-1", "sip:bob@example.com", RULES)
+    return call, list(call.resume(now, hold_end, states, woke))
+
+
+def test_resume_pushes_nobody_again_and_delivers_when_the_device_wakes() -> None:
+    call, actions = resumed({"iphone": DeviceState.PUSHED, "ipad": DeviceState.PUSHING})
+    assert actions == [PUSH_SENT]  # to the new server transaction; no SendPush
+    assert call.held and call.next_deadline() == 120.0
+    assert call.devices.states == {"iphone": DeviceState.PUSHED, "ipad": DeviceState.PUSHED}
+    woken(call, "iphone", "k1", 101)
+    ok = resp(200)
+    assert call.response("k1", ok, 102) == [Forward(ok), Ended(HeldState.ANSWERED, 200)]
+    # ipad, still asleep, is owed the call it was woken for.
+    assert call.registered("ipad", 103) == [
+        DeliverAndCancel("ipad", 'SIP;cause=200;text="Call completed elsewhere"')
+    ]
+
+
+def test_resume_lets_a_device_that_woke_meanwhile_in_at_once() -> None:
+    # It registered while nobody held the call: its branch opens now.
+    call, actions = resumed({"iphone": DeviceState.PUSHED}, woke=("iphone",))
+    assert actions == [PUSH_SENT, OpenBranch("iphone")]
+    assert call.awaited(100.5)  # its branch is being opened
+
+
+def test_resume_a_device_that_had_joined_waits_for_it_again() -> None:
+    # Its branch went with the old process's connection: it must register again.
+    call, actions = resumed({"iphone": DeviceState.JOINED})
+    assert actions == [PUSH_SENT]
+    assert call.registered("iphone", 101) == [OpenBranch("iphone")]
+
+
+def test_resume_after_the_hold_window_answers_480_at_once() -> None:
+    call, actions = resumed({"iphone": DeviceState.PUSHED}, now=100, hold_end=90)
+    assert actions == [PUSH_SENT, Respond(480), Ended(HeldState.EXPIRED, 480)]
+    # The device that wakes within the grace period still gets INVITE + CANCEL.
+    assert call.registered("iphone", 101) == [
+        DeliverAndCancel("iphone", 'SIP;cause=480;text="No answer"')
+    ]
+
+
+def test_resume_with_only_failed_or_declined_devices_ends_the_call() -> None:
+    call, actions = resumed({"a": DeviceState.REJECTED, "b": DeviceState.DECLINED})
+    assert actions == [PUSH_SENT, Respond(480), Ended(HeldState.EXPIRED, 480)]
+    assert call.registered("a", 101) == []  # not owed: its push never reached it
+
+
+def test_abandon_for_an_unreachable_caller_cancels_and_owes_the_woken_devices() -> None:
+    call, _ = resumed({"iphone": DeviceState.PUSHED, "ipad": DeviceState.PUSHED})
+    woken(call, "ipad", "k1", 101)
+    call.response("k1", resp(180), 101.5)
+    reason = 'SIP;cause=480;text="Caller unreachable"'
+    assert call.abandon(102, 480, "Caller unreachable") == [
+        CancelBranch("k1", reason),
+        Respond(480),
+        Ended(HeldState.EXPIRED, 480),
+    ]
+    assert call.registered("iphone", 103) == [
+        DeliverAndCancel("iphone", 'SIP;cause=480;text="No answer"')
+    ]

@@ -33,7 +33,7 @@ from sipwake.policy.parking import (
     end_reason,
     ended_state,
 )
-from sipwake.sip.message import Response
+from sipwake.sip.message import Request, Response
 
 __all__ = [
     "Call",
@@ -47,6 +47,8 @@ __all__ = [
     "OpenBranch",
     "Respond",
     "SendPush",
+    "invite_key",
+    "resume_state",
 ]
 
 
@@ -90,6 +92,24 @@ CallAction = Action | SendPush | OpenBranch | DeliverAndCancel | Ended | Forget
 
 
 NO_ANSWER = Respond(480)  # RFC 8599 §5.3.2: nobody woke in time
+
+
+def invite_key(request: Request) -> str:
+    """What finds a held call from its caller's INVITE, retransmitted, or its CANCEL: the
+    Call-ID and the top Via branch, which a CANCEL repeats (RFC 3261 §9.1, §17.2.3); the
+    From tag for a pre-RFC 3261 caller without a magic-cookie branch."""
+    return f"{request.call_id} {request.top_via.branch or request.from_.tag or ''}"
+
+
+def resume_state(state: DeviceState) -> DeviceState:
+    """How a device stands for a call resumed by another process. A push in flight may
+    have been delivered, and a device that joined lost its branch with the old process's
+    connections: all three are awaited again, never pushed again (the app already has a
+    push with this call's UUID). A device that failed or declined stays out."""
+    return DeviceState.PUSHED if state in RESUMABLE else state
+
+
+RESUMABLE = frozenset({DeviceState.PUSHING, DeviceState.PUSHED, DeviceState.JOINED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +195,28 @@ class Call:
                 out += self._push(device, now)
         return out
 
+    def resume(
+        self,
+        now: float,
+        hold_end: float,
+        states: dict[str, DeviceState],
+        woke: Iterable[str] = (),
+    ) -> list[CallAction]:
+        """Take over a call another process held (it died, or this is its restart): the
+        devices keep their states (``resume_state``), the hold window its end, and nobody
+        is pushed again. Devices in ``woke`` registered since they were pushed: their
+        branches open now. The caller hears 110 again from the new server transaction;
+        a window already over ends the call at the next ``timer``."""
+        for device, state in states.items():
+            self.devices.states[device] = resume_state(state)
+            self.pushable.add(device)
+        self.hold_end = hold_end
+        self.fork.unanswered = self.rules.unanswered
+        out: list[CallAction] = [Respond(110, reason="Push sent")]
+        for device in woke:
+            out += self.registered(device, now)
+        return out + self.settle(now)  # nobody left to wait for: 480 now
+
     def will_open(self, device: str) -> None:
         """A branch towards ``device`` is being opened (the flow looked up): the call
         waits for it."""
@@ -259,6 +301,13 @@ class Call:
         reason = 'SIP;cause=503;text="Server shutting down"'
         headers = (("Retry-After", str(retry_after)),)
         return self._after(self.fork.abandon(503, headers, reason), now)
+
+    def abandon(self, now: float, status: int, text: str) -> list[CallAction]:
+        """End the call for a caller that can no longer be answered (its connection died
+        with the process that held the call): branches get a CANCEL, pushed devices
+        their INVITE + CANCEL when they wake (the grace period)."""
+        reason = f'SIP;cause={status};text="{text}"'
+        return self._after(self.fork.abandon(status, (), reason), now)
 
     def deliver_and_cancel(self, reason: str) -> list[CallAction]:
         """A ghost's branch went out: CANCEL it at once (sent after its first provisional)."""
