@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 
 from sipwake.app.engine import Incoming
 from sipwake.app.ports import MetricsPort, NullMetrics
@@ -30,7 +31,18 @@ TRUSTED = "<trusted>"  # what check() returns for a trusted peer or with auth di
 
 
 class Authenticator:
-    def __init__(self, cfg: AuthConfig, users: UserStore, realm: str, secret: bytes) -> None:
+    def __init__(
+        self,
+        cfg: AuthConfig,
+        users: UserStore,
+        realm: str,
+        secret: bytes,
+        *,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        # Nonces carry their issue time and are checked by other nodes: the wall clock
+        # (the engine's: server.py).
+        self.wall = wall
         self.cfg = cfg
         self.users = users
         self.realm = realm
@@ -59,7 +71,7 @@ class Authenticator:
         if self.skips(incoming):
             return TRUSTED
         ip = incoming.flow.remote[0]
-        now = time.time()
+        now = self.wall()
         if self.throttle.is_blocked(ip, now):
             incoming.respond(403, "Too Many Failed Attempts")
             return None
@@ -119,7 +131,7 @@ class Authenticator:
         name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
         values = digest.challenges(
             self.realm,
-            time.time(),
+            self.wall(),
             self.secret,
             self.cfg.algorithms,
             stale=stale,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -109,7 +108,7 @@ class EdgeService:
             flow.transport, flow.remote[0], flow.remote[1], flow.local[0], flow.local[1],
             flow.conn_id, self.node_id,
         )  # fmt: skip
-        now = time.time()
+        now = self.engine.wall()
         # The local checks first (malformed, push parameters, Min-Expires): what the
         # device would get from us whatever the upstream says, so it never goes there.
         _, trial = decide_register(
@@ -293,7 +292,7 @@ class EdgeService:
 
     async def _to_device(self, incoming: Incoming, lhash: str, aor: str, device: str) -> None:
         self._pop_our_routes(incoming.request)
-        b = rules.binding_of(await self.store.lookup(aor, time.time()), device)
+        b = rules.binding_of(await self.store.lookup(aor, self.engine.wall()), device)
         if b is None or self.fork is None:
             incoming.respond(404)  # unknown or expired binding id
             return
@@ -304,7 +303,7 @@ class EdgeService:
         flow = incoming.flow
         known = False
         if request.from_.uri.host.lower() in self.domains:
-            for b in await self.store.lookup(request.from_.uri.aor(), time.time()):
+            for b in await self.store.lookup(request.from_.uri.aor(), self.engine.wall()):
                 ref = b.flow
                 if ref is None or ref.transport != flow.transport:
                     continue

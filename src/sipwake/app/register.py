@@ -51,7 +51,12 @@ class Registrar:
         auth: Authenticator | None,
         domains: set[str],
         node_id: str = "",
+        *,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        # Binding expiry outlives the process: the wall clock (the engine's, so a test
+        # moves it: tests/app/harness.py).
+        self.wall = wall
         self.store = store
         self.policy = policy
         self.auth = auth
@@ -93,7 +98,7 @@ class Registrar:
             conn_id=flow.conn_id,
             node_id=self.node_id,
         )
-        now = time.time()
+        now = self.wall()
         policy = self.policy
         try:
             outcome: RegisterOutcome = await self.store.update(
@@ -151,6 +156,6 @@ class Registrar:
             ], None
 
         try:
-            await self.store.update(aor, clear, time.time())
+            await self.store.update(aor, clear, self.wall())
         except StorageError as exc:
             log.warning("%s: could not clear a closed flow from its bindings: %s", aor, exc)
