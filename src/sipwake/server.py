@@ -26,6 +26,7 @@ from sipwake.app.messages import MessageService
 from sipwake.app.proxy import Proxy
 from sipwake.app.refresh import RefreshService
 from sipwake.app.register import Registrar
+from sipwake.app.resume import Resumer
 from sipwake.app.router import DRAIN_RETRY_AFTER, SipApp
 from sipwake.app.targets import Flows, ref_flow
 from sipwake.app.timeline import Timelines
@@ -249,11 +250,12 @@ class Server:
             route=_cluster_route(advertised),
             secret=self.secret,
             is_alive=lambda ref: self.transport.is_alive(ref_flow(ref)),
+            wall=self.engine.wall,
         )
         if cluster.shared:
             await cluster.start()
         self.cluster = cluster
-        auth = Authenticator(cfg.auth, stores.users, self.realm, self.secret)
+        auth = Authenticator(cfg.auth, stores.users, self.realm, self.secret, wall=self.engine.wall)
         reg = cfg.registrar
         # Key files are read here: a missing one stops start-up with the entry's name.
         self.dispatcher = PushDispatcher.from_config(cfg.push)
@@ -277,6 +279,7 @@ class Server:
             auth if cfg.auth.enabled else None,
             hosts,
             self.node_id,
+            wall=self.engine.wall,
         )
         self.registrar = registrar
         if cluster.shared:
@@ -320,6 +323,18 @@ class Server:
         self.timelines.metrics = self.metrics
         self.calls = calls
         self.pusher = pusher
+        resumer = None
+        if pusher is not None:  # only pushed calls are held, and so resumed (app/resume.py)
+            resumer = Resumer(
+                engine=self.engine,
+                calls=calls,
+                registry=stores.cluster,
+                node=cluster,
+                bindings=stores.bindings,
+                flows=flows,
+                limits=self.engine.limits,
+            )
+            cluster.on_peers_lost = resumer.on_peers_lost
         edge: EdgeService | None = None
         if cfg.edge is not None:
             edge = EdgeService(
@@ -403,6 +418,7 @@ class Server:
             messages=messages,
             target_of=cluster.target,
             edge=edge,
+            resumer=resumer,
         )
         self.engine.app = self.app
         self.engine.held_calls = calls.held_count
@@ -418,6 +434,8 @@ class Server:
         if self.metrics.multiprocess_dir is not None:
             self._sampler = asyncio.get_running_loop().create_task(self._sample_loop())
         log.info("listening on %s", ", ".join(str(b) for b in self.bound))
+        if resumer is not None:
+            await resumer.start()  # calls held before a restart or by a dead node
 
     def _sample_metrics(self, metrics: Metrics) -> None:
         """Values read from elsewhere, for sipwake_open_connections and credential expiry."""
@@ -509,8 +527,8 @@ class Server:
             self._sampler.cancel()
         for task in list(self.background):
             task.cancel()
-        if self.cluster is not None and self.cluster.shared:
-            await self.cluster.close()
+        if self.cluster is not None:
+            await self.cluster.close()  # the last held-call writes land first
         if self.api is not None:
             await self.api.close()
         if self.edge is not None:

@@ -17,11 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sipwake.app.calls import Calls
+from sipwake.app.cluster import ClusterNode
 from sipwake.app.engine import Engine
 from sipwake.app.events import CallEvent
 from sipwake.app.messages import MessageService
 from sipwake.app.proxy import Proxy
 from sipwake.app.register import Registrar
+from sipwake.app.resume import Resumer
 from sipwake.app.router import SipApp
 from sipwake.app.targets import Flows, binding_target
 from sipwake.app.wake import Pusher
@@ -36,6 +38,7 @@ from sipwake.sip.codec import parse_message
 from sipwake.sip.message import Request, Response, make_response
 from sipwake.sip.timers import TimerConfig
 from sipwake.sip.transactions.layer import TransactionLayer
+from sipwake.storage.cluster import LocalCluster
 from sipwake.storage.inbox import MemoryMessageStore
 from sipwake.storage.memory import MemoryStore
 from sipwake.transport.flow import Flow
@@ -63,11 +66,12 @@ class _Handle:
 class FakeClock:
     """Monotonic time that moves only when the test says; wall time follows it."""
 
-    def __init__(self, start: float = 1000.0) -> None:
+    def __init__(self, start: float = 1000.0, wall_ahead: float = 0.0) -> None:
         self.t = start
         # The registrar dates bindings by the real wall clock (binding expiry outlives
-        # the process), so the fake wall clock starts there.
-        self._wall0 = time.time() - start
+        # the process), so the fake wall clock starts there (``wall_ahead`` later: a
+        # process started after another one's death).
+        self._wall0 = time.time() + wall_ahead - start
         self._heap: list[tuple[float, int, Callable[[], None], _Handle]] = []
         self._seq = itertools.count()
 
@@ -181,13 +185,22 @@ class Device:
 
 class Rig:
     def __init__(
-        self, rules: CallRules | None = None, *, messages: MessageConfig | None = None
+        self,
+        rules: CallRules | None = None,
+        *,
+        messages: MessageConfig | None = None,
+        store: MemoryStore | None = None,
+        registry: LocalCluster | None = None,
+        wall_ahead: float = 0.0,
     ) -> None:
-        self.clock = FakeClock()
+        """``store`` and ``registry`` (the held calls) outlive a Rig: a second Rig on the
+        same ones is the process restarted after the first one died."""
+        self.clock = FakeClock(wall_ahead=wall_ahead)
         self.net = Net()
         self.push = RecordingProvider()
         self.events: list[CallEvent] = []
-        self.store = MemoryStore()
+        self.store = store if store is not None else MemoryStore()
+        self.registry = registry if registry is not None else LocalCluster(self.clock.wall)
         txn = TransactionLayer(TimerConfig(), new_id)
         engine = Engine(txn, tag_source=new_id, clock=self.clock)
         engine.sender = self.net
@@ -201,6 +214,7 @@ class Rig:
             ),
             None,
             {DOMAIN, US[0]},
+            wall=self.clock.wall,
         )
         flows = Flows(self.net, {"UDP": US, "TCP": US})
         proxy = Proxy(engine, flows, me, secret=b"s" * 32, id_source=new_id)
@@ -214,13 +228,30 @@ class Rig:
             secret=b"s" * 32,
             decline_base="https://api.example.com",
         )
+        node = ClusterNode(
+            self.registry,
+            node_id="node1",
+            route=f"{US[0]}:{US[1]};transport=tcp",
+            secret=b"s" * 32,
+            is_alive=lambda ref: ref.conn_id in self.net.open,
+        )
         self.calls = Calls(
             engine,
             proxy,
             flows,
             rules or CallRules(hold_window=30, cancel_grace=30, live_timeout=2),
             pusher=pusher,
+            bus=node,
             secret=b"s" * 32,
+        )
+        self.resumer = Resumer(
+            engine=engine,
+            calls=self.calls,
+            registry=self.registry,
+            node=node,
+            bindings=self.store,
+            flows=flows,
+            limits=engine.limits,
         )
         engine.timers.append(self.calls)
         registrar.hooks.append(self.calls.on_registered)
@@ -256,6 +287,7 @@ class Rig:
             users=self.store,
             auth=None,
             messages=self.messages,
+            resumer=self.resumer,
         )
         self._devices = itertools.count(1)
 

@@ -174,7 +174,7 @@ def test_register_on_2_call_via_1_wake_on_3(tmp_path: Path, prefix: str, transpo
 def test_held_call_is_registered_cluster_wide(tmp_path: Path, prefix: str) -> None:
     """While a call is held its entry (UUID, AoR, holding node, devices) is in Redis, and
     another node's admin API lists it; the phone never wakes, the caller gets 480 when the
-    hold window ends, and the entry goes once the grace period is over."""
+    hold window ends, and the entry goes with that answer (nothing left to resume)."""
     storage = f"{REDIS}?prefix={prefix}"
     push = "hold_window = 2\ncancel_grace = 1"
     with cluster(tmp_path, storage, count=2, push=push, admin_token="tok") as (nodes, relay):
@@ -195,7 +195,7 @@ def test_held_call_is_registered_cluster_wide(tmp_path: Path, prefix: str) -> No
         while time.monotonic() < deadline and not listed:
             listed = admin_calls(n2)
             time.sleep(0.05)
-        entries = [client.get(k) or b"" for k in client.scan_iter(f"{prefix}held:*")]
+        entries = [client.hget(k, "node") or b"" for k in client.scan_iter(f"{prefix}held:*")]
         caller.join(40)
         phone.stop()
         assert listed and listed[0]["node"] == "node1", listed

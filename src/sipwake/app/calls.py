@@ -44,8 +44,11 @@ from sipwake.policy.call import (
     OpenBranch,
     Respond,
     SendPush,
+    invite_key,
+    resume_state,
 )
-from sipwake.policy.parking import HeldState
+from sipwake.policy.parking import DeviceState, HeldState
+from sipwake.policy.proxying import loop_hash
 from sipwake.sip.deadlines import Deadlines
 from sipwake.sip.message import Response
 from sipwake.storage.cluster import HeldEntry
@@ -56,6 +59,7 @@ log = logging.getLogger("sipwake.calls")
 # RFC 3261 §20.43: 399 is the miscellaneous warning; the agent is a pseudonym.
 PUSH_REFUSED = ("Warning", '399 sipwake "Push budget exceeded"')
 Admit = Callable[[list[Binding]], list[Binding]]
+STORE_WAIT = 0.5  # seconds a push waits for its held call to be stored
 
 
 def call_rules(config: Config) -> CallRules:
@@ -87,6 +91,9 @@ class Running:
     wall_deadline: float = 0.0  # end of the hold window, wall clock (payload, links)
     indexed: bool = False  # in by_id / by_aor (it was held)
     done: bool = False  # forgotten
+    created: float = 0.0  # wall clock when first held (a binding registered since woke)
+    invite: bytes = b""  # the INVITE as held, stored with the call (issue 11 step 3)
+    saved: tuple[tuple[str, str], ...] | None = None  # device states last stored
 
 
 class Calls:
@@ -125,6 +132,7 @@ class Calls:
         self.metrics: MetricsPort = NullMetrics()
         self.stats: dict[str, int] = {
             "held": 0, "joined": 0, "late_deliveries": 0, "declined": 0, "silent_pushed": 0,
+            "resumed": 0,
         }  # fmt: skip
 
     def held_count(self) -> int:
@@ -210,6 +218,49 @@ class Calls:
             return True
         self._drop_server(rec)
         return False
+
+    def resume(
+        self,
+        incoming: Incoming,
+        entry: HeldEntry,
+        bindings: list[Binding],
+        *,
+        reachable: bool = True,
+    ) -> None:
+        """Take over a call another process held (app/resume.py): ``incoming`` is the new
+        server transaction for its INVITE, ``bindings`` the callee's now. Same call UUID,
+        no second push; a device whose binding was registered after the call was held
+        woke meanwhile and gets its branch now. A caller that cannot be ``reachable``
+        (its connection died with that process) ends the call: devices that wake get
+        the INVITE and its CANCEL."""
+        now, wall = self.engine.now(), self.engine.wall()
+        call = Call.new(entry.call_id, entry.aor, self.rules)
+        rec = self._start(call, incoming, loop_hash(incoming.request))
+        rec.created = entry.created
+        for b in bindings:
+            if b.push is not None:
+                rec.bindings.setdefault(b.device_key, b)
+        states: dict[str, DeviceState] = {}
+        for device, value in entry.states:
+            try:
+                states[device] = DeviceState(value)
+            except ValueError:
+                continue  # written by a newer version: leave that device out
+        woke = [
+            d for d, b in rec.bindings.items() if d in states and b.registered_at > entry.created
+        ]
+        hold_end = now + (entry.deadline - wall)
+        if reachable:
+            actions = call.resume(now, hold_end, states, woke)
+        else:
+            actions = call.resume(now, hold_end, states)
+            actions += call.abandon(now, 480, "Caller unreachable")
+            for device in woke:
+                actions += call.registered(device, now)
+        self.stats["resumed"] += 1
+        log.info("call %s resumed", call.call_id)
+        self._hold(rec)
+        self._apply(rec, actions)
 
     def _start(self, call: Call, incoming: Incoming, lhash: str) -> Running:
         rec = Running(call, incoming, lhash)
@@ -437,6 +488,8 @@ class Calls:
                 self._ended(rec, action)
             elif isinstance(action, Forget):
                 self._forget(rec)
+        if rec.indexed and not call.ended:
+            self._save(rec)
         self._arm(rec)
 
     def _arm(self, rec: Running) -> None:
@@ -483,6 +536,9 @@ class Calls:
     async def _send_push(self, rec: Running, pusher: Pusher, b: Binding) -> None:
         call = rec.call
         invite = rec.incoming.request
+        # Stored before the device can wake (nothing accepted is lost: a node that dies
+        # now leaves the call to be resumed), but never held up long by a slow store.
+        await self.bus.flushed(call.call_id, STORE_WAIT)
         state, outcome, reason = await pusher.push(
             call.call_id, call.aor, invite, b, rec.wall_deadline
         )
@@ -501,13 +557,35 @@ class Calls:
         self.by_aor.setdefault(call.aor, []).append(rec)
         self.stats["held"] += 1
         self.metrics.held_calls.inc()
-        if self.bus.shared:
-            # Visible to every node (admin, decline links) until the grace period is over
-            # even if this node dies (issue 5 "Faults").
-            entry = HeldEntry(
-                call.call_id, call.aor, self.bus.node_id, rec.wall_deadline, tuple(rec.bindings)
-            )
-            self.bus.held(entry, self.rules.hold_window + self.rules.cancel_grace + 1)
+        if not rec.created:
+            rec.created = self.engine.wall()
+        rec.invite = rec.incoming.request.serialise()
+        self._save(rec)
+
+    def _save(self, rec: Running) -> None:
+        """Store the held call as far as another process needs it to resume it (app/resume.py):
+        the INVITE, the caller's flow, the devices' states, the hold window. Written when
+        it is held and when a device stops or starts being awaited; dropped when the caller
+        has its answer. The bus writes one call's snapshots in order, the last one winning."""
+        states = tuple((d, resume_state(s).value) for d, s in rec.call.devices.states.items())
+        if states == rec.saved:
+            return
+        rec.saved = states
+        call, flow = rec.call, rec.incoming.flow
+        entry = HeldEntry(
+            call.call_id,
+            call.aor,
+            self.bus.node_id,
+            rec.wall_deadline,
+            tuple(rec.bindings),
+            invite_key=invite_key(rec.incoming.request),
+            invite=rec.invite,
+            caller=(flow.transport, *flow.local, *flow.remote),
+            states=states,
+            created=rec.created,
+        )
+        remaining = rec.wall_deadline - self.engine.wall()
+        self.bus.held(entry, max(1.0, remaining + self.rules.cancel_grace + 1))
 
     async def _join(self, rec: Running, device: str) -> None:
         b = rec.bindings.get(device)
@@ -546,6 +624,7 @@ class Calls:
         if not rec.indexed:
             return
         self.metrics.held_calls.dec()
+        self.bus.dropped(call.call_id)  # nothing left to resume: the caller has its answer
         for task in list(rec.tasks):
             task.cancel()  # pushes still in flight: the device stays owed INVITE + CANCEL
         pusher = self.pusher
@@ -561,7 +640,6 @@ class Calls:
         rec.done = True
         if self.by_id.get(call.call_id) is rec:
             del self.by_id[call.call_id]
-            self.bus.dropped(call.call_id)
         recs = self.by_aor.get(call.aor)
         if recs is not None:
             recs[:] = [r for r in recs if r is not rec]

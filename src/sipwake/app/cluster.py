@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import msgspec
 
@@ -57,7 +57,10 @@ class ClusterNode:
         route: str,
         secret: bytes,
         is_alive: Callable[[FlowRef], bool],
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        # Node liveness is compared across machines: the wall clock (the engine's).
+        self.wall = wall
         self.cluster = cluster
         self.shared = cluster.shared
         self.node_id = node_id
@@ -67,15 +70,21 @@ class ClusterNode:
         self.peers: dict[str, str] = {node_id: route}
         self.on_registered: RegisteredHandler | None = None
         self.on_decline: DeclineHandler | None = None
+        self.on_peers_lost: Callable[[], None] | None = None  # their held calls are orphans
         self._tasks = Tasks()
+        # Held-call registry writes, one call's in order and the last one winning:
+        # call UUID -> the latest snapshot (entry, ttl), or None to drop it.
+        self._latest: dict[str, tuple[HeldEntry, float] | None] = {}
+        self._writing: set[str] = set()
+        self._written: dict[str, asyncio.Future[None]] = {}  # flushed() waiters
 
     async def start(self) -> None:
         """Announce ourselves and learn the peers; refuses a node id another live node
         already uses with a different route (two nodes would steal each other's devices)."""
-        now = time.time()
+        now = self.wall()
         peers = await self.cluster.nodes(now)
         other = peers.get(self.node_id)
-        if other is not None and other != self.route and await _answers(other):
+        if other is not None and other != self.route and await node_answers(other):
             raise ValueError(
                 f"server.node_id {self.node_id!r} is already used by the live node at {other}; "
                 "give every node (and worker) its own node_id"
@@ -90,10 +99,13 @@ class ClusterNode:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(HEARTBEAT)
-            now = time.time()
+            now = self.wall()
             try:
                 await self.cluster.announce(self.node_id, self.route, now + NODE_TTL)
+                before = self.peers
                 self.peers = await self.cluster.nodes(now)
+                if self.on_peers_lost is not None and before.keys() - self.peers.keys():
+                    self.on_peers_lost()
             except StorageError as exc:
                 # Keep the last known peers: during a store outage the nodes themselves
                 # are most likely fine, and calls in progress still need routing.
@@ -103,7 +115,15 @@ class ClusterNode:
                 log.exception("cluster heartbeat failed")
 
     async def close(self) -> None:
+        # Let the last held-call writes land (a drained call must not be resumed by the
+        # next start), for a moment; then stop everything.
+        for _ in range(40):
+            if not self._writing:
+                break
+            await asyncio.sleep(0.05)
         await self._tasks.close()
+        if not self.shared:
+            return
         try:
             await self.cluster.leave(self.node_id)
         except StorageError as exc:
@@ -147,21 +167,49 @@ class ClusterNode:
         )
 
     def held(self, entry: HeldEntry, ttl: float) -> None:
-        """The held-call registry (a Bus duty): visible to every node until ``ttl``."""
-        if self.shared:
-            self._tasks.spawn(self._registry(self.cluster.put_held(entry, ttl)))
+        """The held-call registry (a Bus duty): what another process resumes the call
+        from (app/resume.py), and what every node lists, until ``ttl``."""
+        self._queue(entry.call_id, (entry, ttl))
 
     def dropped(self, call_id: str) -> None:
-        if self.shared:
-            self._tasks.spawn(self._registry(self.cluster.drop_held(call_id)))
+        self._queue(call_id, None)
 
-    @staticmethod
-    async def _registry(op: Awaitable[None]) -> None:
+    async def flushed(self, call_id: str, timeout: float) -> None:
+        """Wait (at most ``timeout``) until the call's snapshots are written: its push
+        goes out only once a takeover could find the call (app/calls.py)."""
+        if call_id not in self._writing:
+            return
+        done = self._written.get(call_id)
+        if done is None:
+            done = self._written[call_id] = asyncio.get_running_loop().create_future()
         try:
-            await op
-        except StorageError as exc:
-            # The registry is for visibility; the call itself is held here.
-            log.warning("held-call registry not updated: %s", exc)
+            await asyncio.wait_for(asyncio.shield(done), timeout)
+        except TimeoutError:
+            log.warning("held call %s: store slow, pushing before it is written", call_id)
+
+    def _queue(self, call_id: str, op: tuple[HeldEntry, float] | None) -> None:
+        self._latest[call_id] = op
+        if call_id not in self._writing:
+            self._writing.add(call_id)
+            self._tasks.spawn(self._write(call_id))
+
+    async def _write(self, call_id: str) -> None:
+        try:
+            while call_id in self._latest:
+                op = self._latest.pop(call_id)
+                try:
+                    if op is None:
+                        await self.cluster.drop_held(call_id)
+                    else:
+                        await self.cluster.put_held(*op)
+                except StorageError as exc:
+                    # The call goes on here; only a takeover after our death would miss it.
+                    log.warning("held-call registry not updated: %s", exc)
+        finally:
+            self._writing.discard(call_id)
+            done = self._written.pop(call_id, None)
+            if done is not None and not done.done():
+                done.set_result(None)
 
     def forward_decline(self, call_id: str, token: str, reason: str) -> None:
         self._publish(
@@ -197,7 +245,7 @@ class ClusterNode:
             self.on_decline(event.call_id, event.token, event.reason)
 
 
-async def _answers(route: str) -> bool:
+async def node_answers(route: str) -> bool:
     """Does something accept connections at ``route`` (``host:port;transport=tcp``)? A
     node that died leaves its registry entry behind for up to NODE_TTL; its port is
     closed. UDP cannot be probed: assume the node is there."""

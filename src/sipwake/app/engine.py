@@ -146,7 +146,9 @@ class Application(Protocol):
 
     def on_request(self, incoming: Incoming) -> Awaitable[None] | None: ...
 
-    def on_cancel(self, incoming: Incoming, invite_txn_id: str | None) -> None: ...
+    def on_cancel(
+        self, incoming: Incoming, invite_txn_id: str | None
+    ) -> Awaitable[None] | None: ...
 
     def on_response(self, response: Response, txn_id: str) -> None: ...
 
@@ -295,6 +297,23 @@ class Engine:
         self.metrics.response_sent(503)
         self._send_stateless(response, dest)
         return True
+
+    def adopt(self, request: Request, flow: Flow) -> Incoming | None:
+        """A server transaction for a request this process did not receive: the INVITE of
+        a held call taken over from a process that died (app/resume.py). The application
+        is not called; the caller gets what the returned Incoming sends. None when a
+        transaction for it exists already (its retransmission got here first)."""
+        self.txn.receive(request, flow, self.now())
+        incoming: Incoming | None = None
+        while (event := self.txn.next_event()) is not None:
+            if incoming is None and isinstance(event, RequestReceived):
+                incoming = Incoming(self, event.request, event.txn_id, flow, self.now())
+                if event.txn_id is not None:
+                    self._unanswered.add(event.txn_id)
+            else:
+                self._dispatch(event)
+        self._flush()
+        return incoming
 
     def start(self) -> None:
         """Start measuring the event loop's lag (for overload shedding): a deadline every

@@ -22,10 +22,14 @@ class Bus(Protocol):
     def node_id(self) -> str: ...
 
     def held(self, entry: HeldEntry, ttl: float) -> None:
-        """Make a held call visible to every node (admin, decline links); fire and forget."""
+        """Store a held call's snapshot: what a restarted or another node resumes it from
+        (app/resume.py), and what every node lists. Written in order, the last wins."""
 
     def dropped(self, call_id: str) -> None:
-        """The held call is over and forgotten."""
+        """The held call is over: nothing left to resume."""
+
+    async def flushed(self, call_id: str, timeout: float) -> None:
+        """Return once the call's last ``held`` is stored (or ``timeout`` passed)."""
 
     def forward_decline(self, call_id: str, token: str, reason: str) -> None:
         """Pass a decline link on to the node holding the call."""
@@ -43,6 +47,9 @@ class LocalBus:
         return None
 
     def dropped(self, call_id: str) -> None:
+        return None
+
+    async def flushed(self, call_id: str, timeout: float) -> None:
         return None
 
     def forward_decline(self, call_id: str, token: str, reason: str) -> None:

@@ -19,6 +19,7 @@ from sipwake.app.messages import MessageService
 from sipwake.app.ports import MetricsPort, NullMetrics
 from sipwake.app.proxy import Proxy
 from sipwake.app.register import Registrar
+from sipwake.app.resume import Resumer
 from sipwake.app.targets import Target, binding_target
 from sipwake.policy.bindings import Binding
 from sipwake.policy.flowtoken import decode_owner
@@ -61,12 +62,15 @@ class SipApp:
         messages: MessageService | None = None,
         target_of: Callable[[Binding], Target] = binding_target,
         edge: EdgeService | None = None,
+        resumer: Resumer | None = None,
     ) -> None:
         # Edge mode (docs/edge-mode.md): REGISTERs and initial requests go through it.
         self.edge = edge
         if edge is not None:
             edge.fork = self.fork_from_upstream
         self.target_of = target_of
+        # Takes over a dead node's held call when its INVITE or CANCEL reaches us.
+        self.resumer = resumer
         self.me = me
         self.domains = domains
         self.registrar = registrar
@@ -182,6 +186,9 @@ class SipApp:
         """A request for one of our users: authenticate a local caller, look the callee
         up and fork to every binding in parallel (§16.5, §16.6)."""
         req = incoming.request
+        resumer = self.resumer
+        if resumer is not None and req.method == "INVITE" and await resumer.retransmitted(incoming):
+            return  # a held call of a node that died: this is its caller again
         # Who the caller is: TRUSTED (auth off, or a trusted peer), the user it proved to
         # be, or None: a caller from another domain is never challenged, so it has proved
         # nothing and must not learn which of our users exist.
@@ -327,9 +334,13 @@ class SipApp:
         if not self.calls.forward(incoming, lhash, target, flow, record_route=False):
             incoming.respond(480)
 
-    def on_cancel(self, incoming: Incoming, invite_txn_id: str | None) -> None:
-        if not self.calls.on_cancel(incoming, invite_txn_id):
-            incoming.respond(481)  # §9.2: nothing to cancel
+    def on_cancel(self, incoming: Incoming, invite_txn_id: str | None) -> Awaitable[None] | None:
+        if self.calls.on_cancel(incoming, invite_txn_id):
+            return None
+        if self.resumer is not None and invite_txn_id is None:
+            return self.resumer.cancelled(incoming)  # 481 unless a dead node held it
+        incoming.respond(481)  # §9.2: nothing to cancel
+        return None
 
     # -- transaction events -----------------------------------------------------------------
     def on_response(self, response: Response, txn_id: str) -> None:
