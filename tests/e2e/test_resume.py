@@ -273,3 +273,27 @@ def test_redis_node_dies_cancel_on_another_node_gets_487_and_woken_phone_its_can
         # at once its CANCEL (the PushKit rule, docs/app-developers.md).
         assert wait_output(phone, "CANCEL received", 15), phone.text()
         assert len(emu.pushes()) == 1
+
+
+def test_redis_node_dies_silent_caller_a_survivor_adopts_the_call_when_it_sees_the_death(
+    tmp_path: Path,
+    prefix: str,  # noqa: F811
+) -> None:
+    """No retransmission (the caller got 110): the surviving nodes notice node 1 gone from
+    the registry (NODE_TTL + a heartbeat), one claims the call; the phone, which woke and
+    registered on node 3 meanwhile, gets the INVITE at once."""
+    with held_on_node1_then_killed(tmp_path, prefix, "--wake-delay", "1") as (
+        nodes,
+        phone,
+        caller,
+        emu,
+    ):
+        _, n2, n3 = nodes
+        assert wait_output(phone, "registered (wake)", 10), phone.text()
+        ok = caller.wait_for(r"^SIP/2.0 200 ", 30)
+        caller.ack(ok)
+        assert wait_output(phone, "ACK received", 10), phone.text()
+        out = "".join(n2.output) + "".join(n3.output)
+        assert len(re.findall(r"call \S+ taken over from node1", out)) == 1, out
+        assert len(emu.pushes()) == 1
+        assert phone.text().count("INVITE received") == 1, phone.text()
