@@ -314,3 +314,41 @@ def test_abandon_for_an_unreachable_caller_cancels_and_owes_the_woken_devices() 
     assert call.registered("iphone", 103) == [
         DeliverAndCancel("iphone", 'SIP;cause=480;text="No answer"')
     ]
+
+
+def test_flow_failed_on_a_live_push_device_pushes_it_instead_of_failing_the_call() -> None:
+    """RFC 5626 §11.5: the owner node answers 430 when the device's connection closed just
+    before the call reached it; the device sleeps, it is pushed (seen on three nodes)."""
+    call = Call.new("u", "aor", RULES)
+    assert call.start(0, [], ["phone"]) == []
+    call.will_open("phone")
+    assert call.branch_opened("k1", "phone", 0.1)
+    assert call.settle(0.1) == []
+    assert call.response("k1", resp(430), 0.2) == [PUSH_SENT, SendPush("phone")]
+    assert not call.fork.finished and call.held
+    assert call.registered("phone", 2) == [OpenBranch("phone")]
+    assert call.branch_opened("k2", "phone", 2.1)
+    ok = resp(200)
+    assert call.response("k2", ok, 3) == [Forward(ok), Ended(HeldState.ANSWERED, 200)]
+
+
+def test_flow_failed_on_a_device_without_push_target_is_its_final_answer() -> None:
+    call = Call.new("u", "aor", RULES)
+    call.start(0, [], [])
+    call.will_open("desk")
+    call.branch_opened("k1", "desk", 0)
+    call.settle(0)
+    failed = resp(430)
+    actions = call.response("k1", failed, 0.5)
+    assert SendPush("desk") not in actions and call.fork.finished
+
+
+def test_flow_failed_then_the_push_fails_answers_the_caller() -> None:
+    call = Call.new("u", "aor", RULES)
+    call.start(0, [], ["phone"])
+    call.branch_opened("k1", "phone", 0)
+    call.response("k1", resp(430), 0.2)
+    assert call.push_result("phone", DeviceState.REJECTED, 0.3) == [
+        Respond(480),
+        Ended(HeldState.EXPIRED, 480),
+    ]

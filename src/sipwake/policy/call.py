@@ -284,6 +284,13 @@ class Call:
 
     def response(self, key: str, response: Response, now: float) -> list[CallAction]:
         self.live_until.pop(key, None)  # any answer: the connection is alive
+        if response.status == 430:
+            # RFC 5626 §11.5 Flow Failed: the node owning the device's connection found it
+            # gone (it closed just before this call). A device with a push target is not
+            # unreachable, it is asleep: push it, as one whose branch stayed silent.
+            pushed = self._flow_failed(key, now)
+            if pushed:
+                return pushed
         actions = self.fork.on_response(key, response, now, awaited=self.awaited(now))
         return self._after(actions, now)
 
@@ -359,6 +366,18 @@ class Call:
                     out.append(Respond(180))
         out.append(SendPush(device))
         return out
+
+    def _flow_failed(self, key: str, now: float) -> list[CallAction]:
+        branch = self.fork.branches.get(key)
+        if branch is None or branch.state is BranchState.DONE or not self.fork.is_invite:
+            return []
+        if self.fork.finished or self.fork.cancelled:
+            return []
+        device = branch.device
+        if self.devices.get(device) is not None or device not in self.pushable:
+            return []
+        self.fork.supersede(key)  # the woken device gets a branch of its own
+        return self._push(device, now)
 
     def _silent(self, key: str, now: float) -> list[CallAction]:
         """A live branch got no answer at all in ``live_timeout``: push its device."""

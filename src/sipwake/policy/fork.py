@@ -295,7 +295,9 @@ class Fork:
             self.final_sent = self._virtual
             return [Respond(self._virtual)]
         if best is None:
-            if not self.branches:
+            if all(b.superseded for b in self.branches.values()):
+                # No branch, or only ones given up for a push whose device did not
+                # wake: nothing answered, RFC 8599 §5.3.2's answer (480 by default).
                 self.final_sent = self.unanswered.status
                 return [self.unanswered]
             self.final_sent = 408
