@@ -368,28 +368,29 @@ class Call:
         return out
 
     def _flow_failed(self, key: str, now: float) -> list[CallAction]:
-        branch = self.fork.branches.get(key)
-        if branch is None or branch.state is BranchState.DONE or not self.fork.is_invite:
-            return []
-        if self.fork.finished or self.fork.cancelled:
-            return []
-        device = branch.device
-        if self.devices.get(device) is not None or device not in self.pushable:
+        device = self._pushable_branch(key, (BranchState.CALLING, BranchState.PROCEEDING))
+        if device is None:
             return []
         self.fork.supersede(key)  # the woken device gets a branch of its own
         return self._push(device, now)
 
     def _silent(self, key: str, now: float) -> list[CallAction]:
         """A live branch got no answer at all in ``live_timeout``: push its device."""
+        device = self._pushable_branch(key, (BranchState.CALLING,))
+        return [] if device is None else self._push(device, now)
+
+    def _pushable_branch(self, key: str, states: tuple[BranchState, ...]) -> str | None:
+        """The device of branch ``key`` if it is in one of ``states``, could be pushed and
+        was not yet, and the call goes on; else None."""
         branch = self.fork.branches.get(key)
-        if branch is None or branch.state is not BranchState.CALLING:
-            return []
+        if branch is None or branch.state not in states or not self.fork.is_invite:
+            return None
         if self.fork.finished or self.fork.cancelled:
-            return []
+            return None
         device = branch.device
         if self.devices.get(device) is not None or device not in self.pushable:
-            return []
-        return self._push(device, now)
+            return None
+        return device
 
     def _after(self, done: Sequence[CallAction], now: float) -> list[CallAction]:
         actions = list(done)

@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import signal
+import socket
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -25,6 +27,7 @@ from tests.e2e.harness import (
     ApnsEmulator,
     RunningServer,
     apns_emulator,
+    free_port,
     loopback_config,
     serve,
 )
@@ -95,7 +98,21 @@ class RealRig:
     certs: CertFiles
     client_pem: Path  # certificate + key for baresip's TLS listener
     tmp: Path
+    config: str = ""
+    stack: ExitStack | None = None  # where the server lives (crash_and_restart)
     pairs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    restarts: int = 0
+
+    def crash_and_restart(self) -> None:
+        """kill -9 the server, then start it again on the same config (fixed ports, the
+        same SQLite file)."""
+        assert self.stack is not None
+        self.server.proc.send_signal(signal.SIGKILL)
+        self.server.proc.wait(10)
+        self.restarts += 1
+        where = self.tmp / f"restart{self.restarts}"
+        where.mkdir()
+        self.server = self.stack.enter_context(serve(self.config, where))
 
     def users(self) -> tuple[str, str]:
         n = next(self.pairs)
@@ -192,17 +209,25 @@ async def _add_users(db: Path) -> None:
 
 
 @contextmanager
-def real_rig(tmp: Path) -> Iterator[RealRig]:
+def real_rig(tmp: Path, *, fixed_ports: bool = False) -> Iterator[RealRig]:
+    """The server and its emulator; ``fixed_ports``: on ports a restart binds again
+    (``RealRig.crash_and_restart``)."""
     certs = make_test_certs(tmp / "certs")
     client_pem = tmp / "certs" / "client.pem"
     client_pem.write_bytes(certs.cert_file.read_bytes() + certs.key_file.read_bytes())
     db = tmp / "sipwake.db"
     inbox = PushInbox()
     try:
-        with apns_emulator("--forward-url", inbox.url) as emu:
+        with apns_emulator("--forward-url", inbox.url) as emu, ExitStack() as stack:
             asyncio.run(_add_users(db))
-            with serve(rig_config(emu, certs, db), tmp) as server:
-                yield RealRig(server, emu, inbox, certs, client_pem, tmp)
-                assert server.alive()
+            cfg = rig_config(emu, certs, db)
+            if fixed_ports:
+                # UDP, TCP, the API, TLS: the "port = 0" lines in that order.
+                for kind in (socket.SOCK_DGRAM, *[socket.SOCK_STREAM] * 3):
+                    cfg = cfg.replace("port = 0", f"port = {free_port(kind)}", 1)
+            server = stack.enter_context(serve(cfg, tmp))
+            rig = RealRig(server, emu, inbox, certs, client_pem, tmp, config=cfg, stack=stack)
+            yield rig
+            assert rig.server.alive()
     finally:
         inbox.close()
