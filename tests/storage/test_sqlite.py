@@ -185,28 +185,65 @@ async def test_group_commit_shares_one_commit_and_is_durable(tmp_path: Path) -> 
     await reopened.close()
 
 
-class _FailingCommit:
-    """A connection whose COMMIT fails like a full disk would."""
+async def test_batch_writes_each_aor_once_with_its_last_value(tmp_path: Path) -> None:
+    """The rows are written at the batch's COMMIT: an AoR changed several times in one turn
+    costs one statement, carrying its last value, and upserts and deletes mix."""
+    path = tmp_path / "w.db"
+    store = SQLiteStore.open(path)
+    a, d = "sip:a@example.com", "sip:d@example.com"
+    await store.update(d, append(binding(d, 9)), NOW)
+    statements: list[str] = []
+    store._conn.set_trace_callback(statements.append)
+    await asyncio.gather(
+        store.update(a, append(binding(a, 1)), NOW),
+        store.update(a, append(binding(a, 2)), NOW),
+        store.update(d, replace_all([]), NOW),
+    )
+    assert sum(s.startswith("INSERT INTO bindings") for s in statements) == 1
+    assert sum(s.startswith("DELETE FROM bindings") for s in statements) == 1
+    assert statements.count("COMMIT") == 1
+    await store.close()
+    reopened = SQLiteStore.open(path)
+    assert sorted(b.call_id for b in await reopened.lookup(a, NOW)) == [
+        "call-1@phone",
+        "call-2@phone",
+    ]
+    assert await reopened.lookup(d, NOW) == []
+    await reopened.close()
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+
+class _FailingCommit:
+    """A connection whose COMMIT (or, with ``rows``, its row writes) fails like a full disk
+    would."""
+
+    def __init__(self, conn: sqlite3.Connection, *, rows: bool = False) -> None:
         self.conn = conn
+        self.rows = rows
 
     def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
         if sql == "COMMIT":
             raise sqlite3.OperationalError("database or disk is full")
         return self.conn.execute(sql, *args)
 
+    def executemany(self, sql: str, rows: object) -> sqlite3.Cursor:
+        if self.rows:
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.conn.executemany(sql, rows)  # type: ignore[arg-type]
+
     def close(self) -> None:
         self.conn.close()
 
 
-async def test_failed_commit_rolls_back_memory_and_fails_every_caller(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rows", [False, True], ids=["commit", "row-write"])
+async def test_failed_commit_rolls_back_memory_and_fails_every_caller(
+    tmp_path: Path, rows: bool
+) -> None:
     path = tmp_path / "f.db"
     store = SQLiteStore.open(path)
     a = "sip:a@example.com"
     await store.update(a, append(binding(a, 1)), NOW)
     real = store._conn
-    store._conn = _FailingCommit(real)  # type: ignore[assignment]
+    store._conn = _FailingCommit(real, rows=rows)  # type: ignore[assignment]
     results = await asyncio.gather(
         store.update(a, append(binding(a, 2)), NOW),
         store.update("sip:b@example.com", append(binding("sip:b@example.com", 3)), NOW),

@@ -5,9 +5,11 @@ Why this shape (DEPENDENCIES.md, "embedded store"):
 * Stdlib ``sqlite3`` called directly on the event loop, not aiosqlite: a write costs tens
   of microseconds, a thread hop ~460 µs. Every call here is short and bounded.
 * All bindings are loaded into a dict at open and every read is served from it; every
-  update writes through to SQLite before the dict changes, so the dict never holds state
-  the file lacks. The price: one process per database file. A second process writing the
-  same file's bindings would not be seen (users are the exception, see below).
+  update is written to SQLite in the event-loop turn's group commit (``_stage``), its
+  caller returns only once that COMMIT succeeded, and a failed batch rolls the dict back,
+  so no answer ever rests on state the file lacks. The price: one process per database
+  file. A second process writing the same file's bindings would not be seen (users are
+  the exception, see below).
 * One row per AoR holding the msgpack list of its bindings (codec.py), not one row per
   binding: the registrar replaces an AoR's binding set as a unit (RFC 3261 §10.3 steps
   6-8), so the atomic update is a single upsert statement, and a lookup is one key.
@@ -152,6 +154,9 @@ class SQLiteStore:
         # before it, and the callers waiting for its COMMIT.
         self._batch: dict[str, tuple[Binding, ...] | None] | None = None
         self._waiters: list[asyncio.Future[None]] = []
+        # The binding rows of the open batch, written at its COMMIT (see _stage): per AoR
+        # the encoded row, or None to delete it.
+        self._rows: dict[str, tuple[str, bytes, float] | None] = {}
 
     @classmethod
     def open(cls, path: str | Path, *, synchronous: str = "normal") -> SQLiteStore:
@@ -227,12 +232,20 @@ class SQLiteStore:
         after its COMMIT, so an accepted binding is durable (WAL) as before; under load
         the commit cost is shared by a whole UDP read batch instead of paid per request.
         The in-memory view changes at once (atomic per AoR for later updates in the same
-        batch) and is rolled back with the batch if the COMMIT fails."""
+        batch) and is rolled back with the batch if the COMMIT fails.
+
+        The row is encoded here, once, and written at the COMMIT: one ``executemany`` per
+        batch for the upserts (and one for the deletes) instead of a statement per
+        update, and an AoR written twice in one turn is written once. A write that fails
+        then fails the whole batch, as a failed COMMIT does."""
         batch = self._open_batch()
         if aor not in batch:
             batch[aor] = self._bindings.get(aor)
-        with _mapped("update"):
-            self._write(aor, bindings)
+        self._rows[aor] = (
+            (aor, encode_bindings(bindings), max(b.expires_at for b in bindings))
+            if bindings
+            else None
+        )
         self._remember(aor, bindings)
         return self._wait_commit()
 
@@ -272,12 +285,13 @@ class SQLiteStore:
         return fut
 
     def _commit(self) -> None:
-        batch, waiters = self._batch, self._waiters
-        self._batch, self._waiters = None, []
+        batch, waiters, rows = self._batch, self._waiters, self._rows
+        self._batch, self._waiters, self._rows = None, [], {}
         if batch is None:
             return
         try:
             with _mapped("commit"):
+                self._write(rows)
                 self._conn.execute("COMMIT")
         except StorageError as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -308,16 +322,21 @@ class SQLiteStore:
         with _mapped("close"):
             self._conn.close()
 
-    def _write(self, aor: str, bindings: list[Binding]) -> None:
-        if bindings:
-            self._conn.execute(
+    def _write(self, rows: dict[str, tuple[str, bytes, float] | None]) -> None:
+        """The batch's binding rows, in the open transaction."""
+        upserts = [row for row in rows.values() if row is not None]
+        if upserts:
+            self._conn.executemany(
                 "INSERT INTO bindings (aor, data, expires_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (aor) DO UPDATE SET data = excluded.data, "
                 "expires_at = excluded.expires_at",
-                (aor, encode_bindings(bindings), max(b.expires_at for b in bindings)),
+                upserts,
             )
-        else:
-            self._conn.execute("DELETE FROM bindings WHERE aor = ?", (aor,))
+        if len(upserts) < len(rows):
+            self._conn.executemany(
+                "DELETE FROM bindings WHERE aor = ?",
+                [(aor,) for aor, row in rows.items() if row is None],
+            )
 
     def _remember(self, aor: str, bindings: list[Binding]) -> None:
         if bindings:
