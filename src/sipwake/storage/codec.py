@@ -169,27 +169,40 @@ _encoder = msgspec.msgpack.Encoder()
 _raw_decoder = msgspec.msgpack.Decoder(tuple[int, list[dict[str, Any]]])
 
 
-def _compact(obj: Any, table: _Fields, skip: str = "") -> dict[str, Any]:
+# What encoding writes per field, in field order: (name, stored key, default, plan of a
+# nested dataclass or None). Computed once, so the per-binding loop below does no
+# isinstance test and no name comparison; ``aor`` is left out (it is the row's key).
+_EncodePlan = tuple[tuple[str, str, Any, Any], ...]
+
+
+def _plan(table: _Fields, nested: dict[str, _EncodePlan], skip: str = "") -> _EncodePlan:
+    return tuple(
+        (name, key, default, nested.get(name)) for name, key, default in table if name != skip
+    )
+
+
+_FLOW_PLAN = _plan(_FLOW_FIELDS, {})
+_PUSH_PLAN = _plan(_PUSH_FIELDS, {})
+_BINDING_PLAN = _plan(_BINDING_FIELDS, {"flow": _FLOW_PLAN, "push": _PUSH_PLAN}, "aor")
+
+
+def _compact(obj: Any, plan: _EncodePlan) -> dict[str, Any]:
+    """``obj``'s fields by stored key, without those equal to their default (a nested
+    dataclass is left out when None, its default)."""
     out: dict[str, Any] = {}
-    for name, key, default in table:
-        if name == skip:
-            continue
+    for name, key, default, nested in plan:
         value = getattr(obj, name)
-        if value == default and default is not _MISSING:
-            continue
-        if isinstance(value, FlowRef):
-            value = _compact(value, _FLOW_FIELDS)
-        elif isinstance(value, PushTarget):
-            value = _compact(value, _PUSH_FIELDS)
-        out[key] = value
+        if nested is not None:
+            if value is not None:
+                out[key] = _compact(value, nested)
+        elif default is _MISSING or value != default:
+            out[key] = value
     return out
 
 
 def encode_bindings(bindings: list[Binding] | tuple[Binding, ...]) -> bytes:
     """Encode the bindings of one AoR (all must share the same ``aor``)."""
-    return _encoder.encode(
-        (FORMAT_VERSION, [_compact(b, _BINDING_FIELDS, "aor") for b in bindings])
-    )
+    return _encoder.encode((FORMAT_VERSION, [_compact(b, _BINDING_PLAN) for b in bindings]))
 
 
 def decode_bindings(aor: str, data: bytes) -> list[Binding]:
