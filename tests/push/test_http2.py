@@ -139,3 +139,61 @@ def test_origin_must_be_https() -> None:
         H2Client("http://example.com")
     assert H2Client("https://api.push.apple.com").authority == "api.push.apple.com"
     assert H2Client("https://[::1]:8443").authority == "[::1]:8443"
+
+
+class _Wire:
+    """The transport under a client connection: what it wrote, and nothing else."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+async def test_headers_leave_as_h2_would_normalise_them() -> None:
+    """h2's outbound normalisation is off (a cost per push): the client itself sends the
+    names as given, values stripped (RFC 9113 §8.2.1), and credentials as never-indexed
+    literals (RFC 7541 §7.1.3), with the caller's unindexed names too. Read back by a real
+    h2 server connection from the bytes the client wrote."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    from hpack import NeverIndexedHeaderTuple
+
+    from sipwake.push.http2 import _Connection
+
+    server = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+    )
+    server.initiate_connection()
+    conn = _Connection("push.example.com", 0, frozenset({"apns-id"}))
+    wire = _Wire()
+    conn.connection_made(wire)  # type: ignore[arg-type]
+    conn.data_received(server.data_to_send())
+    headers = [("authorization", "bearer abc "), ("apns-id", "x"), ("apns-topic", " t")]
+    pending = asyncio.ensure_future(conn.request("POST", "/3/device/ab", headers, b"{}"))
+    await asyncio.sleep(0)  # the request's turn
+    await asyncio.sleep(0)  # the flush scheduled by it
+    events = server.receive_data(bytes(wire.written))
+    [received] = [e for e in events if isinstance(e, h2.events.RequestReceived)]
+    got = list(received.headers or ())
+    assert [(k, v) for k, v in got] == [
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", "push.example.com"),
+        (":path", "/3/device/ab"),
+        ("authorization", "bearer abc"),
+        ("apns-id", "x"),
+        ("apns-topic", "t"),
+    ]
+    never = {k for k, _ in (h for h in got if isinstance(h, NeverIndexedHeaderTuple))}
+    assert never == {":path", "authorization", "apns-id"}
+    pending.cancel()
+    conn.close()

@@ -46,6 +46,8 @@ __all__ = ["H2Client", "H2Error", "H2Response", "H2Retryable", "H2TLSError"]
 _RECV_WINDOW = 1 << 24
 # Stream ids are 31-bit and never reused (§5.1.1): retire a connection well before the end.
 _MAX_STREAM_ID = (1 << 31) - 1 - 1000
+# Header fields sent as never-indexed literals whatever the caller says.
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization"})
 
 
 class H2Error(Exception):
@@ -87,8 +89,14 @@ class _Connection(asyncio.Protocol):
     """One HTTP/2 connection: the ``h2`` state machine plus an asyncio transport."""
 
     def __init__(self, authority: str, ping_interval: float, unindexed: frozenset[str]) -> None:
+        # Outbound headers are built normalised (request(): lower-case names, stripped
+        # values, credentials never indexed), so h2's own pass over them is skipped: it
+        # was ~10 % of the client's CPU per push (bench/README.md, bench_apns.py).
         config = h2.config.H2Configuration(
-            client_side=True, header_encoding=None, validate_outbound_headers=False
+            client_side=True,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         self._h2 = h2.connection.H2Connection(config=config)
         # HPACK without Huffman coding: the pure-Python Huffman encoder was ~4 % of the
@@ -98,7 +106,8 @@ class _Connection(asyncio.Protocol):
         encoder.encode = functools.partial(encode, huffman=False)  # type: ignore[method-assign]
         self._authority = authority
         self._ping_interval = ping_interval
-        self._unindexed = unindexed
+        # Credentials are never indexed (RFC 7541 §7.1.3), as h2's normalisation would do.
+        self._unindexed = unindexed | _SECRET_HEADERS
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}
@@ -189,8 +198,9 @@ class _Connection(asyncio.Protocol):
             NeverIndexedHeaderTuple(":path", path),
         ]
         for name, value in headers:
+            # RFC 9113 §8.2.1: no leading or trailing whitespace in a field value.
             cls = NeverIndexedHeaderTuple if name in unindexed else HeaderTuple
-            wire.append(cls(name, value))
+            wire.append(cls(name, value.strip()))
         try:
             self._h2.send_headers(stream_id, wire, end_stream=not body)
         except h2.exceptions.TooManyStreamsError:
@@ -403,7 +413,8 @@ class H2Client:
         body: bytes = b"",
         timeout: float = 10.0,
     ) -> H2Response:
-        """One request/response exchange; headers are lower-case (name, value) pairs.
+        """One request/response exchange; headers are (name, value) pairs with lower-case
+        names (RFC 9113 §8.2.2; sent as given: h2's header normalisation is off).
         Raises :class:`H2Retryable` (incl. timeout), :class:`H2TLSError`, :class:`H2Error`."""
         try:
             async with asyncio.timeout(timeout):
