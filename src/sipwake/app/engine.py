@@ -17,7 +17,13 @@ from typing import Protocol, cast
 
 from sipwake.app.ports import MetricsPort, NullMetrics
 from sipwake.logs import LogEvery, reset_call_id, set_call_id
-from sipwake.policy.overload import SHED_TAG_PREFIX, OverloadLimits, StandingLag, sheddable
+from sipwake.policy.overload import (
+    SHED_TAG_PREFIX,
+    OverloadLimits,
+    StandingLag,
+    shed_ack,
+    sheddable,
+)
 from sipwake.sip.codec import DEFAULT_LIMITS, Limits, parse_head, parse_message
 from sipwake.sip.errors import ParseError, ProtocolError
 from sipwake.sip.events import (
@@ -29,9 +35,10 @@ from sipwake.sip.events import (
     TransactionTerminated,
     TransactionTimeout,
 )
-from sipwake.sip.flows import response_address, stamp_received
+from sipwake.sip.flows import response_address, stamp_received, stamp_via
 from sipwake.sip.headers import Headers
 from sipwake.sip.message import Request, Response, make_response
+from sipwake.sip.scan import scan_request
 from sipwake.sip.status import reason_phrase
 from sipwake.sip.transactions.layer import TransactionGone, TransactionLayer
 from sipwake.storage.base import StorageUnavailable
@@ -221,13 +228,18 @@ class Engine:
         """Transport sink: one complete message."""
         self.stats.received += 1
         self.metrics.message_received()
+        why = None
+        if self.overload is not None:
+            why = self._overloaded()
+            if why is not None and self._shed_unparsed(data, flow, why):
+                return
         try:
             msg = parse_message(data, self.limits, stream=flow.reliable)
         except ParseError as err:
             self._reject_unparsed(data, flow, err)
             return
         if isinstance(msg, Request):
-            self._on_request(msg, flow)
+            self._on_request(msg, flow, why)
         else:
             try:
                 msg.validate()
@@ -240,7 +252,7 @@ class Engine:
             self.txn.receive(msg, flow, self.now())
             self._pump()
 
-    def _on_request(self, request: Request, flow: Flow) -> None:
+    def _on_request(self, request: Request, flow: Flow, overloaded: str | None) -> None:
         try:
             request.validate()
             via = stamp_received(request, flow.remote[0], flow.remote[1])
@@ -256,7 +268,7 @@ class Engine:
             addr = response_address(via)
             if addr != flow.remote:
                 dest = dataclasses.replace(flow, remote=addr)
-        if self.overload is not None and self._shed(request, dest):
+        if self.overload is not None and self._shed(request, dest, overloaded):
             return
         try:
             self.txn.receive(request, dest, self.now())
@@ -267,36 +279,77 @@ class Engine:
             return
         self._pump()
 
-    def _shed(self, request: Request, dest: Flow) -> bool:
-        """Answer a new request 503 + Retry-After, statelessly and before any other work,
-        while overloaded; True when it was answered (or was the ACK of such an answer)."""
+    def _overloaded(self) -> str | None:
+        """Why we are overloaded now (policy/overload.py), or None."""
+        assert self.overload is not None
+        return self.overload.reason(
+            pending=len(self._unanswered),
+            held=self.held_calls(),
+            lag=self.lag,
+            backlog=self.backlog(),
+        )
+
+    def _shed_unparsed(self, data: bytes, flow: Flow, why: str) -> bool:
+        """While overloaded: answer a new request 503 + Retry-After from a scan of its
+        bytes (sip/scan.py), before any parse and without a transaction; True when it was
+        answered, or was the ACK of such an answer (dropped). False sends it down the full
+        path: responses, in-dialog requests, CANCEL, ACK, retransmissions of requests in
+        progress (whose transaction answers them), and whatever the scan cannot read."""
+        head = scan_request(data, self.limits)
+        if head is None:
+            return False  # the full path reads it, and sheds it after the parse if it may
+        if shed_ack(head.method, head.to_tag):
+            return True
+        if not sheddable(head.method, head.to_tag):
+            return False
+        if self.txn.has_server_branch(head.via, head.method) is not False:
+            return False  # a retransmission, or an RFC 2543 peer: the full path matches it
+        # The response goes where the full path would send it (§18.2.2, RFC 3581).
+        changed = stamp_via(head.via, flow.remote[0], flow.remote[1])
+        dest = flow
+        if not flow.reliable:
+            addr = response_address(head.via)
+            if addr != flow.remote:
+                dest = dataclasses.replace(flow, remote=addr)
+        assert self.overload is not None
+        self._count_shed(why)
+        response = head.response(
+            503,
+            to_tag=SHED_TAG_PREFIX + self.tag_source(),
+            extra=(("Retry-After", str(self.overload.retry_after)),),
+            top_via_changed=changed,
+        )
+        if self.sender is not None:
+            self.sender.send(dest, response)
+        return True
+
+    def _shed(self, request: Request, dest: Flow, why: str | None) -> bool:
+        """The same refusal after a full parse, for what the scan could not read: answer a
+        new request 503 + Retry-After, statelessly and before any other work, while
+        overloaded; True when it was answered (or was the ACK of such an answer)."""
         assert self.overload is not None
         to_tag = request.to.tag
-        if request.method == "ACK":
+        if shed_ack(request.method, to_tag):
             # No transaction was kept for the 503, so its ACK matches none: drop it here.
-            return to_tag is not None and to_tag.startswith(SHED_TAG_PREFIX)
-        if not sheddable(request.method, to_tag):
-            return False
-        held = self.held_calls()
-        why = self.overload.reason(
-            pending=len(self._unanswered), held=held, lag=self.lag, backlog=self.backlog()
-        )
-        if why is None:
+            return True
+        if why is None or not sheddable(request.method, to_tag):
             return False
         try:
             if self.txn.has_server_transaction(request):
                 return False  # a retransmission: its transaction answers it
         except ParseError:
             return False  # the transaction layer answers 400
-        self.stats.shed += 1
-        self.metrics.refused("overload")
-        self._shed_log(self.now(), "overloaded, answering new requests 503: %s", why)
+        self._count_shed(why)
         retry = [("Retry-After", str(self.overload.retry_after))]
         tag = SHED_TAG_PREFIX + self.tag_source()
-        response = make_response(request, 503, to_tag=tag, extra=retry)
-        self.metrics.response_sent(503)
-        self._send_stateless(response, dest)
+        self._send_stateless(make_response(request, 503, to_tag=tag, extra=retry), dest)
         return True
+
+    def _count_shed(self, why: str) -> None:
+        self.stats.shed += 1
+        self.metrics.refused("overload")
+        self.metrics.response_sent(503)
+        self._shed_log(self.now(), "overloaded, answering new requests 503: %s", why)
 
     def adopt(self, request: Request, flow: Flow) -> Incoming | None:
         """A server transaction for a request this process did not receive: the INVITE of

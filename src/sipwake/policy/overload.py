@@ -41,6 +41,12 @@ def sheddable(method: str, to_tag: str | None) -> bool:
     return to_tag is None and method in SHEDDABLE
 
 
+def shed_ack(method: str, to_tag: str | None) -> bool:
+    """Is this the ACK of one of our 503s? No transaction was kept for the 503 (RFC 3261
+    §17.2.1 would absorb this ACK in one), so it is dropped by its To tag."""
+    return method == "ACK" and to_tag is not None and to_tag.startswith(SHED_TAG_PREFIX)
+
+
 @dataclass(frozen=True, slots=True)
 class OverloadLimits:
     max_pending: int = 2000

@@ -51,11 +51,10 @@ def _same_host(a: str, b: str) -> bool:
     return a.strip("[]").lower() == b.strip("[]").lower()
 
 
-def stamp_received(request: Request, source_host: str, source_port: int) -> Via:
+def stamp_via(via: Via, source_host: str, source_port: int) -> bool:
     """Add ``received`` when the sent-by host differs from the packet's source (RFC 3261
-    §18.2.1) and fill an empty ``rport`` with the source port (RFC 3581 §4). Rewrites the
-    top Via only when something changed, so an untouched message is forwarded verbatim."""
-    via = request.top_via
+    §18.2.1) and fill an empty ``rport`` with the source port (RFC 3581 §4); True when
+    ``via`` changed."""
     changed = False
     if not _same_host(via.host, source_host):
         via.params["received"] = source_host
@@ -64,7 +63,14 @@ def stamp_received(request: Request, source_host: str, source_port: int) -> Via:
         via.params["rport"] = str(source_port)
         via.params.setdefault("received", source_host)
         changed = True
-    if changed:
+    return changed
+
+
+def stamp_received(request: Request, source_host: str, source_port: int) -> Via:
+    """``stamp_via`` on the request's top Via. Rewrites the top Via only when something
+    changed, so an untouched message is forwarded verbatim."""
+    via = request.top_via
+    if stamp_via(via, source_host, source_port):
         # Replace only the first value; the header may hold several comma-separated Vias.
         headers = request.headers
         headers.pop_first_value("via")

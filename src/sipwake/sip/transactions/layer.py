@@ -28,6 +28,7 @@ from sipwake.sip.events import (
     TransactionTerminated,
     TransactionTimeout,
 )
+from sipwake.sip.headers import Via
 from sipwake.sip.message import Request, Response
 from sipwake.sip.timers import TimerConfig
 from sipwake.sip.transactions import fsm
@@ -39,6 +40,7 @@ from sipwake.sip.transactions.server import (
     ServerTransaction,
     server_key,
     trying,
+    via_key,
 )
 
 TimerKey = tuple[str, int]  # (transaction id, 0 = retransmit timer | 1 = lifetime timer)
@@ -223,6 +225,13 @@ class TransactionLayer:
         if rfc2543:
             key = (*key, request.to.tag)
         return key in self._server
+
+    def has_server_branch(self, via: Via, method: str) -> bool | None:
+        """``has_server_transaction`` from the top Via alone, for a request not parsed
+        (the overload path, sip/scan.py): the §17.2.3 key is branch, sent-by and method.
+        None when the branch is not an RFC 3261 one: the RFC 2543 key needs the parse."""
+        key = via_key(via, method)
+        return None if key is None else key in self._server
 
     # -- matching ----------------------------------------------------------------------------
     def _receive_request(self, request: Request, flow: Dest, now: float) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from sipwake.sip.events import Dest
-from sipwake.sip.headers import Headers
+from sipwake.sip.headers import Headers, Via
 from sipwake.sip.message import Request, Response
 from sipwake.sip.transactions.fsm import (
     PROCEEDING,
@@ -69,9 +69,9 @@ def server_key(request: Request, method: str) -> tuple[ServerKey, bool]:
     Raises ParseError when the fields needed are malformed (the engine answers 400).
     """
     via = request.top_via
-    branch = via.branch
-    if branch is not None and branch.startswith(MAGIC_COOKIE):
-        return (branch, via.host, via.port, method), False
+    key3261 = via_key(via, method)
+    if key3261 is not None:
+        return key3261, False
     key = (
         request.uri,
         request.from_.tag,
@@ -81,6 +81,15 @@ def server_key(request: Request, method: str) -> tuple[ServerKey, bool]:
         str(via),
     )
     return key, True
+
+
+def via_key(via: Via, method: str) -> ServerKey | None:
+    """The RFC 3261 key (§17.2.3) of a request with this top Via, or None when its branch
+    lacks the magic cookie (an RFC 2543 peer)."""
+    branch = via.branch
+    if branch is not None and branch.startswith(MAGIC_COOKIE):
+        return (branch, via.host, via.port, method)
+    return None
 
 
 _TRYING_KEYS: Final = frozenset(("via", "from", "to", "call-id", "cseq", "timestamp"))
