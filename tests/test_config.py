@@ -532,6 +532,7 @@ def test_edge_upstream_forms() -> None:
         ("[push]\nmax_per_source = -2.0", "push.max_per_source: must be between 0"),
         ("[overload]\nmax_pending = 0", "overload.max_pending: must be positive, got 0"),
         ("[overload]\nmax_loop_lag = 0.0", "overload.max_loop_lag: must be positive"),
+        ("[overload]\nmax_udp_delay = 0.0", "overload.max_udp_delay: must be positive"),
     ],
 )
 def test_hardening_keys_are_checked(text: str, message: str) -> None:

@@ -424,6 +424,7 @@ class Server:
         self.engine.held_calls = calls.held_count
         if self.engine.overload is not None:
             self.transport.watch_backlog()
+            self.engine.udp_delay = self.transport.udp_delay
             self.engine.backlog = self.transport.udp_backlog
         self.engine.start()
         self.app.metrics = metrics
@@ -684,6 +685,7 @@ def _overload_limits(config: Config) -> OverloadLimits | None:
         max_pending=o.max_pending,
         max_held=o.max_held_calls,
         max_lag=o.max_loop_lag,
+        max_delay=o.max_udp_delay,
         max_backlog=o.max_udp_backlog,
         retry_after=o.retry_after,
     )

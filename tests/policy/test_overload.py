@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from sipwake.policy.overload import OverloadLimits, StandingLag, sheddable
+from sipwake.policy.overload import (
+    SHED_TAG_PREFIX,
+    OverloadLimits,
+    StandingLag,
+    shed_ack,
+    sheddable,
+)
 
 
 @pytest.mark.parametrize("method", ["INVITE", "REGISTER", "MESSAGE", "SUBSCRIBE", "PUBLISH"])
@@ -33,6 +39,26 @@ def test_udp_backlog_bound() -> None:
     limits = OverloadLimits(max_backlog=0.05)
     assert limits.reason(pending=0, held=0, lag=0.0, backlog=0.05) is None
     assert "receive queue" in (limits.reason(pending=0, held=0, lag=0.0, backlog=0.06) or "")
+
+
+def test_udp_delay_bound() -> None:
+    limits = OverloadLimits(max_delay=0.1)
+    assert limits.reason(pending=0, held=0, lag=0.0, delay=0.1) is None
+    why = limits.reason(pending=0, held=0, lag=0.0, delay=0.12) or ""
+    assert "waited 120 ms" in why and "max_udp_delay" in why
+
+
+@pytest.mark.parametrize(
+    ("method", "to_tag", "ack"),
+    [
+        ("ACK", SHED_TAG_PREFIX + "abc", True),
+        ("ACK", "abc", False),  # the ACK of a dialog: routed
+        ("ACK", None, False),
+        ("INVITE", SHED_TAG_PREFIX + "abc", False),
+    ],
+)
+def test_the_ack_of_a_503_we_shed(method: str, to_tag: str | None, ack: bool) -> None:
+    assert shed_ack(method, to_tag) is ack
 
 
 def test_one_stall_is_not_a_standing_lag() -> None:

@@ -15,7 +15,7 @@ from sipwake.sip.codec import DEFAULT_LIMITS, Limits, parse_message
 from sipwake.sip.errors import ParseError
 from sipwake.sip.flows import stamp_received, stamp_via
 from sipwake.sip.message import Request, make_response
-from sipwake.sip.scan import RequestHead, scan_request
+from sipwake.sip.scan import RequestHead, ack_with, scan_request
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 INDEX = tomllib.loads((VECTORS / "index.toml").read_text("utf-8"))
@@ -269,3 +269,16 @@ def test_mutated_requests_never_raise_and_agree(
 def test_any_bytes_never_raise(data: bytes) -> None:
     check(data)
     check(SIPP_INVITE[:200] + data)
+
+
+def test_ack_with_a_marker_in_its_head() -> None:
+    ack = (
+        b"ACK sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bKa\r\n"
+        b"To: <sip:bob@127.0.0.1>;tag=sipwake-503-abc\r\nCSeq: 1 ACK\r\n\r\n"
+    )
+    assert ack_with(ack, b";tag=sipwake-503-")
+    assert not ack_with(ack, b";tag=other")
+    assert not ack_with(ack.replace(b"ACK sip", b"BYE sip"), b";tag=sipwake-503-")
+    # Only the head counts: the same bytes in a body are not a To tag.
+    body = ack.replace(b";tag=sipwake-503-abc", b"") + b"x;tag=sipwake-503-abc"
+    assert not ack_with(body, b";tag=sipwake-503-")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -170,5 +171,28 @@ async def test_udp_backlog_is_the_receive_queue_fill(recorder: Recorder) -> None
         await recorder.wait_for(200)
         assert 0.0 < mgr.udp_backlog() < 1.0  # measured when the batch was read
         assert endpoint.backlog() == 0.0
+    finally:
+        await mgr.close()
+
+
+async def test_udp_delay_is_how_long_datagrams_waited(recorder: Recorder) -> None:
+    mgr = TransportManager(recorder, limits=LIMITS)
+    try:
+        host, port = await mgr.listen("UDP", "127.0.0.1", 0)
+        mgr.watch_backlog()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            # Queued while the loop is kept from reading for 0.2 s.
+            for i in range(40):
+                s.sendto(sip_message(i), (host, port))
+            time.sleep(0.2)
+        await recorder.wait_for(40)
+        assert 0.15 < mgr.udp_delay() < 5.0
+        # Read as they come: (almost) no wait.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(40, 80):
+                s.sendto(sip_message(i), (host, port))
+                await asyncio.sleep(0.005)
+        await recorder.wait_for(80)
+        assert mgr.udp_delay() < 0.1
     finally:
         await mgr.close()

@@ -18,6 +18,7 @@ from typing import Protocol, cast
 from sipwake.app.ports import MetricsPort, NullMetrics
 from sipwake.logs import LogEvery, reset_call_id, set_call_id
 from sipwake.policy.overload import (
+    SHED_TAG_MARK,
     SHED_TAG_PREFIX,
     OverloadLimits,
     StandingLag,
@@ -38,7 +39,7 @@ from sipwake.sip.events import (
 from sipwake.sip.flows import response_address, stamp_received, stamp_via
 from sipwake.sip.headers import Headers
 from sipwake.sip.message import Request, Response, make_response
-from sipwake.sip.scan import scan_request
+from sipwake.sip.scan import ack_with, scan_request
 from sipwake.sip.status import reason_phrase
 from sipwake.sip.transactions.layer import TransactionGone, TransactionLayer
 from sipwake.storage.base import StorageUnavailable
@@ -183,9 +184,10 @@ class Engine:
         self.txn = txn
         # Overload shedding (policy/overload.py): server transactions not yet finally
         # answered, how late the loop runs (measured by _tick); held calls and the UDP
-        # receive queue are the server's to wire in.
+        # receive queue (delay, fill) are the server's to wire in.
         self.overload = overload
         self.held_calls: Callable[[], int] = lambda: 0
+        self.udp_delay: Callable[[], float] = lambda: 0.0
         self.backlog: Callable[[], float] = lambda: 0.0
         self.lag = 0.0  # standing lag (policy/overload.py StandingLag), not one late tick
         self._lag = StandingLag()
@@ -286,6 +288,7 @@ class Engine:
             pending=len(self._unanswered),
             held=self.held_calls(),
             lag=self.lag,
+            delay=self.udp_delay(),
             backlog=self.backlog(),
         )
 
@@ -295,6 +298,8 @@ class Engine:
         answered, or was the ACK of such an answer (dropped). False sends it down the full
         path: responses, in-dialog requests, CANCEL, ACK, retransmissions of requests in
         progress (whose transaction answers them), and whatever the scan cannot read."""
+        if ack_with(data, SHED_TAG_MARK):
+            return True  # the ACK of one of our 503s: dropped before any scan
         head = scan_request(data, self.limits)
         if head is None:
             return False  # the full path reads it, and sheds it after the parse if it may

@@ -48,7 +48,7 @@ _SLOT: Final = {
     b"cseq": 4,
 }
 _TOKEN: Final = re.compile(rb"[A-Za-z0-9.!%*_+`'~-]+")  # RFC 3261 §25.1 token
-_CTL: Final = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CTL: Final = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])  # not TAB, CR, LF
 _UNSURE: Final = b"\0"  # _to_tag: the To header's tag cannot be told without a parse
 
 
@@ -113,7 +113,7 @@ def scan_request(data: bytes, limits: Limits) -> RequestHead | None:
     crlf = head.count(b"\r\n")
     if crlf != head.count(b"\n") or crlf != head.count(b"\r"):
         return None
-    if not head.isascii() or _CTL.search(head) is not None:
+    if not head.isascii() or len(head.translate(None, _CTL)) != len(head):
         return None
     if b"\r\n " in head or b"\r\n\t" in head or crlf > limits.max_headers:
         return None
@@ -161,6 +161,16 @@ def scan_request(data: bytes, limits: Limits) -> RequestHead | None:
         call_id_line=_line(call_ids[0]),
         cseq_line=_line(cseqs[0]),
     )
+
+
+def ack_with(data: bytes, marker: bytes) -> bool:
+    """Is ``data`` an ACK with ``marker`` in its head? One search, no scan: how the
+    overload path drops the ACKs of its own 503s by their To tag (the UA copies the To
+    of the response into the ACK, RFC 3261 §17.1.1.3)."""
+    if not data.startswith(b"ACK "):
+        return False
+    end = data.find(b"\r\n\r\n")
+    return data.find(marker, 0, end if end >= 0 else len(data)) >= 0
 
 
 def _line(m: re.Match[bytes]) -> bytes:

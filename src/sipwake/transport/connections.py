@@ -158,8 +158,10 @@ class TransportContext:
     max_connections: int = 0
     max_per_ip: int = 0
     per_ip: dict[str, int] = field(default_factory=dict)
-    # Fill of the last-read UDP socket's receive queue (udp.py), for overload shedding.
+    # The last-read UDP socket's receive queue (udp.py), for overload shedding: how long
+    # the last sampled datagram waited in it (seconds), and its fill (0..1).
     watch_backlog: bool = False
+    delay: float = 0.0
     backlog: float = 0.0
     refusal_log: LogEvery = field(default_factory=lambda: LogEvery(log))
 

@@ -147,8 +147,15 @@ class TransportManager:
         only after ``watch_backlog()``."""
         return self._ctx.backlog
 
+    def udp_delay(self) -> float:
+        """How long (seconds) the last sampled datagram waited in its UDP socket's
+        receive queue; measured only after ``watch_backlog()``."""
+        return self._ctx.delay
+
     def watch_backlog(self) -> None:
         self._ctx.watch_backlog = True
+        for endpoint in self._udp:
+            endpoint.watch()
 
     def on_close(self, hook: Callable[[Flow], None]) -> None:
         """Call ``hook`` with the flow of every connection that closes."""
