@@ -56,7 +56,7 @@ class OverloadConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_pending: int = 2000  # requests received, not yet finally answered (held calls apart)
     max_held_calls: int = 10000  # calls held for a device being woken
     max_loop_lag: float = 0.25  # seconds the event loop runs late
-    max_udp_delay: float = 0.1  # seconds a datagram waited in a UDP receive queue
+    max_udp_delay: float = 0.15  # seconds a datagram waited in a UDP receive queue
     max_udp_backlog: float = 0.5  # fill of a UDP socket's receive queue (0..1)
     retry_after: int = 5  # seconds, in the 503 (RFC 3261 §21.5.4)
 

@@ -604,3 +604,21 @@ def test_100_trying_copies_compact_headers_and_an_existing_to_tag() -> None:
     assert trying.to.tag == "dialog" and trying.call_id == "re-invite"
     assert "content-type" not in trying.headers and trying.body == b""
     trying.validate()
+
+
+def test_has_server_branch_matches_from_the_top_via_alone() -> None:
+    # The overload path (sip/scan.py) has only the top Via: the §17.2.3 key from it must
+    # find the same transactions as the full request does.
+    layer = make_layer()
+    invite = request("INVITE", branch="z9hG4bKin", sent_by="Host.Example:5070")
+    layer.receive(invite, UDP, 0.0)
+    again = request("INVITE", branch="z9hG4bKin", sent_by="host.example:5070")
+    assert layer.has_server_transaction(again)
+    assert layer.has_server_branch(again.top_via, "INVITE") is True
+    other = request("INVITE", branch="z9hG4bKin", sent_by="host.example:5071")
+    assert layer.has_server_branch(other.top_via, "INVITE") is False
+    assert layer.has_server_branch(again.top_via, "REGISTER") is False
+    # An RFC 2543 branch: the key needs the parsed request, the answer is "cannot tell".
+    old = request("INVITE", branch="1234", sent_by="10.0.0.9")
+    layer.receive(old, UDP, 0.0)
+    assert layer.has_server_branch(old.top_via, "INVITE") is None

@@ -15,6 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from sipwake.transport import tls
+from sipwake.transport.flow import Flow
 from sipwake.transport.manager import TransportManager
 from tests.transport.support import LIMITS, Recorder, sip_message, wait_until
 
@@ -157,42 +158,50 @@ async def test_websocket_over_the_limit_gets_503() -> None:
         await mgr.close()
 
 
-async def test_udp_backlog_is_the_receive_queue_fill(recorder: Recorder) -> None:
-    mgr = TransportManager(recorder, limits=LIMITS)
+class Gauged(Recorder):
+    """A sink that also notes the queue readings each message was delivered under (the
+    engine reads them the same way, per message)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mgr: TransportManager | None = None
+        self.readings: list[tuple[float, float]] = []
+
+    def __call__(self, data: bytes, flow: Flow) -> None:
+        assert self.mgr is not None
+        self.readings.append((self.mgr.udp_delay(), self.mgr.udp_backlog()))
+        super().__call__(data, flow)
+
+
+async def test_udp_queue_readings_while_it_is_read() -> None:
+    sink = Gauged()
+    mgr = sink.mgr = TransportManager(sink, limits=LIMITS)
     try:
         host, port = await mgr.listen("UDP", "127.0.0.1", 0)
         endpoint = mgr._udp[0]
+        mgr.watch_backlog()
         assert endpoint.backlog() == 0.0
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for i in range(200):  # queued before the loop gets a turn to read them
+            # Queued while the loop is kept from reading them for 0.2 s.
+            for i in range(200):
                 s.sendto(sip_message(i), (host, port))
-        assert endpoint.backlog() > 0.0
-        mgr.watch_backlog()
-        await recorder.wait_for(200)
-        assert 0.0 < mgr.udp_backlog() < 1.0  # measured when the batch was read
-        assert endpoint.backlog() == 0.0
-    finally:
-        await mgr.close()
-
-
-async def test_udp_delay_is_how_long_datagrams_waited(recorder: Recorder) -> None:
-    mgr = TransportManager(recorder, limits=LIMITS)
-    try:
-        host, port = await mgr.listen("UDP", "127.0.0.1", 0)
-        mgr.watch_backlog()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            # Queued while the loop is kept from reading for 0.2 s.
-            for i in range(40):
-                s.sendto(sip_message(i), (host, port))
+            assert endpoint.backlog() > 0.0
             time.sleep(0.2)
-        await recorder.wait_for(40)
-        assert 0.15 < mgr.udp_delay() < 5.0
+        await sink.wait_for(200)
+        # Each message was delivered under a reading of how long the datagrams waited
+        # (sampled every SAMPLE_EVERY reads) and of the queue's fill.
+        assert all(0.15 < delay < 5.0 for delay, _ in sink.readings), sink.readings[:3]
+        assert all(0.0 < fill < 1.0 for _, fill in sink.readings)
+        # Drained: nothing waits any more, the readings say so until the next datagram.
+        await wait_until(lambda: mgr.udp_delay() == 0.0)
+        assert endpoint.backlog() == mgr.udp_backlog() == 0.0
         # Read as they come: (almost) no wait.
+        sink.readings.clear()
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for i in range(40, 80):
+            for i in range(200, 220):
                 s.sendto(sip_message(i), (host, port))
                 await asyncio.sleep(0.005)
-        await recorder.wait_for(80)
-        assert mgr.udp_delay() < 0.1
+        await sink.wait_for(220)
+        assert all(delay < 0.1 for delay, _ in sink.readings)
     finally:
         await mgr.close()

@@ -59,7 +59,7 @@ class OverloadLimits:
     max_pending: int = 2000
     max_held: int = 10_000
     max_lag: float = 0.25  # seconds
-    max_delay: float = 0.1  # seconds a datagram waited in the UDP receive queue
+    max_delay: float = 0.15  # seconds a datagram waited in the UDP receive queue
     max_backlog: float = 0.5  # of the UDP receive buffer
     retry_after: int = 5  # seconds, in the 503
 

@@ -120,6 +120,10 @@ class UdpEndpoint:
                 else:
                     n, addr = sock.recvfrom_into(buf)
             except (BlockingIOError, InterruptedError):
+                if watch:
+                    # Drained: nothing waits now. Without this the last reading of a burst
+                    # would stand until the next datagram, for TCP requests too.
+                    ctx.delay = ctx.backlog = 0.0
                 return
             except OSError as exc:
                 # e.g. ECONNREFUSED from an ICMP port unreachable caused by an earlier
