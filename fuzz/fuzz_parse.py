@@ -2,7 +2,9 @@
 
 Invariant: ``parse_message`` returns a Request or Response, or raises ParseError, nothing
 else; for a returned message ``validate()`` and every typed view also raise only ParseError,
-and ``serialise()`` never raises. The stream framer obeys the same rule.
+and ``serialise()`` never raises. The stream framer obeys the same rule. The overload path's
+byte scan (``sip/scan.py``) never raises, and where it and the parser both accept a
+request they read the same method, To tag and top Via.
 
     python3 fuzz/fuzz_parse.py -max_total_time=60 tests/vectors/rfc4475 tests/vectors/extra
 
@@ -33,6 +35,7 @@ with _instrument:
     from sipwake.sip.codec import Limits, StreamFramer, parse_message
     from sipwake.sip.errors import ParseError
     from sipwake.sip.message import Request, Response
+    from sipwake.sip.scan import scan_request
 
 # Smaller limits than the defaults so the fuzzer reaches them with short inputs.
 SMALL = Limits(max_message_size=4096, max_headers=32, max_line_length=512)
@@ -65,8 +68,23 @@ def _views(msg: Request | Response) -> None:
             pass
 
 
+def _scan_agrees(data: bytes, limits: Limits) -> None:
+    head = scan_request(data, limits)
+    if head is None:
+        return
+    try:
+        msg = parse_message(data, limits)
+        msg.validate()
+    except ParseError:
+        return  # the scan reads less than the parser checks (sip/scan.py)
+    assert isinstance(msg, Request)
+    assert (head.method, head.to_tag, head.via) == (msg.method, msg.to.tag, msg.top_via)
+
+
 def check(data: bytes) -> None:
     """Raise AssertionError (or let a foreign exception escape) if the invariant breaks."""
+    _scan_agrees(data, SMALL)
+    _scan_agrees(data, Limits())
     for limits, stream in ((SMALL, False), (Limits(), False), (Limits(), True)):
         try:
             msg = parse_message(data, limits, stream=stream)
