@@ -269,7 +269,7 @@ class Engine:
         if not flow.reliable:
             addr = response_address(via)
             if addr != flow.remote:
-                dest = dataclasses.replace(flow, remote=addr)
+                dest = flow.with_remote(addr)
         if self.overload is not None and self._shed(request, dest, overloaded):
             return
         try:
@@ -315,7 +315,7 @@ class Engine:
         if not flow.reliable:
             addr = response_address(head.via)
             if addr != flow.remote:
-                dest = dataclasses.replace(flow, remote=addr)
+                dest = flow.with_remote(addr)
         assert self.overload is not None
         self._count_shed(why)
         response = head.response(

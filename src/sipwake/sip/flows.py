@@ -9,20 +9,51 @@ or the very same TCP/TLS/WebSocket connection (RFC 3261 §18.2.2, RFC 5626 §5.3
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sipwake.sip.headers import TOP_VIA, Via
 from sipwake.sip.message import Request
 
 
-@dataclass(frozen=True, slots=True)
 class Flow:
-    """How a message arrived, or how to send one back."""
+    """How a message arrived, or how to send one back. An immutable value (equal and
+    hashed by its four fields). A plain class, not a dataclass: one is made per message,
+    and mypyc compiles a hand-written ``__init__`` where a dataclass's stays interpreted."""
+
+    __slots__ = ("conn_id", "local", "remote", "transport")
 
     transport: str  # "UDP" | "TCP" | "TLS" | "WS" | "WSS"
     local: tuple[str, int]  # our listening/local address
     remote: tuple[str, int]  # peer address as seen on the socket
-    conn_id: int = 0  # 0 for UDP; unique per stream/WS connection
+    conn_id: int  # 0 for UDP; unique per stream/WS connection
+
+    def __init__(
+        self, transport: str, local: tuple[str, int], remote: tuple[str, int], conn_id: int = 0
+    ) -> None:
+        self.transport = transport
+        self.local = local
+        self.remote = remote
+        self.conn_id = conn_id
+
+    def with_remote(self, remote: tuple[str, int]) -> Flow:
+        return Flow(self.transport, self.local, remote, self.conn_id)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Flow):
+            return NotImplemented
+        return (
+            self.transport == other.transport
+            and self.remote == other.remote
+            and self.local == other.local
+            and self.conn_id == other.conn_id
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.transport, self.local, self.remote, self.conn_id))
+
+    def __repr__(self) -> str:
+        return (
+            f"Flow(transport={self.transport!r}, local={self.local!r}, "
+            f"remote={self.remote!r}, conn_id={self.conn_id!r})"
+        )
 
     @property
     def reliable(self) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sipwake.sip.errors import ParseError
@@ -291,15 +290,49 @@ class Headers:
 # ---------------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
 class Via:
-    """One Via value (RFC 3261 §20.42), with rport (RFC 3581)."""
+    """One Via value (RFC 3261 §20.42), with rport (RFC 3581). Plain class: see Flow."""
+
+    __slots__ = ("host", "params", "port", "protocol", "transport")
 
     transport: str
     host: str
-    port: int | None = None
-    params: Params = field(default_factory=dict)
-    protocol: str = "SIP/2.0"
+    port: int | None
+    params: Params
+    protocol: str
+
+    def __init__(
+        self,
+        transport: str,
+        host: str,
+        port: int | None = None,
+        params: Params | None = None,
+        protocol: str = "SIP/2.0",
+    ) -> None:
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.params = {} if params is None else params
+        self.protocol = protocol
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Via):
+            return NotImplemented
+        return (
+            self.transport == other.transport
+            and self.host == other.host
+            and self.port == other.port
+            and self.params == other.params
+            and self.protocol == other.protocol
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable (params)
+
+    def __repr__(self) -> str:
+        return (
+            f"Via(transport={self.transport!r}, host={self.host!r}, port={self.port!r}, "
+            f"params={self.params!r}, protocol={self.protocol!r})"
+        )
 
     @classmethod
     def parse(cls, text: str) -> Via:
@@ -360,10 +393,28 @@ class Via:
         return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
 
 
-@dataclass(slots=True, frozen=True)
 class CSeq:
+    """The CSeq value (RFC 3261 §20.16); immutable. Plain class: see Flow."""
+
+    __slots__ = ("method", "seq")
+
     seq: int
     method: str
+
+    def __init__(self, seq: int, method: str) -> None:
+        self.seq = seq
+        self.method = method
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CSeq):
+            return NotImplemented
+        return self.seq == other.seq and self.method == other.method
+
+    def __hash__(self) -> int:
+        return hash((self.seq, self.method))
+
+    def __repr__(self) -> str:
+        return f"CSeq(seq={self.seq!r}, method={self.method!r})"
 
     @classmethod
     def parse(cls, text: str) -> CSeq:

@@ -7,7 +7,6 @@ unknown parameters are kept, in order, and written back as they came.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from sipwake.sip.errors import ParseError
 
@@ -63,19 +62,67 @@ def split_hostport(text: str, what: str) -> tuple[str, int | None]:
     return host, int(port_text)
 
 
-@dataclass(slots=True)
+_URI_FIELDS = ("scheme", "host", "user", "password", "port", "params", "headers", "opaque")
+
+
 class URI:
     """A parsed URI. ``sip``/``sips`` URIs are split into parts; other schemes (``tel``,
-    ``urn``, ``https``...) keep their text in ``opaque``."""
+    ``urn``, ``https``...) keep their text in ``opaque``. A plain class, not a dataclass:
+    mypyc compiles its hand-written ``__init__`` (sip/flows.py Flow)."""
+
+    __slots__ = ("headers", "host", "opaque", "params", "password", "port", "scheme", "user")
 
     scheme: str
-    host: str = ""
-    user: str | None = None
-    password: str | None = None
-    port: int | None = None
-    params: Params = field(default_factory=dict)
-    headers: str | None = None
-    opaque: str | None = None
+    host: str
+    user: str | None
+    password: str | None
+    port: int | None
+    params: Params
+    headers: str | None
+    opaque: str | None
+
+    def __init__(
+        self,
+        scheme: str,
+        host: str = "",
+        user: str | None = None,
+        *,
+        password: str | None = None,
+        port: int | None = None,
+        params: Params | None = None,
+        headers: str | None = None,
+        opaque: str | None = None,
+    ) -> None:
+        self.scheme = scheme
+        self.host = host
+        self.user = user
+        self.password = password
+        self.port = port
+        self.params = {} if params is None else params
+        self.headers = headers
+        self.opaque = opaque
+
+    def _key(self) -> tuple[object, ...]:
+        return (
+            self.scheme, self.host, self.user, self.password, self.port, self.params,
+            self.headers, self.opaque,
+        )  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, URI):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable (params)
+
+    def __repr__(self) -> str:
+        return (
+            "URI("
+            + ", ".join(
+                f"{name}={value!r}" for name, value in zip(_URI_FIELDS, self._key(), strict=True)
+            )
+            + ")"
+        )
 
     @classmethod
     def parse(cls, text: str) -> URI:
@@ -108,7 +155,9 @@ class URI:
         hostport, semi, ptext = rest.partition(";")
         host, port = split_hostport(hostport, "SIP URI")
         params = parse_params(ptext, "SIP URI") if semi else {}
-        return cls(scheme, host.lower(), user, password, port, params, headers)
+        return cls(
+            scheme, host.lower(), user, password=password, port=port, params=params, headers=headers
+        )
 
     def __str__(self) -> str:
         if self.opaque is not None:
@@ -204,15 +253,46 @@ def split_header_values(value: str) -> list[str]:
     return out
 
 
-@dataclass(slots=True)
 class NameAddr:
     """``"Display" <uri>;params`` or ``uri;params`` (RFC 3261 §20.10: without angle brackets,
-    parameters after the URI belong to the header, not the URI)."""
+    parameters after the URI belong to the header, not the URI). Plain class: see URI."""
+
+    __slots__ = ("display", "params", "uri", "wildcard")
 
     uri: URI
-    display: str | None = None
-    params: Params = field(default_factory=dict)
-    wildcard: bool = False  # Contact: * (RFC 3261 §10.2.2)
+    display: str | None
+    params: Params
+    wildcard: bool  # Contact: * (RFC 3261 §10.2.2)
+
+    def __init__(
+        self,
+        uri: URI,
+        display: str | None = None,
+        params: Params | None = None,
+        wildcard: bool = False,
+    ) -> None:
+        self.uri = uri
+        self.display = display
+        self.params = {} if params is None else params
+        self.wildcard = wildcard
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NameAddr):
+            return NotImplemented
+        return (
+            self.uri == other.uri
+            and self.display == other.display
+            and self.params == other.params
+            and self.wildcard == other.wildcard
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable (params)
+
+    def __repr__(self) -> str:
+        return (
+            f"NameAddr(uri={self.uri!r}, display={self.display!r}, params={self.params!r}, "
+            f"wildcard={self.wildcard!r})"
+        )
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
