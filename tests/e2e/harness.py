@@ -448,3 +448,13 @@ def wait_output(child: Child, text: str, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def wait_output_server(server: RunningServer, text: str, timeout: float = 10.0) -> bool:
+    """Wait until ``text`` appears in the server's output (read by another thread)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in "".join(server.output):
+            return True
+        time.sleep(0.05)
+    return False

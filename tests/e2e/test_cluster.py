@@ -36,6 +36,7 @@ from tests.e2e.harness import (
     serve,
     start_phone,
     wait_output,
+    wait_output_server,
 )
 from tests.e2e.test_push import DOMAIN, NO_AUTH, TOKEN_A, Relay
 
@@ -230,15 +231,6 @@ def worker_pid(server: RunningServer, index: int) -> int:
         ]:
             return int(child)
     raise AssertionError(f"no worker {index} under {sup}")
-
-
-def wait_output_server(server: RunningServer, text: str, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in "".join(server.output):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def fixed_config(name: str, storage: str, emu_config: str, push: str = "") -> str:

@@ -20,6 +20,7 @@ from tests.e2e.harness import (
     apns_emulator,
     loopback_config,
     serve,
+    wait_output_server,
     write_config,
 )
 from tests.e2e.probe import Prober, RingingCallee, add_user
@@ -204,8 +205,9 @@ def test_slowloris_cannot_starve_new_clients(tmp_path: Path) -> None:
             s.close()
         assert time.monotonic() < deadline
         assert server.alive()
-        assert "max_connections_per_ip" in server_text(server)
-        assert "sip.message_timeout" in server_text(server)
+        # The log lines come through the server's output pipe, read by another thread.
+        assert wait_output_server(server, "max_connections_per_ip", 5), server_text(server)
+        assert wait_output_server(server, "sip.message_timeout", 5), server_text(server)
         assert refused(server, "connection_limit") == 20
         assert refused(server, "message_timeout") == 10
 
