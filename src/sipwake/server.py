@@ -16,7 +16,6 @@ import msgspec
 
 from sipwake.api.metrics import Metrics, multiprocess_dir
 from sipwake.api.server import ApiServer
-from sipwake.app.admin import AdminService
 from sipwake.app.auth import Authenticator
 from sipwake.app.calls import Calls, call_rules
 from sipwake.app.cluster import ClusterNode
@@ -32,7 +31,6 @@ from sipwake.app.targets import Flows, ref_flow
 from sipwake.app.timeline import Timelines
 from sipwake.app.wake import Pusher
 from sipwake.config import Config, SetupError
-from sipwake.policy.decline import DeclineResult
 from sipwake.policy.overload import OverloadLimits
 from sipwake.policy.proxying import Me
 from sipwake.policy.pushbudget import PushBudget
@@ -40,11 +38,11 @@ from sipwake.policy.pushparams import parse_push_target, provider_family
 from sipwake.policy.registrar import RegistrarPolicy
 from sipwake.preflight import preflight
 from sipwake.push.dispatcher import PushDispatcher
+from sipwake.services import ApiServices
 from sipwake.sip.timers import TimerConfig
 from sipwake.sip.transactions.layer import TransactionLayer
 from sipwake.storage import Stores, open_stores
 from sipwake.storage.base import StorageError
-from sipwake.storage.inbox import admin_view
 from sipwake.transport import tls
 from sipwake.transport.manager import TransportManager
 
@@ -167,27 +165,40 @@ class Server:
         self.background: set[asyncio.Task[Any]] = set()  # e.g. a replaced dispatcher closing
 
     async def start(self) -> None:
+        """Open the store, start the API, listen, wire the SIP application, and take back
+        the calls held before a restart. A problem stops start-up with a SetupError
+        naming the configuration key."""
+        stores = await self._open_stores()
+        await self._start_api()
+        advertised, public, me = await self._listen()
+        await self._wire(stores, advertised, public, me)
+
+    async def _open_stores(self) -> Stores:
         cfg = self.config
         try:
-            self.stores = await open_stores(cfg.storage.url, node_id=self.node_id)
+            self.stores = stores = await open_stores(cfg.storage.url, node_id=self.node_id)
             # Redis connects lazily: ask it something now, so an unreachable server stops
             # start-up with its URL rather than failing the first REGISTER.
-            await self.stores.bindings.count()
-            if self.stores.cluster.shared and not cfg.auth.secret:
+            await stores.bindings.count()
+            if stores.cluster.shared and not cfg.auth.secret:
                 # Tokens one node signs (Record-Route, owner routes, nonces, decline
                 # links) are checked by another: every node needs the same key.
-                self.secret = await self.stores.cluster.shared_secret(self.secret)
+                self.secret = await stores.cluster.shared_secret(self.secret)
         except (StorageError, OSError) as exc:
             raise SetupError(
                 "storage.url", f"{cfg.storage.redacted_url()}: cannot open: {_reason(exc)}"
             ) from None
+        return stores
+
+    async def _start_api(self) -> None:
+        cfg = self.config
         worker = self.worker
         if cfg.api.enabled and (worker is None or worker.index == 0):
             self.api = ApiServer(
                 host=cfg.api.host,
                 port=cfg.api.port,
-                decline=_Services(self),
-                admin=_Services(self),
+                decline=ApiServices(self),
+                admin=ApiServices(self),
                 metrics=self.metrics,
                 health=lambda: True,
                 tls_cert=cfg.tls.cert_file if cfg.api.tls else "",
@@ -207,6 +218,14 @@ class Server:
             scheme = "https" if cfg.api.tls else "http"
             api_host = f"[{cfg.api.host}]" if ":" in cfg.api.host else cfg.api.host
             self.decline_base = cfg.api.public_url or f"{scheme}://{api_host}:{cfg.api.port}"
+
+    async def _listen(
+        self,
+    ) -> tuple[dict[str, tuple[str, int]], dict[str, tuple[str, int]], Me]:
+        """Bind every listener; what we advertise in Via / Record-Route, where phones
+        register (the push payload), and who we are (hosts and ports)."""
+        cfg = self.config
+        worker = self.worker
         advertised: dict[str, tuple[str, int]] = {}  # in Via / Record-Route
         public: dict[str, tuple[str, int]] = {}  # where phones register (push payload)
         hosts = set(self.domains) | {h.lower() for h in _local_names()}
@@ -242,8 +261,18 @@ class Server:
                 advertised.setdefault(transport, (adv_host, port))
             else:
                 advertised.setdefault(transport, (adv_host, adv_port or port))
-        me = Me(frozenset(hosts), frozenset(ports))
-        stores = self.stores
+        return advertised, public, Me(frozenset(hosts), frozenset(ports))
+
+    async def _wire(
+        self,
+        stores: Stores,
+        advertised: dict[str, tuple[str, int]],
+        public: dict[str, tuple[str, int]],
+        me: Me,
+    ) -> None:
+        """Build and connect the SIP application's parts (docs/architecture.md)."""
+        cfg = self.config
+        hosts = set(me.hosts)  # every name we answer to: the registrar's and router's domains
         cluster = ClusterNode(
             stores.cluster,
             node_id=self.node_id,
@@ -552,79 +581,6 @@ class Server:
             if b.transport == transport.upper():
                 return b.host, b.port
         raise LookupError(f"no {transport} listener")
-
-
-class _Services:
-    """The API's view of the server: decline links and read-only admin listings."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self._ops: AdminService | None = None
-
-    def decline(self, call_id: str, token: str, reason: str) -> DeclineResult:
-        calls = self.server.calls
-        if calls is None or self.server.pusher is None:
-            return DeclineResult(404, "push is not configured")
-        return calls.decline(call_id, token, reason)
-
-    @property
-    def ops(self) -> AdminService:
-        if self._ops is None:
-            server = self.server
-            assert server.stores is not None
-            self._ops = AdminService(
-                store=server.stores.bindings,
-                dispatcher=lambda: server.dispatcher,
-                domain=server.config.server.domains[0],
-            )
-        return self._ops
-
-    async def bindings(self, aor: str) -> dict[str, Any]:
-        return await self.ops.bindings(aor)
-
-    async def all_bindings(self, offset: int, limit: int) -> dict[str, Any]:
-        return await self.ops.bindings("", offset, limit)
-
-    async def remove_bindings(self, aor: str, instance: str) -> dict[str, Any]:
-        return await self.ops.remove_bindings(aor, instance)
-
-    async def push_test(self, aor: str) -> dict[str, Any]:
-        return await self.ops.push_test(aor)
-
-    def recent_calls(self) -> list[dict[str, Any]]:
-        return self.server.timelines.recent()
-
-    def call(self, call_id: str) -> dict[str, Any] | None:
-        return self.server.timelines.get(call_id)
-
-    async def messages(self, aor: str | None) -> dict[str, object]:
-        assert self.server.stores is not None
-        return await admin_view(self.server.stores.messages, aor, time.time())
-
-    async def held_calls(self) -> list[dict[str, Any]]:
-        """This node's held calls with their live state; with a shared store, also those
-        other nodes hold, from the cluster's registry."""
-        calls = self.server.calls
-        local = calls.held_calls() if calls is not None else []
-        stores = self.server.stores
-        if stores is None or not stores.cluster.shared:
-            return local
-        node = self.server.node_id
-        mine = {c["call_id"] for c in local}
-        for c in local:
-            c["node"] = node
-        others = [
-            {
-                "call_id": e.call_id,
-                "aor": e.aor,
-                "node": e.node_id,
-                "deadline": e.deadline,
-                "devices": list(e.devices),
-            }
-            for e in await stores.cluster.list_held()
-            if e.call_id not in mine
-        ]
-        return local + others
 
 
 def _reason(exc: BaseException) -> str:
