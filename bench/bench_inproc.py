@@ -1,6 +1,6 @@
 """Server CPU per request on a fixed in-process workload: for A/B of a code change.
 
-    python3 bench/bench_inproc.py [--kind register|refresh] [--contact plain|push]
+    python3 bench/bench_inproc.py [--kind register|refresh|call] [--contact plain|push]
                                   [-n 20000] [--batch 16] [--instructions]
 
 The real ``Server`` (config as bench/rig.py's: UDP, SQLite in a temporary directory,
@@ -9,15 +9,18 @@ or refreshes of one binding each (``refresh``), with the Contact of
 bench/scenarios/register_inf.xml (``plain``, bench/run's REGISTER scenario) or of
 register_push_inf.xml (``push``: RFC 8599 parameters, instance, reg-id), are handed to
 the engine's transport sink ``batch`` at a time per event loop turn, as one UDP wake-up
-hands over what it drained; the responses go to a sink that counts them. No sockets and
+hands over what it drained; the responses go to a sink that counts them. ``call`` is
+bench/run's call: INVITE (with SDP) to one of 100 registered users, the callee's 200, ACK,
+BYE and its 200, each phase of ``batch`` calls in one turn, the callee's answers built from
+what sipwake forwarded to it. No sockets and
 no other process: the figure is the server's own work (parse, transaction, registrar,
 store, group commit, response), immune to the load of the machine's other processes when
 counted in instructions.
 
-Prints CPU µs per REGISTER (``time.process_time``) over the measured part, after a warm-up
+Prints CPU µs per REGISTER or call (``time.process_time``) over the measured part, after a warm-up
 of ``n / 2``. ``--instructions`` instead runs the workload under
 ``valgrind --tool=callgrind`` twice, with ``n`` and ``3 n``, and prints the instructions
-per REGISTER from the difference, which cancels start-up and imports: a count that other
+per REGISTER (or call) from the difference, which cancels start-up and imports: a count that other
 processes on the machine do not disturb, for A/B of small changes (about 1 min per run).
 """
 
@@ -77,16 +80,21 @@ def register(i: int, cseq: int, call_id: str, push: bool) -> bytes:
 
 
 class CountingSink:
-    """The transport, as the engine sees it: counts what would have been sent."""
+    """The transport, as the engine sees it: counts what would have been sent, and keeps
+    it (``out``) when asked to."""
 
     def __init__(self) -> None:
         self.sent = 0
         self.ok = 0
+        self.keep = False
+        self.out: list[tuple[tuple[str, int], bytes]] = []
 
     def send(self, flow: Flow, data: bytes) -> bool:
         self.sent += 1
         if data.startswith(b"SIP/2.0 200 "):
             self.ok += 1
+        if self.keep:
+            self.out.append((flow.remote, data))
         return True
 
 
@@ -104,6 +112,115 @@ async def _feed(server: Server, sink: CountingSink, messages: list[bytes], batch
             turns += 1
             if turns > 1000:
                 raise SystemExit(f"no answer after 1000 loop turns at request {start}")
+
+
+CALLER = ("127.0.0.1", 5070)
+CALLEES = 100  # users called round-robin: the same set-up whatever n is
+
+
+def _head(data: bytes) -> list[str]:
+    return data.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+
+
+def _named(lines: list[str], *names: str) -> list[str]:
+    return [line for line in lines if line.split(":", 1)[0].strip().lower() in names]
+
+
+def _answer(request: bytes, extra: list[str]) -> bytes:
+    """The callee's 200 to a request sipwake forwarded to it (RFC 3261 §8.2.6)."""
+    lines = _head(request)
+    out = ["SIP/2.0 200 OK", *_named(lines, "via", "record-route", "from", "call-id", "cseq")]
+    [to] = _named(lines, "to")
+    out.append(to if ";tag=" in to else to + ";tag=callee")
+    out += [*extra, "Content-Length: 0", "", ""]
+    return "\r\n".join(out).encode()
+
+
+SDP = (
+    "v=0\r\no=caller 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    "m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+def _invite(i: int) -> bytes:
+    user = f"user{i % CALLEES}"
+    return (
+        f"INVITE sip:{user}@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-inv-{i};rport\r\n"
+        f"Max-Forwards: 70\r\n"
+        f"From: <sip:caller@127.0.0.1>;tag=caller-{i}\r\n"
+        f"To: <sip:{user}@127.0.0.1>\r\n"
+        f"Call-ID: call-{i}@bench\r\n"
+        f"CSeq: 1 INVITE\r\n"
+        f"Contact: <sip:caller@127.0.0.1:5070>\r\n"
+        f"Content-Type: application/sdp\r\n"
+        f"Content-Length: {len(SDP)}\r\n\r\n{SDP}"
+    ).encode()
+
+
+def _in_dialog(method: str, cseq: int, i: int, answer: bytes) -> bytes:
+    """The caller's ACK or BYE in the dialog the 200 ``answer`` set up (§12.2.1.1)."""
+    lines = _head(answer)
+    routes = [line.split(":", 1)[1].strip() for line in _named(lines, "record-route")]
+    [to] = _named(lines, "to")
+    [contact] = _named(lines, "contact")
+    target = contact.split("<", 1)[1].split(">", 1)[0]
+    route = f"Route: {', '.join(routes)}\r\n" if routes else ""
+    return (
+        f"{method} {target} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{method}-{i};rport\r\n"
+        f"Max-Forwards: 70\r\n{route}"
+        f"From: <sip:caller@127.0.0.1>;tag=caller-{i}\r\n{to}\r\n"
+        f"Call-ID: call-{i}@bench\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+async def _phase(
+    server: Server, sink: CountingSink, sends: list[tuple[tuple[str, int], bytes]], want: int
+) -> list[tuple[tuple[str, int], bytes]]:
+    """Hand ``sends`` (source address, bytes) to the engine in one turn; wait until it has
+    sent ``want`` messages; return them."""
+    engine = server.engine
+    local = server.address("udp")
+    sink.out = []
+    for source, data in sends:
+        engine.on_message(data, Flow("UDP", local, source))
+    turns = 0
+    while len(sink.out) < want:
+        await asyncio.sleep(0)
+        turns += 1
+        if turns > 1000:
+            raise SystemExit(f"{len(sink.out)} of {want} messages sent after 1000 turns")
+    return sink.out
+
+
+def _to(
+    out: list[tuple[tuple[str, int], bytes]], who: tuple[str, int], start: bytes
+) -> list[bytes]:
+    return [data for remote, data in out if remote == who and data.startswith(start)]
+
+
+async def _calls(server: Server, sink: CountingSink, first: int, count: int, batch: int) -> None:
+    """``count`` calls, ``batch`` at a time, each phase of a batch in one loop turn:
+    INVITE (-> 100 to the caller, INVITE to the callee), the callee's 200 (-> to the
+    caller), ACK and BYE (-> to the callee), the callee's 200 to BYE (-> to the caller)."""
+    for start in range(first, first + count, batch):
+        ids = range(start, min(start + batch, first + count))
+        out = await _phase(server, sink, [(CALLER, _invite(i)) for i in ids], 2 * len(ids))
+        invites = _to(out, CLIENT, b"INVITE ")
+        contact = ["Contact: <sip:callee@127.0.0.1:5999>"]
+        out = await _phase(server, sink, [(CLIENT, _answer(m, contact)) for m in invites], len(ids))
+        answers = {m.split(b"Call-ID: call-", 1)[1].split(b"@", 1)[0]: m for _, m in out}
+        dialog = []
+        for i in ids:
+            answer = answers[str(i).encode()]
+            dialog += [(CALLER, _in_dialog("ACK", 1, i, answer))]
+            dialog += [(CALLER, _in_dialog("BYE", 2, i, answer))]
+        out = await _phase(server, sink, dialog, 2 * len(ids))
+        byes = _to(out, CLIENT, b"BYE ")
+        out = await _phase(server, sink, [(CLIENT, _answer(m, [])) for m in byes], len(ids))
+        if len(_to(out, CALLER, b"SIP/2.0 200 ")) != len(ids):
+            raise SystemExit(f"calls {ids}: not every BYE was answered 200")
 
 
 def apns_config(tmp: Path) -> str:
@@ -124,7 +241,9 @@ def apns_config(tmp: Path) -> str:
     )
 
 
-async def run(kind: str, n: int, batch: int, push: bool, callgrind: bool) -> None:
+async def run(
+    kind: str, n: int, batch: int, push: bool, callgrind: bool, *, eager: bool = True
+) -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         url = f"sqlite:///{tmp / 'sipwake.db'}"
@@ -136,7 +255,23 @@ async def run(kind: str, n: int, batch: int, push: bool, callgrind: bool) -> Non
         await server.start()
         sink = CountingSink()
         server.engine.sender = sink
+        if not eager:
+            server.engine.eager_start = False
         try:
+            if kind == "call":
+                users = [register(i, 1, f"{i:08x}-reg@bench", push) for i in range(CALLEES)]
+                await _feed(server, sink, users, batch)
+                sink.keep = True
+                await _calls(server, sink, 0, n // 2, batch)
+                cpu0, wall0 = time.process_time(), time.perf_counter()
+                await _calls(server, sink, n, n, batch)
+                cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+                if not callgrind:
+                    print(
+                        f"{describe()}: call n={n} batch={batch}: {cpu / n * 1e6:.1f} µs CPU "
+                        f"per call ({wall / n * 1e6:.1f} µs wall)"
+                    )
+                return
             call_ids = [f"{i:08x}-reg@bench" for i in range(2 * n)]
             if kind == "refresh":
                 # Every AoR registered first; the measured part refreshes them.
@@ -183,8 +318,9 @@ def _callgrind_total(argv: list[str]) -> int:
 
 def instructions(args: argparse.Namespace) -> int:
     common = ["--kind", args.kind, "--contact", args.contact, "--batch", str(args.batch)]
-    if args.no_uvloop:
-        common.append("--no-uvloop")
+    for flag in ("no_uvloop", "no_eager_start"):
+        if getattr(args, flag):
+            common.append("--" + flag.replace("_", "-"))
     small, large = args.n, 3 * args.n
     per_run = 2.5 if args.kind == "refresh" else 1.5  # REGISTERs handled per n
     a = _callgrind_total([*common, "-n", str(small)])
@@ -192,24 +328,29 @@ def instructions(args: argparse.Namespace) -> int:
     per = (b - a) / ((large - small) * per_run)
     print(
         f"{describe()}: {args.kind} ({args.contact} contact) batch={args.batch}: "
-        f"{per:,.0f} instructions per REGISTER (callgrind, n={small} and {large})"
+        f"{per:,.0f} instructions per {'call' if args.kind == 'call' else 'REGISTER'} "
+        f"(callgrind, n={small} and {large})"
     )
     return 0
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--kind", choices=["register", "refresh"], default="register")
+    ap.add_argument("--kind", choices=["register", "refresh", "call"], default="register")
     ap.add_argument("-n", type=int, default=20000, help="requests measured")
     ap.add_argument("--batch", type=int, default=16, help="requests per event loop turn")
     ap.add_argument("--contact", choices=["plain", "push"], default="plain")
     ap.add_argument("--instructions", action="store_true", help="count under callgrind")
     ap.add_argument("--callgrind", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-uvloop", action="store_true")
+    ap.add_argument(
+        "--no-eager-start", action="store_true", help="a task per request (app/engine.py)"
+    )
     args = ap.parse_args()
     if args.instructions:
         return instructions(args)
-    coro = run(args.kind, args.n, args.batch, args.contact == "push", args.callgrind)
+    push = args.contact == "push"
+    coro = run(args.kind, args.n, args.batch, push, args.callgrind, eager=not args.no_eager_start)
     if args.no_uvloop:
         asyncio.run(coro)
     else:
