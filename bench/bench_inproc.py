@@ -17,17 +17,21 @@ no other process: the figure is the server's own work (parse, transaction, regis
 store, group commit, response), immune to the load of the machine's other processes when
 counted in instructions.
 
-Prints CPU µs per REGISTER or call (``time.process_time``) over the measured part, after a warm-up
-of ``n / 2``. ``--instructions`` instead runs the workload under
+Prints CPU µs per REGISTER or call (``time.process_time``) over the measured part, after
+a warm-up of ``n / 2``. ``--instructions`` instead runs the workload under
 ``valgrind --tool=callgrind`` twice, with ``n`` and ``3 n``, and prints the instructions
-per REGISTER (or call) from the difference, which cancels start-up and imports: a count that other
-processes on the machine do not disturb, for A/B of small changes (about 1 min per run).
+per REGISTER (or call) from the difference, which cancels start-up and imports: a count
+that other processes on the machine do not disturb, for A/B of small changes (1-3 min a
+run). Under callgrind, overload shedding is off and T1 is 60 s, so that nothing paced by
+the clock (the lag tick, retransmissions) runs more or less often with the machine's load;
+the hash seed is fixed. What remains varies by about 1 % between runs of the same code.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -47,9 +51,12 @@ from sipwake.server import Server
 from sipwake.transport.flow import Flow
 
 CLIENT = ("127.0.0.1", 5999)
-# Overload shedding stays on (its check is part of each request's cost) but never fires:
-# under callgrind the loop runs ~50x slower, and its lag must not turn REGISTERs into 503s.
+# Overload shedding stays on (its check is part of each request's cost) but never fires.
 OVERLOAD = "[overload]\nmax_loop_lag = 3600.0\n"
+# Under callgrind the loop runs ~50x slower: what is paced by the clock would then run a
+# varying number of times, and the counts with it. So no overload shedding (its lag tick
+# every 50 ms) and T1 = T2 = 60 s (no retransmission, Timer A/E, fires during a run).
+STEADY = "[overload]\nenabled = false\n[sip]\nt1 = 60.0\nt2 = 60.0\n"
 
 
 def register(i: int, cseq: int, call_id: str, push: bool) -> bytes:
@@ -249,7 +256,8 @@ async def run(
         url = f"sqlite:///{tmp / 'sipwake.db'}"
         # Without push, rig's config leaves the API on its default port: take a free one.
         api = "" if push else "[api]\nport = 0\n"
-        text = sipwake_config(url, push=apns_config(tmp) if push else "") + api + OVERLOAD
+        text = sipwake_config(url, push=apns_config(tmp) if push else "") + api
+        text += STEADY if callgrind else OVERLOAD
         config = loads_config(text)
         server = Server(config)
         await server.start()
@@ -307,6 +315,8 @@ def _callgrind_total(argv: list[str]) -> int:
         subprocess.run(
             [*cmd, sys.executable, __file__, "--callgrind", *argv],
             check=True,
+            # One string hash for every run: dict layouts, and so the counts, repeat.
+            env={**os.environ, "PYTHONHASHSEED": "0"},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
