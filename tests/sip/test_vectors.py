@@ -137,6 +137,19 @@ def test_unknown_headers_written_back_verbatim(vector: Vector) -> None:
         assert raw.startswith(out), "unmodified message not written back byte for byte"
 
 
+@pytest.mark.parametrize("vector", [v for v in ALL if v.accepts], ids=lambda v: v.name)
+def test_header_index_from_the_parse_matches_the_entries(vector: Vector) -> None:
+    """The index parse_head builds in its one pass (folded lines, compact forms, repeats)
+    is the one Headers would build from the entries: the same entry objects, in order."""
+    headers = parse_message(vector.data).headers
+    index = headers._index
+    assert index is not None  # built by the parser, not on first lookup
+    headers._index = None
+    rebuilt = headers._idx()
+    assert rebuilt == index
+    assert all(a is b for key in index for a, b in zip(index[key], rebuilt[key], strict=True))
+
+
 FRAMED = [v for v in ALL if _has_content_length(v.data) and b"\n\n" in v.data.replace(b"\r", b"")]
 
 

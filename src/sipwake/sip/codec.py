@@ -56,11 +56,22 @@ def _lf_sender(data: bytes | bytearray, end: int) -> bool:
 
 def parse_head(head: str, limits: Limits = DEFAULT_LIMITS) -> tuple[str, list[list[Any]]]:
     """Split the header block into the start line and header entries (see Headers)."""
+    start, entries, _ = parse_head_indexed(head, limits)
+    return start, entries
+
+
+def parse_head_indexed(
+    head: str, limits: Limits = DEFAULT_LIMITS
+) -> tuple[str, list[list[Any]], dict[str, list[list[Any]]]]:
+    """``parse_head`` plus the header index (key -> its entries in order, see Headers),
+    built in the same pass: every message is looked up, so Headers would build it anyway,
+    in a second loop over the entries."""
     lines = _split_lines(head)
     if len(lines) - 1 > limits.max_headers:
         raise ParseError("too many header lines")
     maxlen = limits.max_line_length
     entries: list[list[Any]] = []
+    index: dict[str, list[list[Any]]] = {}
     append = entries.append
     compact = _COMPACT
     start = lines[0]
@@ -88,8 +99,15 @@ def parse_head(head: str, limits: Limits = DEFAULT_LIMITS) -> tuple[str, list[li
             raise ParseError("header line without name and colon")
         key = line[:colon].rstrip().lower()
         key = compact.get(key, key)
-        append([key, line, None])
-    return start, entries
+        entry = [key, line, None]
+        append(entry)
+        # A folded continuation changes this same list in place, so the index stays true.
+        same = index.get(key)
+        if same is None:
+            index[key] = [entry]
+        else:
+            same.append(entry)
+    return start, entries, index
 
 
 def parse_message(
@@ -118,9 +136,9 @@ def parse_message(
         else:
             head_b, body = data[:end], data[end + 2 :]
     head = head_b.decode("utf-8", "surrogateescape")
-    start, entries = parse_head(head, limits)
+    start, entries, index = parse_head_indexed(head, limits)
     msg = _make(start)
-    headers = Headers._from_parsed(entries)
+    headers = Headers._from_parsed(entries, index)
     msg.headers = headers
     clen = msg.content_length
     if clen is None:

@@ -94,10 +94,15 @@ class Headers:
         self._index: dict[str, list[list[Any]]] | None = None
 
     @classmethod
-    def _from_parsed(cls, entries: list[list[Any]]) -> Headers:
-        """Headers over entries a parser already split (taken, not copied). Through
-        ``__init__``, not ``cls.__new__``: mypyc cannot compile the latter."""
-        return cls(entries)
+    def _from_parsed(
+        cls, entries: list[list[Any]], index: dict[str, list[list[Any]]] | None = None
+    ) -> Headers:
+        """Headers over entries a parser already split (taken, not copied), with their
+        index when the parser built it (``_idx``'s shape, over the same entry lists).
+        Through ``__init__``, not ``cls.__new__``: mypyc cannot compile the latter."""
+        headers = cls(entries)
+        headers._index = index
+        return headers
 
     def _idx(self) -> dict[str, list[list[Any]]]:
         """key -> its entries in order; built on first lookup, dropped on any change that
