@@ -248,9 +248,7 @@ def apns_config(tmp: Path) -> str:
     )
 
 
-async def run(
-    kind: str, n: int, batch: int, push: bool, callgrind: bool, *, eager: bool = True
-) -> None:
+async def run(kind: str, n: int, batch: int, push: bool, callgrind: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         url = f"sqlite:///{tmp / 'sipwake.db'}"
@@ -263,8 +261,6 @@ async def run(
         await server.start()
         sink = CountingSink()
         server.engine.sender = sink
-        if not eager:
-            server.engine.eager_start = False
         try:
             if kind == "call":
                 users = [register(i, 1, f"{i:08x}-reg@bench", push) for i in range(CALLEES)]
@@ -328,9 +324,8 @@ def _callgrind_total(argv: list[str]) -> int:
 
 def instructions(args: argparse.Namespace) -> int:
     common = ["--kind", args.kind, "--contact", args.contact, "--batch", str(args.batch)]
-    for flag in ("no_uvloop", "no_eager_start"):
-        if getattr(args, flag):
-            common.append("--" + flag.replace("_", "-"))
+    if args.no_uvloop:
+        common.append("--no-uvloop")
     small, large = args.n, 3 * args.n
     per_run = 2.5 if args.kind == "refresh" else 1.5  # REGISTERs handled per n
     a = _callgrind_total([*common, "-n", str(small)])
@@ -353,14 +348,11 @@ def main() -> int:
     ap.add_argument("--instructions", action="store_true", help="count under callgrind")
     ap.add_argument("--callgrind", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-uvloop", action="store_true")
-    ap.add_argument(
-        "--no-eager-start", action="store_true", help="a task per request (app/engine.py)"
-    )
     args = ap.parse_args()
     if args.instructions:
         return instructions(args)
     push = args.contact == "push"
-    coro = run(args.kind, args.n, args.batch, push, args.callgrind, eager=not args.no_eager_start)
+    coro = run(args.kind, args.n, args.batch, push, args.callgrind)
     if args.no_uvloop:
         asyncio.run(coro)
     else:
