@@ -202,6 +202,9 @@ async def test_udp_queue_readings_while_it_is_read() -> None:
                 s.sendto(sip_message(i), (host, port))
                 await asyncio.sleep(0.005)
         await sink.wait_for(220)
-        assert all(delay < 0.1 for delay, _ in sink.readings)
+        # Typically well under a millisecond; a loaded machine may delay a read or two, so
+        # the median says "read as they come", the maximum stays below the 0.2 s above.
+        delays = sorted(delay for delay, _ in sink.readings)
+        assert delays and delays[len(delays) // 2] < 0.05 and delays[-1] < 0.19, delays
     finally:
         await mgr.close()
