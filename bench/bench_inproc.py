@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from bench.rig import BUNDLE_ID, sipwake_config
 from sipwake.buildinfo import describe
 from sipwake.config import loads_config
+from sipwake.process import tune_gc
 from sipwake.server import Server
 from sipwake.transport.flow import Flow
 
@@ -259,6 +260,7 @@ async def run(kind: str, n: int, batch: int, push: bool, callgrind: bool) -> Non
         config = loads_config(text)
         server = Server(config)
         await server.start()
+        tune_gc()  # as `sipwake serve` does once started; fewer, steadier collections
         sink = CountingSink()
         server.engine.sender = sink
         try:
