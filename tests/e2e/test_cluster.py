@@ -192,13 +192,15 @@ def test_held_call_is_registered_cluster_wide(tmp_path: Path, prefix: str) -> No
         )
         caller.start()
         listed: list[dict[str, object]] = []
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not listed:
-            listed = admin_calls(n2)
-            time.sleep(0.05)
-        entries = [client.hget(k, "node") or b"" for k in client.scan_iter(f"{prefix}held:*")]
-        caller.join(40)
-        phone.stop()
+        try:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not listed:
+                listed = admin_calls(n2)
+                time.sleep(0.05)
+            entries = [client.hget(k, "node") or b"" for k in client.scan_iter(f"{prefix}held:*")]
+            caller.join(40)
+        finally:
+            phone.stop()  # never left behind, whatever failed above
         assert listed and listed[0]["node"] == "node1", listed
         assert listed[0]["aor"] == "sip:bob@127.0.0.1" and len(listed[0]["devices"]) == 1  # type: ignore[arg-type]
         assert entries and b"node1" in entries[0]
