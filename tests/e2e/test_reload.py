@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,6 +24,7 @@ from tests.e2e.harness import (
     serve,
     start_phone,
     wait_output,
+    wait_output_server,
 )
 from tests.e2e.test_push import TOKEN_A, Relay, push_config
 
@@ -41,15 +41,6 @@ def admin_status(server: RunningServer, token: str) -> int:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return exc.code
-
-
-def wait_log(server: RunningServer, text: str, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in "".join(server.output):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def call(server: RunningServer, tmp: Path) -> object:
@@ -87,7 +78,7 @@ def test_sighup_swaps_provider_token_and_level_without_dropping_calls(tmp_path: 
                     )
                     cfg.write_text(second)
                     server.proc.send_signal(signal.SIGHUP)
-                    assert wait_log(server, "reloaded"), "".join(server.output)
+                    assert wait_output_server(server, "reloaded"), "".join(server.output)
                     caller.join(30)
                     [held] = results
                     assert held.returncode == 0 and held.successful == 1, held.output  # type: ignore[attr-defined]
@@ -105,7 +96,7 @@ def test_sighup_swaps_provider_token_and_level_without_dropping_calls(tmp_path: 
                     # A broken file: refused with its key, nothing changes.
                     cfg.write_text(second.replace(emu_b.key_file, str(tmp_path / "missing.p8")))
                     server.proc.send_signal(signal.SIGHUP)
-                    assert wait_log(server, "reload refused"), "".join(server.output)
+                    assert wait_output_server(server, "reload refused"), "".join(server.output)
                     out = "".join(server.output)
                     assert "push.apns[0].key_file" in out and "missing.p8" in out
                     assert admin_status(server, "two") == 200
