@@ -173,6 +173,26 @@ class Gauged(Recorder):
         super().__call__(data, flow)
 
 
+async def stamped_on_arrival(sink: Gauged, addr: tuple[str, int]) -> None:
+    """Wait until the kernel stamps datagrams when they arrive. Linux turns arrival
+    timestamps on for the whole machine only when a first socket asks (SO_TIMESTAMPNS),
+    and does so later, from a work queue (net_enable_timestamp): until then a datagram is
+    stamped when it is read, and every wait reads as nothing. The server lives with that
+    for its first moments; a test that measures the wait must not."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(100):
+            s.sendto(sip_message(1000 + i), addr)
+            time.sleep(0.02)  # the loop cannot read it meanwhile
+            await sink.wait_for(len(sink.got) + 1)
+            if sink.readings[-1][0] >= 0.015:
+                break
+        else:
+            raise AssertionError("the kernel never stamped a datagram on arrival")
+    await wait_until(lambda: sink.mgr is not None and sink.mgr.udp_delay() == 0.0)
+    sink.got.clear()
+    sink.readings.clear()
+
+
 async def test_udp_queue_readings_while_it_is_read() -> None:
     sink = Gauged()
     mgr = sink.mgr = TransportManager(sink, limits=LIMITS)
@@ -180,6 +200,7 @@ async def test_udp_queue_readings_while_it_is_read() -> None:
         host, port = await mgr.listen("UDP", "127.0.0.1", 0)
         endpoint = mgr._udp[0]
         mgr.watch_backlog()
+        await stamped_on_arrival(sink, (host, port))
         assert endpoint.backlog() == 0.0
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             # Queued while the loop is kept from reading them for 0.2 s.
