@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -225,6 +226,32 @@ def test_2xx_goes_to_accepted_and_every_2xx_goes_up_until_timer_m() -> None:
     late = response(inv, 200)
     layer.receive(late, UDP, 34.0)
     assert drain(layer) == [StrayResponse(late, UDP)]
+
+
+@pytest.mark.parametrize(("method", "status"), [("INVITE", 200), ("INVITE", 486), ("BYE", 200)])
+def test_client_keeps_nothing_of_its_request_once_it_has_its_final(
+    method: str, status: int
+) -> None:
+    """Completed/Accepted last up to 64*T1: a parsed request kept that long is ~30 objects
+    for the garbage collector's full passes to walk, per call (fsm.RELEASE)."""
+    layer = make_layer()
+    req = request(method)
+    tid = layer.send_request(req, PEER, 0.0)
+    layer.outbox()
+    txn = layer._txns[tid]
+    assert req in gc.get_referents(txn)
+    layer.receive(response(req, 180), UDP, 0.5)
+    assert req in gc.get_referents(txn)  # still pending: a CANCEL is built from it
+    layer.receive(response(req, status), UDP, 1.0)
+    first = layer.outbox()  # the ACK of a non-2xx, built before the request went
+    assert layer.state(tid) in ("completed", "accepted")
+    assert req not in gc.get_referents(txn)
+    with pytest.raises(TransactionGone):
+        layer.make_cancel(tid)  # §9.1: a request with a final response is not cancelled
+    layer.receive(response(req, status), UDP, 2.0)  # a retransmitted final still works
+    if method == "INVITE" and status >= 300:
+        assert layer.outbox() == first  # the same ACK again
+        assert wire(first[0][0]).method == "ACK"  # type: ignore[union-attr]
 
 
 # -- client non-INVITE -------------------------------------------------------------------------

@@ -16,12 +16,15 @@ from sipwake.sip.transactions.fsm import (
 
 ClientKey = tuple[str, str]  # (top Via branch, method): §17.1.3
 
+# What a transaction's request is replaced with once nothing needs it any more.
+RELEASED = Request("RELEASED", "sip:released.invalid")
+
 
 class ClientTransaction(Transaction):
     """One request sent and its responses. ``data`` is the request serialised once for
     every retransmission; ``ack`` the ACK bytes once a non-2xx final made one."""
 
-    __slots__ = ("ack", "data", "invite", "key")
+    __slots__ = ("ack", "data", "invite", "key", "released")
 
     def __init__(self, txn_id: str, request: Request, dest: Dest, key: ClientKey) -> None:
         invite = request.method == "INVITE"
@@ -35,6 +38,14 @@ class ClientTransaction(Transaction):
         self.invite = invite
         self.data = request.serialise()
         self.ack: bytes | None = None
+        self.released = False
+
+    def release(self) -> None:
+        """The final response came: keep only what the later states use (the ACK bytes,
+        the key, the destination); see fsm.RELEASE."""
+        self.request = RELEASED
+        self.data = b""
+        self.released = True
 
 
 def _top_via(request: Request) -> str:

@@ -59,6 +59,12 @@ SEND_RESPONSE: Final = "send_response"  # transmit the TU's response, keep it fo
 FORWARD_RESPONSE: Final = "forward_response"  # transmit without keeping (late 2xx)
 RESEND_RESPONSE: Final = "resend_response"  # retransmit the kept response, if any
 PASS_UP: Final = "pass_up"  # give the message to the TU as an event
+# Drop the request (and its bytes) once the client side has its final response: Completed
+# only re-sends the ACK already built (§17.1.1.2), Accepted only passes 2xx up (RFC 6026
+# §7.2), non-INVITE Completed only absorbs retransmissions (§17.1.2.2). Nothing of the
+# parsed request then lives through Timers D/M/K (up to 64*T1): memory and, above all, the
+# garbage collector's full passes stay small (a lingering parsed message is ~30 objects).
+RELEASE: Final = "release"
 TIMEOUT: Final = "timeout"  # TransactionTimeout event
 STOP_TIMERS: Final = "stop_timers"  # cancel the retransmit and the lifetime timer
 STOP_RETX: Final = "stop_retx"  # cancel the retransmit timer only
@@ -85,6 +91,7 @@ ACTIONS: Final = frozenset(
         FORWARD_RESPONSE,
         RESEND_RESPONSE,
         PASS_UP,
+        RELEASE,
         TIMEOUT,
         STOP_TIMERS,
         STOP_RETX,
@@ -141,8 +148,8 @@ CLIENT_INVITE: Final = _table(
             # A provisional stops retransmissions; Timer B only counts in Calling, after that
             # the proxy's Timer C (§16.8) bounds the wait, so it is cancelled too.
             R1XX: (PROCEEDING, (STOP_TIMERS, PASS_UP)),
-            R2XX: (ACCEPTED, (STOP_TIMERS, PASS_UP, START_M)),
-            R3_6: (COMPLETED, (STOP_TIMERS, PASS_UP, SEND_ACK, START_D)),
+            R2XX: (ACCEPTED, (STOP_TIMERS, PASS_UP, RELEASE, START_M)),
+            R3_6: (COMPLETED, (STOP_TIMERS, PASS_UP, SEND_ACK, RELEASE, START_D)),
             TIMER_A: (CALLING, (SEND_REQUEST, BACKOFF)),
             TIMER_B: (TERMINATED, (TIMEOUT,)),
             TIMER_D: IGNORE,
@@ -151,8 +158,8 @@ CLIENT_INVITE: Final = _table(
         PROCEEDING: {
             START: IGNORE,
             R1XX: (PROCEEDING, (PASS_UP,)),
-            R2XX: (ACCEPTED, (PASS_UP, START_M)),
-            R3_6: (COMPLETED, (PASS_UP, SEND_ACK, START_D)),
+            R2XX: (ACCEPTED, (PASS_UP, RELEASE, START_M)),
+            R3_6: (COMPLETED, (PASS_UP, SEND_ACK, RELEASE, START_D)),
             TIMER_A: IGNORE,
             TIMER_B: IGNORE,
             TIMER_D: IGNORE,
@@ -187,7 +194,7 @@ CLIENT_INVITE: Final = _table(
 # -- non-INVITE client transaction (§17.1.2.2, Figure 6) ---------------------------------
 CLIENT_NON_INVITE_STATES: Final = (TRYING, PROCEEDING, COMPLETED, TERMINATED)
 CLIENT_NON_INVITE_INPUTS: Final = (START, R1XX, R2XX, R3_6, TIMER_E, TIMER_F, TIMER_K)
-_CN_FINAL: Final = (COMPLETED, (STOP_TIMERS, PASS_UP, START_K))
+_CN_FINAL: Final = (COMPLETED, (STOP_TIMERS, PASS_UP, RELEASE, START_K))
 CLIENT_NON_INVITE: Final = _table(
     {
         TRYING: {

@@ -113,6 +113,7 @@ class TransactionLayer:
             fsm.FORWARD_RESPONSE: self._a_forward_response,
             fsm.RESEND_RESPONSE: self._a_resend_response,
             fsm.PASS_UP: self._a_pass_up,
+            fsm.RELEASE: self._a_release,
             fsm.TIMEOUT: self._a_timeout,
             fsm.STOP_TIMERS: self._a_stop_timers,
             fsm.STOP_RETX: self._a_stop_retx,
@@ -168,7 +169,8 @@ class TransactionLayer:
         """The CANCEL for INVITE client transaction ``txn_id`` (§9.1), to be sent with
         ``send_request`` to the same destination."""
         txn = self._txns.get(txn_id)
-        if not isinstance(txn, ClientTransaction) or not txn.invite:
+        if not isinstance(txn, ClientTransaction) or not txn.invite or txn.released:
+            # Its final response came (§9.1: nothing left to cancel); the request is gone.
             raise TransactionGone(txn_id)
         return build_cancel(txn.request, reason)
 
@@ -368,6 +370,10 @@ class TransactionLayer:
             self._events.append(ResponseReceived(msg, txn.id))
         elif isinstance(msg, Request):  # an ACK reaching an Accepted INVITE server txn
             self._events.append(RequestReceived(msg, None, txn.dest))
+
+    def _a_release(self, txn: Transaction, msg: Request | Response | None, now: float) -> None:
+        assert isinstance(txn, ClientTransaction)
+        txn.release()
 
     def _a_timeout(self, txn: Transaction, msg: Request | Response | None, now: float) -> None:
         self._events.append(TransactionTimeout(txn.id))

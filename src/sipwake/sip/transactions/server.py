@@ -7,6 +7,7 @@ from typing import Any, Final
 from sipwake.sip.events import Dest
 from sipwake.sip.headers import Headers, Via
 from sipwake.sip.message import Request, Response
+from sipwake.sip.transactions.client import RELEASED
 from sipwake.sip.transactions.fsm import (
     PROCEEDING,
     SERVER_INVITE,
@@ -18,9 +19,6 @@ from sipwake.sip.transactions.fsm import (
 MAGIC_COOKIE: Final = "z9hG4bK"  # §8.1.1.7: branch made by an RFC 3261 element
 
 ServerKey = tuple[object, ...]  # see server_key
-
-
-_RELEASED = Request("RELEASED", "sip:released.invalid")
 
 
 class ServerTransaction(Transaction):
@@ -53,7 +51,7 @@ class ServerTransaction(Transaction):
             # From here on retransmissions are answered from ``last`` and ACKs matched by
             # key: the request (and every object hanging off it) need not live through
             # Timers H/J/L (up to 64*T1). Memory and GC work per transaction stay small.
-            self.request = _RELEASED
+            self.request = RELEASED
         return data
 
 
