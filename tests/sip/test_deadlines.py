@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -106,3 +108,17 @@ def test_matches_a_dict_model(operations: list[tuple[str, int, float]]) -> None:
                 del model[k]
         assert len(d) == len(model)
         assert d.earliest() == (min(model.values()) if model else None)
+
+
+def test_armed_deadlines_are_no_work_for_the_cyclic_gc() -> None:
+    """Every finished transaction keeps a timer for up to 64*T1: with atomic keys (a
+    transaction's (id, slot)) its heap item and entry must not be objects the collector's
+    full passes walk."""
+    d: Deadlines[tuple[str, int]] = Deadlines()
+    for i in range(100):
+        d.set((f"txn{i}", 1), float(i))
+    d.set(("txn5", 1), 500.0)  # re-armed: the old item stays in the heap, dead
+    gc.collect()  # untracks a tuple once what it holds is untracked: two passes at most
+    gc.collect()
+    items = [*d._heap, *d._entries.values()]
+    assert items and not any(gc.is_tracked(item) for item in items)

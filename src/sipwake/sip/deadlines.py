@@ -21,9 +21,14 @@ class Deadlines(Generic[K]):
     __slots__ = ("_dead", "_entries", "_heap", "_seq")
 
     def __init__(self) -> None:
-        # Heap items are [when, seq, key, alive]; ``seq`` keeps keys from ever being compared.
-        self._heap: list[list[object]] = []
-        self._entries: dict[K, list[object]] = {}
+        # Heap items are (when, seq, key): ``seq`` keeps keys from ever being compared, and
+        # an item is live while ``_entries[key]`` still holds its seq. Tuples, not lists:
+        # a tuple of a float, an int and an atomic key (a transaction's timer key) is
+        # untracked by the cyclic GC after its first pass, and every finished transaction
+        # keeps a timer for up to 64*T1 -- as lists they were objects for every full pass
+        # to walk.
+        self._heap: list[tuple[float, int, K]] = []
+        self._entries: dict[K, tuple[float, int]] = {}
         self._seq = 0
         self._dead = 0
 
@@ -35,27 +40,23 @@ class Deadlines(Generic[K]):
 
     def get(self, key: K) -> float | None:
         entry = self._entries.get(key)
-        return None if entry is None else entry[0]  # type: ignore[return-value]
+        return None if entry is None else entry[0]
 
     def set(self, key: K, when: float) -> None:
         """Arm (or re-arm) the deadline for ``key``."""
-        old = self._entries.get(key)
-        if old is not None:
-            old[3] = False
+        entries = self._entries
+        if key in entries:
             self._dead += 1
-        self._seq += 1
-        entry: list[object] = [when, self._seq, key, True]
-        self._entries[key] = entry
-        heapq.heappush(self._heap, entry)
-        if self._dead > 64 and self._dead > len(self._entries):
+        self._seq = seq = self._seq + 1
+        entries[key] = (when, seq)
+        heapq.heappush(self._heap, (when, seq, key))
+        if self._dead > 64 and self._dead > len(entries):
             self._compact()
 
     def cancel(self, key: K) -> bool:
         """Drop the deadline for ``key``; False when it had none."""
-        entry = self._entries.pop(key, None)
-        if entry is None:
+        if self._entries.pop(key, None) is None:
             return False
-        entry[3] = False
         self._dead += 1
         if self._dead > 64 and self._dead > len(self._entries):
             self._compact()
@@ -64,30 +65,37 @@ class Deadlines(Generic[K]):
     def earliest(self) -> float | None:
         """The earliest live deadline, or None when nothing is armed."""
         heap = self._heap
-        while heap and not heap[0][3]:
+        entries = self._entries
+        while heap:
+            when, seq, key = heap[0]
+            entry = entries.get(key)
+            if entry is not None and entry[1] == seq:
+                return when
             heapq.heappop(heap)
             self._dead -= 1
-        return heap[0][0] if heap else None  # type: ignore[return-value]
+        return None
 
     def pop_due(self, now: float) -> list[K]:
         """Remove and return every key whose deadline is ``<= now``, earliest first."""
         heap = self._heap
+        entries = self._entries
         due: list[K] = []
         while heap:
-            top = heap[0]
-            if not top[3]:
+            when, seq, key = heap[0]
+            entry = entries.get(key)
+            if entry is None or entry[1] != seq:
                 heapq.heappop(heap)
                 self._dead -= 1
                 continue
-            if top[0] > now:  # type: ignore[operator]
+            if when > now:
                 break
             heapq.heappop(heap)
-            key: K = top[2]  # type: ignore[assignment]
-            del self._entries[key]
+            del entries[key]
             due.append(key)
         return due
 
     def _compact(self) -> None:
-        self._heap = [e for e in self._heap if e[3]]
+        entries = self._entries
+        self._heap = [(when, seq, key) for key, (when, seq) in entries.items()]
         heapq.heapify(self._heap)
         self._dead = 0
