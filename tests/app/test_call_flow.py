@@ -11,8 +11,9 @@ import pytest
 from sipwake.app import events as ev
 from sipwake.policy.call import CallRules
 from sipwake.push.base import TokenRejected
+from sipwake.sip.message import Request, Response, make_response
 from sipwake.transport.flow import Flow
-from tests.app.harness import AOR, US, Device, Rig, request_bytes, settle
+from tests.app.harness import AOR, CALLER, US, Device, Rig, request_bytes, settle
 
 LATE_CALLER = Flow("UDP", US, ("198.51.100.8", 5070))
 
@@ -172,13 +173,34 @@ async def test_dead_token_removes_the_binding_and_answers_at_once() -> None:
 async def test_live_phone_rings_at_once_without_push() -> None:
     rig = Rig()
     desk = await rig.register("desk", "TCP", push=False)
-    await rig.call()
+    sent = await rig.call()
     [invite] = rig.invites(desk)
     assert not rig.push.sent
     await rig.clock.advance(5)  # silent, but it has no push target: Timer C only
     assert not rig.push.sent
     await rig.answer(desk, invite, 200)
     assert rig.caller_got() == [100, 200]
+    # Nobody was pushed, so nobody can wake late: the call ends with its answer and its
+    # record goes at once; a 2xx retransmitted by the phone still reaches the caller
+    # (§16.7 step 5), and once the transactions' timers ran out (64*T1) nothing is kept.
+    assert isinstance(rig.events[-1], ev.CallEnded) and rig.events[-1].state == "answered"
+    assert not (rig.calls.by_id or rig.calls.by_server or rig.calls.by_client)
+
+    def to_caller(method: str) -> list[int]:
+        return [
+            m.status
+            for f, m in rig.net.sent
+            if isinstance(m, Response) and f.remote == CALLER.remote and m.cseq.method == method
+        ]
+
+    oks = to_caller("INVITE").count(200)
+    await rig.answer(desk, invite, 200)
+    assert to_caller("INVITE").count(200) == oks + 1
+    # A CANCEL crossing the answer: 200, no effect (§9.2); not 481, its INVITE lives on.
+    await rig.cancel(sent)
+    assert to_caller("CANCEL") == [200] and 487 not in to_caller("INVITE")
+    await rig.clock.advance(40)
+    assert not (rig.calls.by_id or rig.calls.by_server or rig.calls.by_client or rig.calls.late)
 
 
 async def test_silent_live_connection_is_pushed_and_the_woken_phone_answers() -> None:
@@ -270,3 +292,29 @@ async def test_woken_app_gets_the_call_over_its_connection_not_its_contact(
     assert invite.uri.startswith("sip:bob@") and ":5071;" in invite.uri
     await rig.answer(phone, invite, 200)
     assert rig.caller_got() == [100, 110, 200]
+
+
+async def test_relayed_bye_keeps_no_record_once_answered() -> None:
+    """A non-INVITE's late responses are absorbed by its client transaction (§17.1.2.2)
+    and retransmissions of it answered by its server transaction (§17.2.2): its record
+    goes with the answer, not 64*T1 later (a lingering record is work for every full
+    pass of the garbage collector)."""
+    rig = Rig()
+    bye = request_bytes("BYE", "sip:alice@203.0.113.5:5060", CALLER, call_id="d1", cseq=2)
+    bye = bye.replace(f"To: <{AOR}>".encode(), f"To: <{AOR}>;tag=abc".encode())
+    rig.engine.on_message(bye, CALLER)
+    await settle()
+    (flow, forwarded) = rig.net.sent[-1]
+    assert isinstance(forwarded, Request) and forwarded.method == "BYE"
+    assert rig.calls.by_server and rig.calls.by_client  # in progress
+    ok = make_response(forwarded, 200).serialise()
+    rig.engine.on_message(ok, flow)
+    await settle()
+    assert not rig.calls.by_server and not rig.calls.by_client
+    answers = [m for f, m in rig.net.sent if isinstance(m, Response) and f.remote == CALLER.remote]
+    assert [m.status for m in answers] == [200]
+    rig.engine.on_message(ok, flow)  # the callee's 200 again: absorbed
+    rig.engine.on_message(bye, CALLER)  # the caller's BYE again: its transaction answers
+    await settle()
+    answers = [m for f, m in rig.net.sent if isinstance(m, Response) and f.remote == CALLER.remote]
+    assert [m.status for m in answers] == [200, 200]

@@ -122,6 +122,8 @@ class Calls:
         self.used_tokens = tokens.UsedTokens(100_000)
         self.by_server: dict[str, Running] = {}
         self.by_client: dict[str, Running] = {}
+        # Branches of retired INVITEs (_retire): client txn -> the caller's server txn, flow.
+        self.late: dict[str, tuple[str, Flow]] = {}
         self.by_id: dict[str, Running] = {}  # held calls, by call UUID
         self.by_aor: dict[str, list[Running]] = {}  # held calls, by callee
         self._deadlines: Deadlines[Running] = Deadlines()
@@ -315,6 +317,12 @@ class Calls:
     def on_response(self, response: Response, txn_id: str) -> None:
         rec = self.by_client.get(txn_id)
         if rec is None:
+            late = self.late.get(txn_id)
+            if late is not None and 200 <= response.status < 300:
+                # A 2xx after the call was retired: every 2xx goes upstream (§16.7 step 5).
+                response.headers.pop_first_value("via")  # ours (§16.7 step 3)
+                if "via" in response.headers:
+                    self.engine.relay_late_2xx(late[0], late[1], response)
             return
         response.headers.pop_first_value("via")  # ours (§16.7 step 3)
         call = rec.call
@@ -340,6 +348,8 @@ class Calls:
             self._apply(rec, rec.call.branch_timeout(txn_id, self.engine.now()))
 
     def on_terminated(self, txn_id: str) -> None:
+        if self.late.pop(txn_id, None) is not None:
+            return
         rec = self.by_client.pop(txn_id, None)
         if rec is not None:
             rec.flows.pop(txn_id, None)
@@ -354,7 +364,12 @@ class Calls:
         """A CANCEL from the caller (§16.10). False when it matches no call of ours."""
         rec = self.by_server.get(invite_txn_id) if invite_txn_id else None
         if rec is None:
-            return False
+            if invite_txn_id is None:
+                return False
+            # Its INVITE transaction lives on but the call was answered and retired: the
+            # CANCEL gets its 200 and has no effect (§9.2, §16.10).
+            cancel.respond(200)
+            return True
         cancel.respond(200)
         self._apply(rec, rec.call.cancel(self.engine.now()))
         return True
@@ -490,6 +505,13 @@ class Calls:
                 self._forget(rec)
         if rec.indexed and not call.ended:
             self._save(rec)
+        elif (
+            call.ended
+            and not (call.held or call.ghost or rec.done)
+            and (rec.incoming.request.method != "INVITE" or not call.fork.active())
+        ):
+            self._retire(rec)
+            return
         self._arm(rec)
 
     def _arm(self, rec: Running) -> None:
@@ -621,6 +643,13 @@ class Calls:
             self._idle.set()
         if rec.incoming.request.method == "INVITE" and call.call_id:
             self.metrics.call(call_result(action.status))
+            if not call.held and self.observers:
+                # Nobody was pushed: no late waker can be owed this call, so it ends with
+                # its answer (a held call ends after the grace, in ``_forget``). Without
+                # this, every such call's timeline stayed "in progress" for good.
+                self.observers.emit(ev.CallEnded(call.call_id, self.engine.now(), call.state.value))
+        if not call.held:
+            rec.incoming.release()  # answered, and no late waker is owed this INVITE
         if not rec.indexed:
             return
         self.metrics.held_calls.dec()
@@ -647,6 +676,29 @@ class Calls:
                 del self.by_aor[call.aor]
         if self.observers:
             self.observers.emit(ev.CallEnded(call.call_id, self.engine.now(), call.state.value))
+
+    def _retire(self, rec: Running) -> None:
+        """An answered call nobody was pushed for, whose branches all have their final
+        response: out of every index now, not as its transactions end (up to 64*T1 later).
+        Nothing more can reach it but what its transactions handle themselves: late
+        responses to a non-INVITE and retransmitted non-2xx finals are absorbed by the
+        client transactions (§17.1.2.2, §17.1.1.2), retransmitted requests answered by the
+        server transaction (§17.2.1-2). Only an INVITE's late 2xx needs us: it must go
+        upstream (§16.7 step 5, RFC 6026 §8.5), so ``late`` keeps where to send it -- a
+        tuple instead of the call's record (~20 objects for every full pass of the cyclic
+        GC to walk, per call, for 32 s)."""
+        by_client = self.by_client
+        incoming = rec.incoming
+        late = None
+        if incoming.request.method == "INVITE" and incoming.txn_id is not None:
+            late = (incoming.txn_id, incoming.flow)
+        for txn_id in rec.flows:
+            if by_client.get(txn_id) is rec:
+                del by_client[txn_id]
+                if late is not None:
+                    self.late[txn_id] = late
+        rec.flows.clear()
+        self._drop_server(rec)
 
     def _drop_server(self, rec: Running) -> None:
         txn_id = rec.incoming.txn_id

@@ -147,6 +147,17 @@ class Incoming:
         self._engine.send_response(self, response)
         return response
 
+    def release(self) -> None:
+        """Answered, and nothing will read the request again but its method and Call-ID
+        (a late 2xx forwarded upstream, §16.7 step 5; the log context): keep just those.
+        A finished call's record lives on until its transactions end (up to 64*T1); a
+        parsed request kept that long is ~30 more objects per call for every full pass
+        of the garbage collector to walk."""
+        req = self.request
+        headers = Headers()
+        headers.add("Call-ID", req.call_id)
+        self.request = Request(req.method, req.uri, headers)
+
 
 class Application(Protocol):
     """What the engine dispatches to. Handlers may be sync or return an awaitable; errors
@@ -489,6 +500,18 @@ class Engine:
             incoming.respond(500)
 
     # -- outbound --------------------------------------------------------------------------
+    def relay_late_2xx(self, txn_id: str, flow: Flow, response: Response) -> None:
+        """A 2xx for an INVITE whose call is over (another branch's, or a retransmission)
+        goes upstream: through its server transaction while that lives (Accepted, RFC 6026
+        §7.1), else statelessly (RFC 3261 §16.7 step 5, RFC 6026 §8.5)."""
+        self.metrics.response_sent(response.status)
+        try:
+            self.txn.send_response(txn_id, response, self.now())
+        except TransactionGone:
+            self._send_stateless(response, flow)
+            return
+        self._flush()
+
     def send_response(self, incoming: Incoming, response: Response) -> None:
         incoming.answered = max(response.status, incoming.answered)
         self.metrics.response_sent(response.status)

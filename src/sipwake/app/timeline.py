@@ -166,11 +166,12 @@ class Timelines:
             self.done.popitem(last=False)
         # Under the INVITE's Call-ID, whatever context the ending runs in (a timer, the
         # wake REGISTER's handler...).
-        log.info(
-            "%s",
-            timeline.summary(),
-            extra={"call_id": timeline.sip_call_id, "timeline": timeline.as_dict()},
-        )
+        if log.isEnabledFor(logging.INFO):  # the summary costs more than the call's routing
+            log.info(
+                "%s",
+                timeline.summary(),
+                extra={"call_id": timeline.sip_call_id, "timeline": timeline.as_dict()},
+            )
         if self.on_finished is not None:
             self.on_finished(timeline)
 
