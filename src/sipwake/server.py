@@ -451,6 +451,7 @@ class Server:
         )
         self.engine.app = self.app
         self.engine.held_calls = calls.held_count
+        self.engine.wake_awaited = calls.wake_awaited
         if self.engine.overload is not None:
             self.transport.watch_backlog()
             self.engine.udp_delay = self.transport.udp_delay

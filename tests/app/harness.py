@@ -254,6 +254,8 @@ class Rig:
             limits=engine.limits,
         )
         engine.timers.append(self.calls)
+        engine.held_calls = self.calls.held_count  # the overload signals, as server.py
+        engine.wake_awaited = self.calls.wake_awaited
         registrar.hooks.append(self.calls.on_registered)
         self.calls.observers.add(self.events.append)
         self.inbox = MemoryMessageStore()

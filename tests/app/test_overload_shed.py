@@ -155,3 +155,82 @@ async def test_not_overloaded_the_request_is_served() -> None:
     await rig.call()
     assert rig.caller_got() == [100, 110]
     assert rig.engine.stats.shed == 0
+
+
+def register_bytes(user: str, flow: Flow, call_id: str, *, to: str | None = None) -> bytes:
+    """A new REGISTER of ``user`` (its AoR in To) from ``flow``; ``to``: another To line."""
+    aor = f"sip:{user}@{DOMAIN}"
+    data = request_bytes(
+        "REGISTER",
+        f"sip:{DOMAIN}",
+        flow,
+        call_id=call_id,
+        cseq=1,
+        extra=[("Contact", f"<sip:{user}@{flow.remote[0]}:{flow.remote[1]}>")],
+    )
+    data = data.replace(f"<{AOR}>".encode(), f"<{aor}>".encode())
+    return data.replace(f"To: <{aor}>".encode(), f"To: {to}".encode()) if to else data
+
+
+async def test_the_wake_register_of_a_held_call_is_served_while_overloaded() -> None:
+    """Issue 15 follow-up: a device pushed for a held call wakes into an overload; its
+    REGISTER completes that call (the caller has its 110 and waits for it), so it is
+    served and the INVITE reaches the device, while a REGISTER of another user arriving
+    at the same moment gets 503."""
+    rig = Rig()
+    phone = await rig.register("iphone")
+    await rig.call()  # accepted before the overload: held, the phone pushed
+    assert rig.caller_got() == [100, 110] and len(rig.push.to(phone.token)) == 1
+    overload(rig)
+    shed_before = rig.engine.stats.shed
+
+    other = Flow("UDP", US, ("10.0.9.9", 41000))
+    rig.engine.on_message(register_bytes("alice", other, "reg-alice"), other)
+    await settle()
+    assert rig.net.statuses(other) == [503]
+    assert rig.engine.stats.shed == shed_before + 1
+
+    await rig.register("iphone", dev=phone)  # asserts the REGISTER got 200, not 503
+    [invite] = rig.invites(phone)
+    await rig.answer(phone, invite, 200)
+    assert rig.caller_got() == [100, 110, 200]
+    assert rig.engine.stats.shed == shed_before + 1
+
+
+async def test_the_wake_register_is_served_after_the_parse_too() -> None:
+    """The same for what the scan cannot read (an LF-only sender): the REGISTER is
+    exempted after the parse, by the same key (the To URI's AoR, its host in another case,
+    sips, a display name and parameters: RFC 3261 §10.3 step 5, §19.1.4)."""
+    rig = Rig()
+    await rig.register("iphone")
+    await rig.call()
+    overload(rig)
+    woken = Flow("UDP", US, ("10.0.1.1", 40999))
+    to = f'"Bob" <sips:b%6Fb@{DOMAIN.upper()}:5061;transport=tls>;x=y'
+    reg = register_bytes("bob", woken, "reg-lf", to=to).replace(b"\r\n", b"\n")
+    rig.engine.on_message(reg, woken)
+    await settle()
+    assert rig.net.statuses(woken) == [200]
+    assert len(rig.net.requests(woken, "INVITE")) == 1  # the held call, to its new binding
+    # Another user's, read the same way, is shed after the parse.
+    other = Flow("UDP", US, ("10.0.9.9", 41000))
+    rig.engine.on_message(register_bytes("alice", other, "a").replace(b"\r\n", b"\n"), other)
+    await settle()
+    assert rig.net.statuses(other) == [503]
+
+
+async def test_the_register_of_a_user_with_no_held_call_is_still_shed() -> None:
+    """The exemption is the held call's: once it is over and forgotten, the same user's
+    REGISTER is shed again."""
+    rig = Rig()
+    await rig.register("iphone")
+    invite = await rig.call()
+    await rig.cancel(invite)
+    await rig.clock.advance(60)  # past the cancel grace: the call is forgotten
+    assert not rig.calls.wake_awaited(AOR)
+    overload(rig)
+    woken = Flow("UDP", US, ("10.0.1.1", 40998))
+    rig.engine.on_message(register_bytes("bob", woken, "reg-late"), woken)
+    await settle()
+    assert rig.net.statuses(woken) == [503]
+    assert rig.net.requests(woken) == []

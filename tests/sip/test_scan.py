@@ -11,11 +11,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from sipwake.policy.registrar import aor_of
 from sipwake.sip.codec import DEFAULT_LIMITS, Limits, parse_message
 from sipwake.sip.errors import ParseError
 from sipwake.sip.flows import stamp_received, stamp_via
 from sipwake.sip.message import Request, make_response
-from sipwake.sip.scan import RequestHead, ack_with, scan_request
+from sipwake.sip.scan import RequestHead, ack_with, scan_request, to_aor
+from sipwake.sip.uri import NameAddr, aor_key
 
 VECTORS = Path(__file__).resolve().parent.parent / "vectors"
 INDEX = tomllib.loads((VECTORS / "index.toml").read_text("utf-8"))
@@ -54,6 +56,8 @@ def agree(head: RequestHead, request: Request) -> None:
     assert head.method == request.method
     assert head.to_tag == request.to.tag
     assert head.via == request.top_via
+    # The AoR key the overload path looks held calls up by is the registrar's.
+    assert to_aor(head.to_value) == aor_of(request)
     tag = "sipwake-503-x"
     expected = make_response(request, 503, to_tag=tag, extra=RETRY).serialise()
     assert head.response(503, to_tag=tag, extra=RETRY) == expected
@@ -108,6 +112,36 @@ def test_to_tag(to: bytes, tag: str | None) -> None:
     head = check(_with(b"To: <sip:bob@127.0.0.1>", to))
     assert head is not None
     assert head.to_tag == tag
+
+
+@pytest.mark.parametrize(
+    ("to", "aor"),
+    [
+        (b"<sip:bob@example.com>", "sip:bob@example.com"),
+        # RFC 3261 §10.3 step 5: scheme and host case, sips, port and parameters go;
+        # §19.1.4: an escaped unreserved character is the character, the user keeps case.
+        (b'"Bob" <SIPS:Bob@Example.COM:5061;transport=tls>;x=1', "sip:Bob@example.com"),
+        (b"<sip:b%6Fb%2c@example.com>", "sip:bob%2C@example.com"),
+        (b"sip:bob@example.com;tag=abc", "sip:bob@example.com"),  # the header's tag
+        (b"<tel:+15551234>", "tel:+15551234"),
+        (b"Bob <sip:bob@example.com;transport=tcp;lr>", "sip:bob@example.com"),
+        (b"<sip:bob:secret@example.com>", "sip:bob@example.com"),  # the parser's
+        (b"<sip:bob@example.com", None),  # the parser refuses it: no key
+        (b"<sip:bob@exa mple.com>", None),
+        (b"<sip:bob@example.com> junk", None),
+        (b"sip:bo,b@example.com", None),  # §20.10: a comma outside <...>
+    ],
+)
+def test_to_aor(to: bytes, aor: str | None) -> None:
+    assert to_aor(to) == aor
+
+
+def parsed_aor(to: bytes) -> str | None:
+    """The key after the full parse: what the registrar stores the bindings under."""
+    try:
+        return aor_key(NameAddr.parse(to.decode("ascii")).uri)
+    except (ParseError, ValueError):
+        return None
 
 
 BACK_TO_THE_PARSER = {
@@ -189,7 +223,10 @@ HEAD_CHARS = st.characters(min_codepoint=1, max_codepoint=0x7F) | st.sampled_fro
 
 @st.composite
 def to_values(draw: st.DrawFn, plain: bool) -> str:
-    uri = "sip:" + draw(TOKEN) + "@example.com" + draw(st.sampled_from(["", ";tag=u", ";lr"]))
+    scheme = draw(st.sampled_from(["sip:", "sips:", "SIP:"]))
+    user = draw(TOKEN) + draw(st.sampled_from(["", "%41", "%2f", "%zz"]))
+    host = draw(st.sampled_from(["@example.com", "@Example.COM:5061"]))
+    uri = scheme + user + host + draw(st.sampled_from(["", ";tag=u", ";lr"]))
     displays = ["", "Bob ", '"Bob" '] + ([] if plain else ['"B<o>b" ', '"a;tag=1" '])
     display = draw(st.sampled_from(displays))
     bracket = draw(st.booleans()) or bool(display) or ";" in uri
@@ -282,3 +319,47 @@ def test_ack_with_a_marker_in_its_head() -> None:
     # Only the head counts: the same bytes in a body are not a To tag.
     body = ack.replace(b";tag=sipwake-503-abc", b"") + b"x;tag=sipwake-503-abc"
     assert not ack_with(body, b";tag=sipwake-503-")
+
+
+@st.composite
+def to_like(draw: st.DrawFn) -> str:
+    """Mostly well-formed To values, each part in a common or an odd spelling."""
+
+    def one(*options: str) -> str:
+        # The first option is the plain one: half the time; now and then two random chars.
+        if draw(st.integers(0, 9)) == 0:
+            return draw(st.text(PRINTABLE, max_size=2))
+        return options[0] if draw(st.booleans()) else draw(st.sampled_from(options))
+
+    display = one("", "Bob ", '"Bob" ', '"B<o>b" ', '"a\\"b" ', 'Bo"b ', " ")
+    scheme = one("sip:", "sips:", "SIP:", "Sips:", "tel:", "sipx:")
+    user = draw(TOKEN) + one("", "%41", "%2f", ",", ";x=1", ":pw", "[", "@x")
+    host = one("example.com", "Ex.COM", "1.2.3.4", "[::1]", "", "a b", "-")
+    port = one("", ":5061", ":1", ":65535", ":99999", ":", ":5x")
+    params = one("", ";lr", ";transport=TCP;lr", ";=x", ";;", "; a = b", ";maddr=[::1]")
+    query = one("", "?h=1")
+    tail = one("", ";tag=1", " ;x", ";", " junk", ";=1")
+    uri = f"{scheme}{user}@{host}{port}{params}{query}"
+    inner = one("", " ")
+    bracket = draw(st.booleans()) or bool(display)
+    value = f"{display}<{inner}{uri}{inner}>{tail}" if bracket else uri + tail
+    return value.strip(" \t")
+
+
+TO_PIECES = st.sampled_from(
+    ["sip:", "sips:", "SIP:", "tel:", "bob", "B%6Fb", "@", "example.com", "Ex.COM", ":5061",
+     ":99999", ":", ";", ";lr", ";transport=tcp", ";=x", "=", "?h=1", "<", ">", '"', '"Bob" ',
+     "Bob ", " ", "\t", ",", "\\", "[::1]", "%", "tag=1"]
+)  # fmt: skip
+
+
+@SETTINGS
+@given(to_like() | st.lists(TO_PIECES | st.text(PRINTABLE, max_size=2), max_size=12).map("".join))
+@example("<sip:bob@example.com>")
+@example('"Bob" <sips:bob@Ex.COM:5061;lr>')
+@example("sip:bob@example.com;tag=1")
+def test_to_aor_is_the_parsers_key(value: str) -> None:
+    """Read from the bytes or not, the key is the full parser's, and None where it
+    refuses the value, for any To value the scan can hand over (printable ASCII)."""
+    to = value.strip(" \t").encode("ascii")
+    assert to_aor(to) == parsed_aor(to)

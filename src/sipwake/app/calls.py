@@ -141,6 +141,13 @@ class Calls:
         """Calls held here now (overload shedding bounds them)."""
         return len(self.by_id)
 
+    def wake_awaited(self, aor: str) -> bool:
+        """Is a call held here for this AoR, so that its REGISTER is a device waking for
+        it (the engine never sheds that REGISTER)? Until the call is forgotten: while it
+        waits, and through the cancel grace, when a device woken for it still gets the
+        INVITE and its CANCEL (policy/parking.py)."""
+        return aor in self.by_aor
+
     # -- the timer source -------------------------------------------------------------------
     def get_timer(self) -> float | None:
         return self._deadlines.earliest()

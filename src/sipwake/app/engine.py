@@ -39,9 +39,10 @@ from sipwake.sip.events import (
 from sipwake.sip.flows import response_address, stamp_received, stamp_via
 from sipwake.sip.headers import Headers
 from sipwake.sip.message import Request, Response, make_response
-from sipwake.sip.scan import ack_with, scan_request
+from sipwake.sip.scan import ack_with, scan_request, to_aor
 from sipwake.sip.status import reason_phrase
 from sipwake.sip.transactions.layer import TransactionGone, TransactionLayer
+from sipwake.sip.uri import aor_key
 from sipwake.storage.base import StorageUnavailable
 from sipwake.transport.flow import Flow
 
@@ -198,6 +199,10 @@ class Engine:
         # receive queue (delay, fill) are the server's to wire in.
         self.overload = overload
         self.held_calls: Callable[[], int] = lambda: 0
+        # The wake REGISTER is never shed (_wake_register): does a call held here wait for
+        # a device of this AoR? The call table's to answer (app/calls.py by_aor).
+        self.wake_awaited: Callable[[str], bool] = lambda aor: False
+        self._held = 0  # held_calls() as _overloaded last read it
         self.udp_delay: Callable[[], float] = lambda: 0.0
         self.backlog: Callable[[], float] = lambda: 0.0
         self.lag = 0.0  # standing lag (policy/overload.py StandingLag), not one late tick
@@ -295,9 +300,10 @@ class Engine:
     def _overloaded(self) -> str | None:
         """Why we are overloaded now (policy/overload.py), or None."""
         assert self.overload is not None
+        self._held = held = self.held_calls()
         return self.overload.reason(
             pending=len(self._unanswered),
-            held=self.held_calls(),
+            held=held,
             lag=self.lag,
             delay=self.udp_delay(),
             backlog=self.backlog(),
@@ -308,7 +314,8 @@ class Engine:
         bytes (sip/scan.py), before any parse and without a transaction; True when it was
         answered, or was the ACK of such an answer (dropped). False sends it down the full
         path: responses, in-dialog requests, CANCEL, ACK, retransmissions of requests in
-        progress (whose transaction answers them), and whatever the scan cannot read."""
+        progress (whose transaction answers them), a wake REGISTER (``_wake_register``),
+        and whatever the scan cannot read."""
         if ack_with(data, SHED_TAG_MARK):
             return True  # the ACK of one of our 503s: dropped before any scan
         head = scan_request(data, self.limits)
@@ -318,6 +325,10 @@ class Engine:
             return True
         if not sheddable(head.method, head.to_tag):
             return False
+        if head.method == "REGISTER" and self._held:
+            aor = to_aor(head.to_value)  # the key _wake_register computes after the parse
+            if aor is not None and self.wake_awaited(aor):
+                return False  # a wake REGISTER: served (_wake_register says why)
         if self.txn.has_server_branch(head.via, head.method) is not False:
             return False  # a retransmission, or an RFC 2543 peer: the full path matches it
         # The response goes where the full path would send it (§18.2.2, RFC 3581).
@@ -350,6 +361,8 @@ class Engine:
             return True
         if why is None or not sheddable(request.method, to_tag):
             return False
+        if request.method == "REGISTER" and self._wake_register(request):
+            return False
         try:
             if self.txn.has_server_transaction(request):
                 return False  # a retransmission: its transaction answers it
@@ -360,6 +373,21 @@ class Engine:
         tag = SHED_TAG_PREFIX + self.tag_source()
         self._send_stateless(make_response(request, 503, to_tag=tag, extra=retry), dest)
         return True
+
+    def _wake_register(self, request: Request) -> bool:
+        """Is this REGISTER a device waking for a call held here (its AoR, the To URI of
+        RFC 3261 §10.3, has a held call waiting)? Such a REGISTER is never shed: it
+        completes work in progress (the caller has its 110 Push sent and waits for this
+        device), and a 503 would leave that call to end with 480 when the hold window is
+        over. Asked only while calls are held (the AoR costs a few µs). The scan path asks
+        the same question of the same key (sip/scan.py ``to_aor``)."""
+        if not self._held:
+            return False
+        try:
+            aor = aor_key(request.to.uri)
+        except ParseError:
+            return False
+        return self.wake_awaited(aor)
 
     def _count_shed(self, why: str) -> None:
         self.stats.shed += 1

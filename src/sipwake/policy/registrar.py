@@ -31,7 +31,6 @@ list never holds two bindings of one device (in the default mode).
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
@@ -39,7 +38,7 @@ from sipwake.policy.bindings import Binding, FlowRef, PushTarget
 from sipwake.policy.pushparams import check_provider_supported
 from sipwake.sip.errors import ParseError, ProtocolError
 from sipwake.sip.message import Request
-from sipwake.sip.uri import URI, NameAddr, Params
+from sipwake.sip.uri import URI, NameAddr, Params, aor_key
 
 PushParser = Callable[[URI, Params], PushTarget | None]
 
@@ -54,9 +53,6 @@ _KNOWN_PARAMS = frozenset({"expires", "q", "+sip.instance", "reg-id"})
 # RFC 3261 §19.1.4: these URI params must match even when only one URI has them. We add
 # transport: a conservative comparison, so a UDP and a TLS contact are never merged.
 _STRICT_URI_PARAMS = ("user", "ttl", "method", "maddr", "transport")
-# RFC 3261 §19.1.4: an escaped unreserved character equals the character itself.
-_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-_.!~*'()")
-_HEX = frozenset(string.hexdigits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,10 +157,7 @@ def aor_of(request: Request) -> str:
     (RFC 3261 §10.3 step 5). sips becomes sip, the host is lower-cased (by the URI parser),
     the user keeps its case but %-escapes of unreserved characters are decoded, since
     §19.1.4 makes them equal to the literal character. Raises ParseError on a bad To."""
-    uri = request.to.uri
-    if uri.opaque is None and uri.user is not None and "%" in uri.user:
-        uri = URI(uri.scheme, uri.host, _unescape_unreserved(uri.user))
-    return uri.aor()
+    return aor_key(request.to.uri)
 
 
 def same_contact_uri(a: str, b: str) -> bool:
@@ -558,19 +551,3 @@ def _format_q(q: float) -> str:
 
 def _lower(value: str | None) -> str:
     return (value or "").lower()
-
-
-def _unescape_unreserved(user: str) -> str:
-    """Decode %XX of RFC 3261 §25.1 unreserved characters; upper-case the other escapes."""
-    out: list[str] = []
-    i = 0
-    while i < len(user):
-        hex_text = user[i + 1 : i + 3]
-        if user[i] == "%" and len(hex_text) == 2 and all(h in _HEX for h in hex_text):
-            decoded = chr(int(hex_text, 16))
-            out.append(decoded if decoded in _UNRESERVED else "%" + hex_text.upper())
-            i += 3
-        else:
-            out.append(user[i])
-            i += 1
-    return "".join(out)

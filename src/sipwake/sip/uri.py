@@ -7,6 +7,7 @@ unknown parameters are kept, in order, and written back as they came.
 from __future__ import annotations
 
 import re
+import string
 
 from sipwake.sip.errors import ParseError
 
@@ -17,6 +18,8 @@ _BAD_HOST_CHAR = re.compile(r"[ \t<>\"']")
 _BAD_URI_CHAR = re.compile(r'[ \t<>"]')
 _BAD_OPAQUE_CHAR = re.compile(r"[ \t<>]")
 _SCHEME = re.compile(r"[a-z0-9+.-]+")  # RFC 3986 §3.1, lower-cased already
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-_.!~*'()")  # §25.1
+_HEX = frozenset(string.hexdigits)
 
 
 def parse_params(text: str, what: str) -> Params:
@@ -193,6 +196,32 @@ class URI:
             if self.user is not None
             else f"{scheme}:{self.host}"
         )
+
+
+def aor_key(uri: URI) -> str:
+    """The address-of-record key of a To URI, as the registrar stores bindings under it
+    (RFC 3261 §10.3 step 5): ``URI.aor`` (sips becomes sip, the host lower-cased by the
+    parser, no port or parameters), the user keeping its case but with %-escapes of
+    unreserved characters decoded, since §19.1.4 makes them equal to the literal."""
+    if uri.opaque is None and uri.user is not None and "%" in uri.user:
+        uri = URI(uri.scheme, uri.host, _unescape_unreserved(uri.user))
+    return uri.aor()
+
+
+def _unescape_unreserved(user: str) -> str:
+    """Decode %XX of RFC 3261 §25.1 unreserved characters; upper-case the other escapes."""
+    out: list[str] = []
+    i = 0
+    while i < len(user):
+        hex_text = user[i + 1 : i + 3]
+        if user[i] == "%" and len(hex_text) == 2 and all(h in _HEX for h in hex_text):
+            decoded = chr(int(hex_text, 16))
+            out.append(decoded if decoded in _UNRESERVED else "%" + hex_text.upper())
+            i += 3
+        else:
+            out.append(user[i])
+            i += 1
+    return "".join(out)
 
 
 def _find_unquoted(text: str, chars: str, start: int = 0) -> int:
