@@ -11,6 +11,8 @@ MESSAGE, SUBSCRIBE or PUBLISH (no To tag). In-dialog requests, CANCEL, ACK and
 retransmissions of requests already in progress keep flowing, since refusing them wastes
 the work already done for their call. OPTIONS (keep-alives, monitoring) is answered
 anyway: it costs less than the 503.
+So does the REGISTER of a device woken for a held call (its AoR has a call waiting): the
+engine asks the call table, which only the app ring knows (app/engine.py _wake_register).
 
 When: any of these signals reaches its bound —
 - ``pending``: requests received and not yet finally answered, not counting held calls
