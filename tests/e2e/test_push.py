@@ -38,6 +38,7 @@ from tests.e2e.harness import (
     start_uas,
     wait_output,
 )
+from tests.e2e.probe import Prober
 
 pytestmark = pytest.mark.e2e
 
@@ -55,6 +56,8 @@ def push_config(
     auth: str = "",
     storage: str = "memory://",
     drain_timeout: float | None = None,
+    *,
+    extra: str = "",
     **push: object,
 ) -> str:
     settings = "\n".join(f"{k} = {json.dumps(v)}" for k, v in push.items())
@@ -66,7 +69,7 @@ def push_config(
     )
     return loopback_config(
         storage=storage,
-        extra=f"{tls_part}{auth or NO_AUTH}\n[push]\n{settings}\n{emu.config()}",
+        extra=f"{tls_part}{auth or NO_AUTH}\n{extra}\n[push]\n{settings}\n{emu.config()}",
         server="" if drain_timeout is None else f"drain_timeout = {drain_timeout}",
     )
 
@@ -163,6 +166,7 @@ def rig(
     tls: tuple[str, str] | None = None,
     auth: str = "",
     storage: str = "memory://",
+    extra: str = "",
     **push: object,
 ) -> Iterator[Rig]:
     relay = Relay()
@@ -170,7 +174,7 @@ def rig(
         forward = f"http://127.0.0.1:{relay.port}/"
         with (
             apns_emulator("--forward-url", forward, *emu_args) as emu,
-            serve(push_config(emu, tls, auth, storage, **push), tmp) as server,
+            serve(push_config(emu, tls, auth, storage, extra=extra, **push), tmp) as server,
         ):
             r = Rig(server, emu, relay, tmp)
             try:
@@ -217,6 +221,25 @@ def test_sleeping_phone_is_woken_and_takes_the_call(tmp_path: Path, transport: s
         assert payload["callee"] == "sip:bob@127.0.0.1"
         assert payload["caller"]["uri"].startswith("sip:caller@")
         assert payload["decline_url"].startswith("http://127.0.0.1:")
+
+
+def test_wake_register_is_served_while_overloaded(tmp_path: Path) -> None:
+    """Issue 15 follow-up: the held call alone puts the server at its bound
+    (``max_held_calls = 1``), so it sheds new requests; the woken phone's REGISTER
+    completes that call and is served (before: 503, and the call ended 480 when the hold
+    window was over), while another user's REGISTER gets 503."""
+    overload = "[overload]\nmax_held_calls = 1\nretry_after = 9"
+    with rig(tmp_path, extra=overload, hold_window=5.0, cancel_grace=60.0) as r:
+        phone = r.phone(TOKEN_A)
+        res = r.call(scenario("uac_call.xml", tmp_path))
+        log = events(phone)
+        assert res.returncode == 0 and res.successful == 1, res.output + log
+        assert "registered (wake)" in log, log
+        # Still overloaded: the call stays held through its cancel grace.
+        with Prober(r.server.addr("udp"), "127.0.0.60") as other:
+            contact = f"<sip:alice@127.0.0.60:{other.port}>"
+            answer = other.register("alice", DOMAIN, contact=contact)
+        assert (answer.status, answer.header("Retry-After")) == (503, "9")
 
 
 def test_caller_gets_110_push_sent(tmp_path: Path) -> None:
