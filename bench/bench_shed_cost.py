@@ -4,9 +4,14 @@ shedding off or on (and not overloaded), and a new INVITE refused 503 while over
     python3 bench/bench_shed_cost.py register off 2000
     python3 bench/bench_shed_cost.py register on 2000
     python3 bench/bench_shed_cost.py shed on 20000
+    python3 bench/bench_shed_cost.py shed-register on 20000
+    python3 bench/bench_shed_cost.py shed-register held 20000
 
 The app ring is tests/app/harness.py's Rig (the real engine, transaction layer, registrar
-and memory store on a fake clock); a REGISTER is for a new AoR each time. Prints µs per
+and memory store on a fake clock); a REGISTER is for a new AoR each time. ``shed-register``
+refuses such REGISTERs; ``held``: while a call is held for another user, so each one is
+also checked for being the wake REGISTER of a held call (its AoR read from the To bytes,
+app/engine.py ``_wake_register``). Prints µs per
 request (wall clock: noisy on a shared machine). For an A/B immune to other load, count
 instructions instead and take the difference between two sizes, which cancels start-up:
 
@@ -62,14 +67,17 @@ class Discard:
 
 async def main(kind: str, mode: str, n: int) -> None:
     rig = Rig()
-    if mode == "on":
+    if mode == "held":
+        await rig.register("iphone")
+        await rig.call()  # held: bob's phone pushed
+    if mode in ("on", "held"):
         rig.engine.overload = OverloadLimits()
         rig.engine.start()
-    if kind == "shed":
+    if kind.startswith("shed"):
         rig.engine.udp_delay = lambda: 1.0  # as the transport reports a long queue
         rig.engine.backlog = lambda: 1.0  # (main before the delay signal: the fill)
         rig.engine.sender = Discard()  # the test network parses what it is sent: not here
-    msgs = registers(n) if kind == "register" else invites(n)
+    msgs = invites(n) if kind == "shed" else registers(n)
     t0 = time.perf_counter()
     for i, (data, flow) in enumerate(msgs):
         rig.engine.on_message(data, flow)
@@ -81,6 +89,6 @@ async def main(kind: str, mode: str, n: int) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] not in ("register", "shed"):
+    if len(sys.argv) != 4 or sys.argv[1] not in ("register", "shed", "shed-register"):
         sys.exit(__doc__)
     asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
