@@ -55,9 +55,10 @@ def test_woken_device_answers() -> None:
     assert call.registered("iphone", 1.1) == []  # the REGISTER after a 401, a refresh
     ringing, ok = resp(180), resp(200)
     assert call.response("k1", ringing, 1.2) == [Forward(ringing)]
-    assert call.response("k1", ok, 2.0) == [Forward(ok), Ended(HeldState.ANSWERED, 200)]
-    assert call.next_deadline() == 12.0  # the grace period, then forgotten
-    assert call.timer(12.0) == [Forget()]
+    # The one pushed device answered: nobody is owed a late INVITE, no grace to wait.
+    assert call.response("k1", ok, 2.0) == [Forward(ok), Ended(HeldState.ANSWERED, 200), Forget()]
+    assert call.next_deadline() is None
+    assert call.timer(12.0) == []
 
 
 def test_hold_window_ends_with_480_and_late_device_gets_invite_and_cancel() -> None:
@@ -81,6 +82,7 @@ def test_every_push_failing_ends_the_call_at_once() -> None:
     assert call.push_result("b", DeviceState.FAILED, 0.2) == [
         Respond(480),
         Ended(HeldState.EXPIRED, 480),
+        Forget(),  # no push arrived: nobody can wake for it
     ]
     assert call.registered("a", 1) == []  # its push never arrived: owed nothing
 
@@ -103,7 +105,11 @@ def test_cancel_with_a_ringing_branch_waits_for_its_487() -> None:
         DeliverAndCancel("b", 'SIP;cause=487;text="Caller cancelled"')
     ]
     r = resp(487)
-    assert call.response("k1", r, 2.2) == [Forward(r), Ended(HeldState.CANCELLED, 487)]
+    assert call.response("k1", r, 2.2) == [
+        Forward(r),
+        Ended(HeldState.CANCELLED, 487),
+        Forget(),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -119,7 +125,11 @@ def test_decline_link_then_the_other_device_wakes(
     call = held("iphone")
     second = held("iphone", "ipad")
     assert call.declined("stranger", status, 1) is None
-    assert call.declined("iphone", status, 1) == [Respond(status), Ended(state, status)]
+    assert call.declined("iphone", status, 1) == [
+        Respond(status),
+        Ended(state, status),
+        Forget(),
+    ]
     assert call.declined("iphone", status, 1.5) is None  # over
     # With two devices a busy link waits for the other; a 603 ends it (decline_ends_all).
     first = second.declined("iphone", status, 1)
@@ -130,7 +140,7 @@ def test_decline_link_then_the_other_device_wakes(
         assert first == []
         woken(second, "ipad", "k2", 2)
         busy = resp(486)
-        assert second.response("k2", busy, 3) == [Forward(busy), Ended(state, 486)]
+        assert second.response("k2", busy, 3) == [Forward(busy), Ended(state, 486), Forget()]
 
 
 def test_busy_over_sip_from_one_device_late_wake_of_the_other() -> None:
@@ -166,13 +176,17 @@ def test_a_device_being_joined_is_awaited() -> None:
     assert call.push_result("b", DeviceState.FAILED, 1.1) == []
     assert call.branch_opened("k1", "a", 1.2)
     ok = resp(200)
-    assert call.response("k1", ok, 2)[-1] == Ended(HeldState.ANSWERED, 200)
+    assert call.response("k1", ok, 2)[-2:] == [Ended(HeldState.ANSWERED, 200), Forget()]
 
 
 def test_a_device_that_cannot_be_reached_after_waking() -> None:
     call = held("a")
     call.registered("a", 1)
-    assert call.branch_failed("a", 1.1) == [Respond(480), Ended(HeldState.EXPIRED, 480)]
+    assert call.branch_failed("a", 1.1) == [
+        Respond(480),
+        Ended(HeldState.EXPIRED, 480),
+        Forget(),
+    ]
 
 
 def test_silent_live_branch_is_pushed_and_replaced_when_the_device_wakes() -> None:
@@ -187,7 +201,7 @@ def test_silent_live_branch_is_pushed_and_replaced_when_the_device_wakes() -> No
     assert call.registered("phone", 3) == [OpenBranch("phone")]  # back, new connection
     assert call.branch_opened("k2", "phone", 3.1)
     ok = resp(200)
-    assert call.response("k2", ok, 4) == [Forward(ok), Ended(HeldState.ANSWERED, 200)]
+    assert call.response("k2", ok, 4) == [Forward(ok), Ended(HeldState.ANSWERED, 200), Forget()]
     # The old branch wakes up after all: a provisional gets its CANCEL.
     assert call.response("k1", resp(180), 5) == [CancelBranch("k1", None)]
 
@@ -218,7 +232,11 @@ def test_timer_c_on_a_ringing_woken_branch() -> None:
     assert call.next_deadline() == 182
     assert call.timer(182) == [CancelBranch("k1")]
     r = resp(487)
-    assert call.response("k1", r, 183) == [Forward(r), Ended(HeldState.CANCELLED, 487)]
+    assert call.response("k1", r, 183) == [
+        Forward(r),
+        Ended(HeldState.CANCELLED, 487),
+        Forget(),
+    ]
 
 
 def test_a_call_never_held_ignores_registrations() -> None:
@@ -297,7 +315,7 @@ def test_resume_after_the_hold_window_answers_480_at_once() -> None:
 
 def test_resume_with_only_failed_or_declined_devices_ends_the_call() -> None:
     call, actions = resumed({"a": DeviceState.REJECTED, "b": DeviceState.DECLINED})
-    assert actions == [PUSH_SENT, Respond(480), Ended(HeldState.EXPIRED, 480)]
+    assert actions == [PUSH_SENT, Respond(480), Ended(HeldState.EXPIRED, 480), Forget()]
     assert call.registered("a", 101) == []  # not owed: its push never reached it
 
 
@@ -329,7 +347,7 @@ def test_flow_failed_on_a_live_push_device_pushes_it_instead_of_failing_the_call
     assert call.registered("phone", 2) == [OpenBranch("phone")]
     assert call.branch_opened("k2", "phone", 2.1)
     ok = resp(200)
-    assert call.response("k2", ok, 3) == [Forward(ok), Ended(HeldState.ANSWERED, 200)]
+    assert call.response("k2", ok, 3) == [Forward(ok), Ended(HeldState.ANSWERED, 200), Forget()]
 
 
 def test_flow_failed_on_a_device_without_push_target_is_its_final_answer() -> None:
@@ -351,4 +369,5 @@ def test_flow_failed_then_the_push_fails_answers_the_caller() -> None:
     assert call.push_result("phone", DeviceState.REJECTED, 0.3) == [
         Respond(480),
         Ended(HeldState.EXPIRED, 480),
+        Forget(),
     ]

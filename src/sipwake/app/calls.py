@@ -91,6 +91,7 @@ class Running:
     wall_deadline: float = 0.0  # end of the hold window, wall clock (payload, links)
     indexed: bool = False  # in by_id / by_aor (it was held)
     done: bool = False  # forgotten
+    retired: bool = False  # out of by_server/by_client (Calls._retire)
     created: float = 0.0  # wall clock when first held (a binding registered since woke)
     invite: bytes = b""  # the INVITE as held, stored with the call (issue 11 step 3)
     saved: tuple[tuple[str, str], ...] | None = None  # device states last stored
@@ -514,7 +515,8 @@ class Calls:
             self._save(rec)
         elif (
             call.ended
-            and not (call.held or call.ghost or rec.done)
+            and not (call.ghost or rec.retired)
+            and (call.forgotten or not call.held)
             and (rec.incoming.request.method != "INVITE" or not call.fork.active())
         ):
             self._retire(rec)
@@ -685,7 +687,8 @@ class Calls:
             self.observers.emit(ev.CallEnded(call.call_id, self.engine.now(), call.state.value))
 
     def _retire(self, rec: Running) -> None:
-        """An answered call nobody was pushed for, whose branches all have their final
+        """An answered call nobody can wake for any more (none was pushed, or it was
+        forgotten: policy/call.py ``_forgettable``) whose branches all have their final
         response: out of every index now, not as its transactions end (up to 64*T1 later).
         Nothing more can reach it but what its transactions handle themselves: late
         responses to a non-INVITE and retransmitted non-2xx finals are absorbed by the
@@ -694,8 +697,11 @@ class Calls:
         upstream (§16.7 step 5, RFC 6026 §8.5), so ``late`` keeps where to send it -- a
         tuple instead of the call's record (~20 objects for every full pass of the cyclic
         GC to walk, per call, for 32 s)."""
+        rec.retired = True
         by_client = self.by_client
         incoming = rec.incoming
+        if rec.call.held:
+            incoming.release()  # kept for late wakers until now (_ended released the others)
         late = None
         if incoming.request.method == "INVITE" and incoming.txn_id is not None:
             late = (incoming.txn_id, incoming.flow)

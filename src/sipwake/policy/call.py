@@ -142,6 +142,7 @@ class Call:
     final: int = 0
     end: HeldState | None = None
     ghost: bool = False  # delivers an ended call to a late device only to CANCEL it
+    forgotten: bool = False  # Forget() was emitted
 
     @classmethod
     def new(cls, call_id: str, aor: str, rules: CallRules, *, is_invite: bool = True) -> Call:
@@ -335,10 +336,7 @@ class Call:
         deadline = self.fork.next_deadline()
         if deadline is not None and deadline <= now:
             out += self.fork.on_timer(now, awaited=self.awaited(now))
-        out = self._after(out, now)
-        if self._forgettable(now):
-            out.append(Forget())
-        return out
+        return self._after(out, now)
 
     def next_deadline(self) -> float | None:
         when = self.fork.next_deadline()
@@ -347,7 +345,7 @@ class Call:
                 when = _earliest(when, self.hold_end)
             if self.live_until:
                 when = _earliest(when, min(self.live_until.values()))
-        elif self.ended_at is not None and self.held and not self.ghost:
+        elif self.ended_at is not None and self.held and not (self.ghost or self.forgotten):
             when = _earliest(when, self.ended_at + self.rules.cancel_grace)
         return when
 
@@ -400,12 +398,21 @@ class Call:
             self.end = ended_state(self.final, self.rules.unanswered.status)
             self.live_until.clear()
             actions.append(Ended(self.end, self.final))
+        if self._forgettable(now):
+            self.forgotten = True
+            actions.append(Forget())
         return actions
 
     def _forgettable(self, now: float) -> bool:
-        if self.ended_at is None or not self.held or self.ghost:
+        """Ended, and no device pushed for it can still wake and be owed the INVITE +
+        CANCEL: the grace is over, or every pushed device already joined, declined or
+        could not be pushed. (Most calls: the one woken phone answered. Keeping such a
+        call through the grace only kept its INVITE and state alive for nothing.)"""
+        if self.forgotten or self.ended_at is None or not self.held or self.ghost:
             return False
-        return now >= self.ended_at + self.rules.cancel_grace
+        if now >= self.ended_at + self.rules.cancel_grace:
+            return True
+        return not any(state in WAITING_STATES for state in self.devices.states.values())
 
 
 def _earliest(a: float | None, b: float) -> float:
