@@ -21,6 +21,7 @@ import msgspec
 
 from sipwake.app.targets import Target, binding_flow, binding_target, ref_flow
 from sipwake.app.tasks import Tasks
+from sipwake.logs import LogEvery
 from sipwake.policy.bindings import Binding, FlowRef
 from sipwake.policy.flowtoken import encode_owner
 from sipwake.storage.base import StorageError
@@ -77,6 +78,7 @@ class ClusterNode:
         self._latest: dict[str, tuple[HeldEntry, float] | None] = {}
         self._writing: set[str] = set()
         self._written: dict[str, asyncio.Future[None]] = {}  # flushed() waiters
+        self._slow_log = LogEvery(log)
 
     async def start(self) -> None:
         """Announce ourselves and learn the peers; refuses a node id another live node
@@ -185,7 +187,10 @@ class ClusterNode:
         try:
             await asyncio.wait_for(asyncio.shield(done), timeout)
         except TimeoutError:
-            log.warning("held call %s: store slow, pushing before it is written", call_id)
+            # Once per interval: a stalled store stalls every call at once (one line each
+            # flooded the log with thousands in a second).
+            msg = "held call %s: store slow, pushing before it is written"
+            self._slow_log(self.wall(), msg, call_id)
 
     def _queue(self, call_id: str, op: tuple[HeldEntry, float] | None) -> None:
         self._latest[call_id] = op
