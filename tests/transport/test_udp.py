@@ -9,6 +9,7 @@ import struct
 import pytest
 
 from sipwake.sip.codec import Limits
+from sipwake.transport import udp
 from sipwake.transport.flow import Flow
 from sipwake.transport.manager import TransportManager
 from tests.transport.support import Recorder, needs_ipv6, sip_message
@@ -40,6 +41,32 @@ async def test_udp_echo_through_manager(manager: TransportManager, recorder: Rec
     assert reply == b"SIP/2.0 200 OK\r\n\r\n"
     assert source == addr  # answered from the socket it arrived on (RFC 3261 §18.2.2)
     assert manager.stats.messages_in == 1 and manager.stats.messages_out == 1
+
+
+async def test_one_flow_per_peer_address_bounded(
+    manager: TransportManager, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Datagrams from one address share one Flow (an object less per message, and per
+    finished transaction kept through Timer J/L); the cache of them is bounded."""
+    monkeypatch.setattr(udp, "FLOW_CACHE", 3)
+    addr = await manager.listen("UDP", "127.0.0.1", 0)
+    peers = [_client() for _ in range(4)]
+    try:
+        for i in range(2):
+            peers[0].sendto(sip_message(i), addr)
+        [(_, first), (_, second)] = await recorder.wait_for(2)
+        assert first is second and first.remote == peers[0].getsockname()
+        for i, peer in enumerate(peers[1:], start=2):
+            peer.sendto(sip_message(i), addr)
+            await recorder.wait_for(i + 1)
+        endpoint = manager._udp[0]
+        assert len(endpoint._flows) <= 3  # emptied when full, not grown
+        peers[3].sendto(sip_message(9), addr)
+        got = await recorder.wait_for(6)
+        assert got[-1][1] == Flow("UDP", addr, peers[3].getsockname(), 0)
+    finally:
+        for peer in peers:
+            peer.close()
 
 
 async def test_udp_burst_is_drained(manager: TransportManager, recorder: Recorder) -> None:

@@ -711,6 +711,7 @@ class Calls:
                 if late is not None:
                     self.late[txn_id] = late
         rec.flows.clear()
+        self._deadlines.cancel(rec)  # a forgotten held call's grace deadline kept it alive
         self._drop_server(rec)
 
     def _drop_server(self, rec: Running) -> None:
