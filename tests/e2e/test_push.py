@@ -231,6 +231,9 @@ def test_wake_register_is_served_while_overloaded(tmp_path: Path) -> None:
     overload = "[overload]\nmax_held_calls = 1\nretry_after = 9"
     with rig(tmp_path, extra=overload, hold_window=5.0, cancel_grace=60.0) as r:
         phone = r.phone(TOKEN_A)
+        # A second device that never wakes: it stays owed the INVITE + CANCEL, so the call
+        # stays held through its cancel grace (a call nobody is owed is forgotten at once).
+        r.phone(TOKEN_B, "--action", "ignore")
         res = r.call(scenario("uac_call.xml", tmp_path))
         log = events(phone)
         assert res.returncode == 0 and res.successful == 1, res.output + log
