@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
-from sipwake.app.calls import call_rules
+from sipwake.app.records import call_rules
 from sipwake.config import Config, ConfigError, load_config
 from sipwake.logs import setup_logging
 from sipwake.preflight import preflight

@@ -17,12 +17,13 @@ import msgspec
 from sipwake.api.metrics import Metrics, multiprocess_dir
 from sipwake.api.server import ApiServer
 from sipwake.app.auth import Authenticator
-from sipwake.app.calls import Calls, call_rules
+from sipwake.app.calls import Calls
 from sipwake.app.cluster import ClusterNode
 from sipwake.app.edge import EdgeService
 from sipwake.app.engine import Engine
 from sipwake.app.messages import MessageService
 from sipwake.app.proxy import Proxy
+from sipwake.app.records import call_rules
 from sipwake.app.refresh import RefreshService
 from sipwake.app.register import Registrar
 from sipwake.app.resume import Resumer

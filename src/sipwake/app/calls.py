@@ -19,16 +19,15 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 from sipwake.app import events as ev
 from sipwake.app.engine import Engine, Incoming
 from sipwake.app.ports import Bus, LocalBus, MetricsPort, NullMetrics, call_result
 from sipwake.app.proxy import Proxy
+from sipwake.app.records import Running, snapshot
 from sipwake.app.targets import Flows, Target, binding_target
 from sipwake.app.wake import Pusher, family
-from sipwake.config import Config
 from sipwake.logs import reset_call_id, set_call_id
 from sipwake.policy import decline as tokens
 from sipwake.policy.bindings import Binding
@@ -44,8 +43,6 @@ from sipwake.policy.call import (
     OpenBranch,
     Respond,
     SendPush,
-    invite_key,
-    resume_state,
 )
 from sipwake.policy.parking import DeviceState, HeldState
 from sipwake.policy.proxying import loop_hash
@@ -60,41 +57,6 @@ log = logging.getLogger("sipwake.calls")
 PUSH_REFUSED = ("Warning", '399 sipwake "Push budget exceeded"')
 Admit = Callable[[list[Binding]], list[Binding]]
 STORE_WAIT = 0.5  # seconds a push waits for its held call to be stored
-
-
-def call_rules(config: Config) -> CallRules:
-    """What every call runs by, from [push], [sip] and [proxy] (a reload replaces it)."""
-    push = config.push
-    retry = (("Retry-After", str(push.retry_after)),) if push.retry_after else ()
-    return CallRules(
-        hold_window=push.hold_window,
-        cancel_grace=push.cancel_grace,
-        live_timeout=push.live_timeout,
-        send_180=push.send_180,
-        unanswered=Respond(push.unanswered_status, retry),
-        timer_c=config.sip.timer_c,
-        decline_ends_all=config.proxy.decline_ends_all,
-    )
-
-
-@dataclass(eq=False, slots=True)
-class Running:
-    """One call and what the runner needs to act for it."""
-
-    call: Call
-    incoming: Incoming  # the caller's server transaction
-    lhash: str  # loop-detection hash for our Via branches (§16.6 step 8)
-    record_route: bool = True
-    bindings: dict[str, Binding] = field(default_factory=dict)  # device -> its binding
-    flows: dict[str, Flow] = field(default_factory=dict)  # branch key -> flow
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    wall_deadline: float = 0.0  # end of the hold window, wall clock (payload, links)
-    indexed: bool = False  # in by_id / by_aor (it was held)
-    done: bool = False  # forgotten
-    retired: bool = False  # out of by_server/by_client (Calls._retire)
-    created: float = 0.0  # wall clock when first held (a binding registered since woke)
-    invite: bytes = b""  # the INVITE as held, stored with the call (issue 11 step 3)
-    saved: tuple[tuple[str, str], ...] | None = None  # device states last stored
 
 
 class Calls:
@@ -594,29 +556,13 @@ class Calls:
         self._save(rec)
 
     def _save(self, rec: Running) -> None:
-        """Store the held call as far as another process needs it to resume it (app/resume.py):
-        the INVITE, the caller's flow, the devices' states, the hold window. Written when
-        it is held and when a device stops or starts being awaited; dropped when the caller
-        has its answer. The bus writes one call's snapshots in order, the last one winning."""
-        states = tuple((d, resume_state(s).value) for d, s in rec.call.devices.states.items())
-        if states == rec.saved:
-            return
-        rec.saved = states
-        call, flow = rec.call, rec.incoming.flow
-        entry = HeldEntry(
-            call.call_id,
-            call.aor,
-            self.bus.node_id,
-            rec.wall_deadline,
-            tuple(rec.bindings),
-            invite_key=invite_key(rec.incoming.request),
-            invite=rec.invite,
-            caller=(flow.transport, *flow.local, *flow.remote),
-            states=states,
-            created=rec.created,
-        )
-        remaining = rec.wall_deadline - self.engine.wall()
-        self.bus.held(entry, max(1.0, remaining + self.rules.cancel_grace + 1))
+        """Store the held call as far as another process needs it to resume it
+        (app/resume.py, app/records.py ``snapshot``); the bus writes one call's snapshots
+        in order, the last one winning."""
+        entry = snapshot(rec, self.bus.node_id)
+        if entry is not None:
+            remaining = rec.wall_deadline - self.engine.wall()
+            self.bus.held(entry, max(1.0, remaining + self.rules.cancel_grace + 1))
 
     async def _join(self, rec: Running, device: str) -> None:
         b = rec.bindings.get(device)
