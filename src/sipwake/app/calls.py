@@ -336,8 +336,9 @@ class Calls:
         if rec is None:
             if invite_txn_id is None:
                 return False
-            # Its INVITE transaction lives on but the call was answered and retired: the
-            # CANCEL gets its 200 and has no effect (§9.2, §16.10).
+            # Its INVITE transaction lives on but no call runs for it (answered, and
+            # retired or never forwarded): the CANCEL gets its 200 and has no effect
+            # (§9.2: answered 200 whenever it matched a transaction; §16.10).
             cancel.respond(200)
             return True
         cancel.respond(200)
@@ -600,8 +601,8 @@ class Calls:
             self.metrics.call(call_result(action.status))
             if not call.held and self.observers:
                 # Nobody was pushed: no late waker can be owed this call, so it ends with
-                # its answer (a held call ends after the grace, in ``_forget``). Without
-                # this, every such call's timeline stayed "in progress" for good.
+                # its answer (a held call ends when it is forgotten, in ``_forget``).
+                # Without this, every such call's timeline stayed "in progress" for good.
                 self.observers.emit(ev.CallEnded(call.call_id, self.engine.now(), call.state.value))
         if not call.held:
             rec.incoming.release()  # answered, and no late waker is owed this INVITE
