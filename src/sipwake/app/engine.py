@@ -530,15 +530,10 @@ class Engine:
     # -- outbound --------------------------------------------------------------------------
     def relay_late_2xx(self, txn_id: str, flow: Flow, response: Response) -> None:
         """A 2xx for an INVITE whose call is over (another branch's, or a retransmission)
-        goes upstream: through its server transaction while that lives (Accepted, RFC 6026
-        §7.1), else statelessly (RFC 3261 §16.7 step 5, RFC 6026 §8.5)."""
+        goes upstream, through its server transaction while that lives (Accepted, RFC 6026
+        §7.1)."""
         self.metrics.response_sent(response.status)
-        try:
-            self.txn.send_response(txn_id, response, self.now())
-        except TransactionGone:
-            self._send_stateless(response, flow)
-            return
-        self._flush()
+        self._in_transaction(txn_id, flow, response, stateless_if_gone=True)
 
     def send_response(self, incoming: Incoming, response: Response) -> None:
         incoming.answered = max(response.status, incoming.answered)
@@ -548,15 +543,9 @@ class Engine:
         if incoming.txn_id is None:
             self._send_stateless(response, incoming.flow)
         else:
-            try:
-                self.txn.send_response(incoming.txn_id, response, self.now())
-            except TransactionGone:
-                # A 2xx from another branch after the server transaction ended still goes
-                # upstream, statelessly (RFC 3261 §16.7 step 5, RFC 6026 §8.5).
-                if 200 <= response.status < 300 and incoming.request.method == "INVITE":
-                    self._send_stateless(response, incoming.flow)
+            late_2xx = 200 <= response.status < 300 and incoming.request.method == "INVITE"
+            if not self._in_transaction(incoming.txn_id, incoming.flow, response, late_2xx):
                 return
-            self._flush()
         if self.log_transactions and response.status >= 200:
             req = incoming.request
             # DEBUG, and under the request's own Call-ID whatever context answers it (a
@@ -573,6 +562,21 @@ class Engine:
                 (self.now() - incoming.received_at) * 1000,
                 extra={"call_id": req.headers.get("call-id") or None},
             )
+
+    def _in_transaction(
+        self, txn_id: str, flow: Flow, response: Response, stateless_if_gone: bool
+    ) -> bool:
+        """Send ``response`` through server transaction ``txn_id``; True when it went. A 2xx
+        to an INVITE whose transaction has ended still goes upstream, statelessly (RFC 3261
+        §16.7 step 5, RFC 6026 §8.5): ``stateless_if_gone``."""
+        try:
+            self.txn.send_response(txn_id, response, self.now())
+        except TransactionGone:
+            if stateless_if_gone:
+                self._send_stateless(response, flow)
+            return False
+        self._flush()
+        return True
 
     def send_request(self, request: Request, flow: Flow) -> str:
         """Start a client transaction towards ``flow``; returns its id."""
