@@ -26,9 +26,11 @@ def tune_gc() -> None:
     objects in one go, and with (50 000, 20) that was a million objects of finished calls
     (their transactions live 64*T1): 550-620 ms pauses, UDP datagrams left waiting past
     T1, callers retransmitting, and the overload shedder answering 503 to a server at 60 %
-    of a core. (5 000, 10) bounds it at 50 000 objects (~30 ms). The per-call paths avoid
-    reference cycles, and a finished call keeps few objects (fsm.RELEASE,
-    Incoming.release), so full collections stay short too."""
+    of a core. (5 000, 10) bounds it at 50 000 objects (24-56 ms seen). The per-call paths
+    avoid reference cycles, and a finished call keeps few objects (fsm.RELEASE,
+    Incoming.release), which shortens the full collections too -- not to nothing: 170-340
+    ms at the top of bench/run's ladders, where the bindings and the transactions of
+    64*T1 are what is left to walk (bench/README.md)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(5_000, 10, 10)

@@ -318,3 +318,16 @@ async def test_relayed_bye_keeps_no_record_once_answered() -> None:
     await settle()
     answers = [m for f, m in rig.net.sent if isinstance(m, Response) and f.remote == CALLER.remote]
     assert [m.status for m in answers] == [200, 200]
+
+
+async def test_cancel_of_an_invite_we_answered_ourselves_gets_200() -> None:
+    """Nobody to call: sipwake answers 480 itself and forwards nothing. A CANCEL crossing
+    that answer matches the INVITE's transaction, which lives on: 200, no effect (RFC 3261
+    §9.2), not 481."""
+    rig = Rig()
+    sent = await rig.call()
+    assert rig.caller_got() == [100, 480]
+    mark = len(rig.net.sent)
+    await rig.cancel(sent)
+    answers = [(m.status, m.cseq.method) for _, m in rig.net.sent[mark:] if isinstance(m, Response)]
+    assert answers == [(200, "CANCEL")]

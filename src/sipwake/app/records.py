@@ -57,7 +57,8 @@ def snapshot(rec: Running, node_id: str) -> HeldEntry | None:
     """The held call as far as another process needs it to resume it: the INVITE, the
     caller's flow, the devices' states, the hold window. Written when it is held and when
     a device stops or starts being awaited; dropped when the caller has its answer. None
-    when nothing changed since the last one stored."""
+    when nothing changed since the last one; otherwise the record notes these states as
+    stored (``saved``)."""
     states = tuple((d, resume_state(s).value) for d, s in rec.call.devices.states.items())
     if states == rec.saved:
         return None
