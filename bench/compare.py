@@ -2,7 +2,8 @@
 alternating the systems (A B A B), one table of both and their ratio.
 
     bench/run [--quick] [--rounds N] [--systems sipwake,kamailio] [--sipwake-workers 1,2]
-              [--sipwake-build pure,compiled] [--scenarios register,calls,push,latency,scale]
+              [--sipwake-build pure,compiled] [--sipwake-push apns,webhook]
+              [--scenarios register,calls,push,latency,scale]
 
 (bench/run installs what is missing, then runs this file with .venv's Python.)
 
@@ -19,7 +20,10 @@ the scenario needs) is started, set up, measured and stopped:
 * calls: INVITE/100/180/200/ACK/BYE to ``users`` registered users answered by one SIPp UAS;
 * push: the same to users with push bindings only: sipwake pushes to the APNs emulator
   (HTTP/2), which forwards to the wake relay; Kamailio's http_client posts to the same
-  relay; 50 ms later the relay sends the wake REGISTER;
+  relay; 50 ms later the relay sends the wake REGISTER. ``--sipwake-push apns,webhook``
+  adds sipwake with its webhook provider POSTing straight to the relay: the same hop as
+  Kamailio's, without the emulator (a Python HTTP/2 server on the same two cores) in the
+  path (push and latency scenarios only; the others do not push);
 * latency: probe.py at 20 transactions/s of each kind: REGISTER -> 200, INVITE -> 200,
   push-woken INVITE -> 200, p50/p99 in µs;
 * scale (sipwake alone, full mode only): bench_register --preload 1000000,
@@ -96,6 +100,8 @@ class Sut:
 
 class System(Protocol):
     name: str
+    # pn-provider its push users register with (and the wake relay's REGISTER carries).
+    provider: str
     # Processes taking the SIP port: several (SO_REUSEPORT) need many client sockets
     # (rig.sipp_transport, rig.relay_sockets). Kamailio's children share one socket: 1.
     workers: int
@@ -135,14 +141,23 @@ class Sipwake:
     when a run compares builds."""
 
     def __init__(
-        self, workers: int, redis: bool = False, python: str = sys.executable, label: str = ""
+        self,
+        workers: int,
+        redis: bool = False,
+        python: str = sys.executable,
+        label: str = "",
+        push: str = "apns",
     ) -> None:
         self.workers = workers
         self.python = python
+        self.push = push  # "apns" (through the emulator) or "webhook" (to the relay)
+        self.provider = rig.WEBHOOK_PROVIDER if push == "webhook" else "apns"
         redis = redis or workers > 1  # workers share state only through Redis
         self.name = f"sipwake x{workers} (redis)" if redis else "sipwake"
         if label:
             self.name += f" {label}"
+        if push == "webhook":
+            self.name += " webhook"
         self.storage = REDIS_URL if redis else "sqlite"
 
     @contextlib.contextmanager
@@ -151,7 +166,9 @@ class Sipwake:
             url = stack.enter_context(rig.storage(self.storage, tmp / "sipwake.db"))
             groups: dict[str, cpu.Group] = {}
             push = ""
-            if mode == "push":
+            if mode == "push" and self.push == "webhook":
+                push = rig.webhook_push(f"http://127.0.0.1:{relay_port}/")
+            elif mode == "push":
                 emu = stack.enter_context(
                     apns_emulator("--forward-url", f"http://127.0.0.1:{relay_port}/")
                 )
@@ -184,6 +201,7 @@ class Kamailio:
     """Kamailio 5.6 with bench/kamailio/<mode>.cfg (bench/kamailio_sut.py)."""
 
     name = "kamailio"
+    provider = "apns"  # push.cfg reads pn-prid, whatever the provider
     workers = 1  # its children share one UDP socket: any client socket reaches all of them
     # One UDP child per core, as deployed: the same two cores sipwake x2 gets. The bench's
     # reorder-tolerant scenarios (see UAC_XML) keep the out-of-order relaying that several
@@ -289,6 +307,7 @@ def rate_run(scenario: str, system: System, st: Settings, tmp: Path) -> dict[str
                         delay=WAKE_DELAY,
                         port=relay_port,
                         sockets=rig.relay_sockets(system.workers),
+                        provider=system.provider,
                     )
                 )
                 groups["wake relay"] = lambda: [relay.proc.pid]
@@ -299,6 +318,7 @@ def rate_run(scenario: str, system: System, st: Settings, tmp: Path) -> dict[str
                 count=st.users,
                 contact_port=callee.port,
                 push=scenario == "push",
+                provider=system.provider,
             )
             rig.write_callees(tmp / "callees.csv", 0, st.users)
             xml = UAC_XML[scenario]
@@ -335,9 +355,24 @@ def latency_run(system: System, st: Settings, tmp: Path) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         sut = stack.enter_context(system.start("push", tmp, relay_port))
         relay = stack.enter_context(
-            rig.relay(sut.target, n, uas_port, delay=WAKE_DELAY, port=relay_port)
+            rig.relay(
+                sut.target,
+                n,
+                uas_port,
+                delay=WAKE_DELAY,
+                port=relay_port,
+                provider=system.provider,
+            )
         )
-        rig.register_users(tmp, sut.target, start=0, count=n, contact_port=uas_port, push=True)
+        rig.register_users(
+            tmp,
+            sut.target,
+            start=0,
+            count=n,
+            contact_port=uas_port,
+            push=True,
+            provider=system.provider,
+        )
         rig.register_users(tmp, sut.target, start=n, count=100, contact_port=uas_port, push=False)
         groups = {**sut.groups, "wake relay": lambda: [relay.proc.pid]}
         cmd = [
@@ -420,8 +455,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="pure",
         help="one sipwake system per entry and worker count: pure, compiled (mypyc)",
     )
+    ap.add_argument(
+        "--sipwake-push",
+        default="apns",
+        help="one sipwake system per entry (push and latency scenarios): apns (through the "
+        "APNs emulator), webhook (POSTs to the wake relay, as Kamailio's http_client)",
+    )
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     args = ap.parse_args(argv)
+    args.sipwake_push = args.sipwake_push.split(",")
+    for push in args.sipwake_push:
+        if push not in ("apns", "webhook"):
+            ap.error(f"--sipwake-push: expected apns and/or webhook, got {push!r}")
     args.sipwake_build = args.sipwake_build.split(",")
     for build in args.sipwake_build:
         if build not in BUILDS:
@@ -450,10 +495,16 @@ def measure_all(
 ) -> None:
     """Every scenario, round and system, A B A B, into results["scenarios"]; then scale."""
     for scenario in (s for s in SCENARIOS if s in args.scenarios and s != "scale"):
-        per_system: dict[str, list[dict[str, Any]]] = {s.name: [] for s in systems}
+        # A webhook variant pushes differently, and nothing else: only where calls push.
+        runs_here = [
+            s
+            for s in systems
+            if scenario in ("push", "latency") or getattr(s, "push", "apns") == "apns"
+        ]
+        per_system: dict[str, list[dict[str, Any]]] = {s.name: [] for s in runs_here}
         results["scenarios"][scenario] = per_system
         for rnd in range(args.rounds):
-            for system in systems:
+            for system in runs_here:
                 log(f"== {scenario}, round {rnd + 1}/{args.rounds}: {system.name}")
                 with tempfile.TemporaryDirectory(prefix="sipwake-compare-") as tmpdir:
                     try:
@@ -491,9 +542,10 @@ def main(argv: list[str] | None = None) -> int:
     if "sipwake" in args.systems:
         label = args.sipwake_build != ["pure"]  # the default build keeps the old names
         systems += [
-            Sipwake(w, r, check_build(b), b if label else "")
+            Sipwake(w, r, check_build(b), b if label else "", push)
             for b in args.sipwake_build
             for w, r in args.sipwake_workers
+            for push in args.sipwake_push
         ]
     if "kamailio" in args.systems:
         systems.append(Kamailio())

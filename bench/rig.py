@@ -73,8 +73,9 @@ max_per_source = 0.0
 def sipwake_config(url: str, *, workers: int = 1, push: str = "") -> str:
     """One UDP listener, digest auth off (the benchmarks measure the registrar, the proxy
     and the push path, not the challenge round trip), log level warning. ``push`` is a
-    [[push.apns]] entry (ApnsEmulator.config): it also turns the API on, since push
-    payloads carry a signed decline link as in production.
+    [[push.apns]] entry (ApnsEmulator.config) or a [[push.webhook]] one (webhook_push): it
+    also turns the API on, since push payloads carry a signed decline link as in
+    production.
 
     Ports: 0 (the kernel picks) for one process; N workers sharing ports with
     SO_REUSEPORT must be told the same ones (sipwake refuses port 0 then), so free ones
@@ -84,6 +85,23 @@ def sipwake_config(url: str, *, workers: int = 1, push: str = "") -> str:
         return text
     api_port = free_port(socket.SOCK_STREAM) if workers > 1 else 0
     return text + PUSH_CONFIG.format(api_port=api_port) + push
+
+
+# The like-for-like of Kamailio's push (bench/kamailio/push.cfg: http_client POSTs JSON to
+# the wake relay): sipwake's webhook provider POSTing to the same relay. Devices register
+# with pn-provider=WEBHOOK_PROVIDER for it.
+WEBHOOK_PROVIDER = "relay"
+WEBHOOK_CONFIG = """
+[[push.webhook]]
+provider = "{provider}"
+url = "{url}"
+secret = "bench-webhook-secret"
+"""
+
+
+def webhook_push(url: str) -> str:
+    """A [[push.webhook]] entry (for ``sipwake_config``'s ``push``) POSTing to ``url``."""
+    return WEBHOOK_CONFIG.format(provider=WEBHOOK_PROVIDER, url=url)
 
 
 def storage_label(spec: str) -> str:
@@ -228,10 +246,12 @@ def register_users(
     count: int,
     contact_port: int,
     push: bool,
+    provider: str = "apns",
 ) -> float:
     """Register ``user{start}``.. through the server with SIPp at REGISTER_RATE, their
     Contacts at ``contact_port``; with ``push`` as sleeping iOS apps register
-    (scenarios/register_push_inf.xml: RFC 8599 parameters, +sip.instance, reg-id).
+    (scenarios/register_push_inf.xml: RFC 8599 parameters, +sip.instance, reg-id), with
+    ``pn-provider=<provider>``.
     Returns the seconds taken; raises if any REGISTER failed (a set-up problem)."""
     csv = tmp / f"register-{start}.csv"
     write_users(csv, start, count, push=push)
@@ -244,7 +264,11 @@ def register_users(
         limit=REGISTER_RATE,
         timeout=count / REGISTER_RATE * 3 + 10,
         workdir=tmp,
-        extra=["-inf", str(csv), *keys(domain=DOMAIN, contact_port=contact_port)],
+        extra=[
+            "-inf",
+            str(csv),
+            *keys(domain=DOMAIN, contact_port=contact_port, pn_provider=provider),
+        ],
     )
     if res.successful != count:
         raise RuntimeError(
@@ -312,7 +336,7 @@ def register_steps(
             timeout=seconds * 4 + 10,
             workdir=tmp,
             transport=transport,
-            extra=["-inf", str(csv), *keys(domain=DOMAIN, contact_port=5999)],
+            extra=["-inf", str(csv), *keys(domain=DOMAIN, contact_port=5999, pn_provider="apns")],
         )
 
     return run
@@ -327,9 +351,11 @@ def relay(
     delay: float,
     port: int,
     sockets: int = 1,
+    provider: str = "apns",
 ) -> Iterator[Child]:
     """bench/wake_relay.py on HTTP ``port``: ``delay`` after each push it receives, the
-    device's wake REGISTER goes to ``target`` with its Contact at ``contact_port``."""
+    device's wake REGISTER goes to ``target`` with its Contact at ``contact_port`` (and
+    ``pn-provider=<provider>``, as the device registered)."""
     child = spawn(
         [
             sys.executable,
@@ -346,6 +372,8 @@ def relay(
             str(port),
             "--sockets",
             str(sockets),
+            "--provider",
+            provider,
         ],
         lambda line: line.startswith("wake relay on"),
         timeout=60,

@@ -2,16 +2,19 @@
 woken apps themselves.
 
     python3 bench/wake_relay.py --server 127.0.0.1:5060 --users 10000 --contact-port 5070
-                                [--delay 0.05] [--port 0]
+                                [--delay 0.05] [--port 0] [--provider apns]
 
-The APNs emulator POSTs every delivered push here (``sipwake emulate apns --forward-url``).
+Pushes arrive here as HTTP POSTs: from the APNs emulator (``sipwake emulate apns
+--forward-url``, ``{"token": ...}``), from Kamailio's http_client (the same), or straight
+from sipwake's webhook provider (its signed JSON, the token as ``"prid"``), the like-for-like
+of Kamailio's plain POST (bench/compare.py ``--sipwake-push``).
 ``--delay`` seconds later the relay sends, over one raw UDP socket, the wake REGISTER of
 the device the push token belongs to -- what an iOS app does once PushKit has woken it
 (RFC 8599 §5.3.2) -- with the Contact at ``--contact-port`` (one SIPp UAS answering for
 every user) and the same ``+sip.instance`` and pn-* parameters as the device's first
 registration (bench/scenarios/register_push_inf.xml, CSV from
-bench_register.write_users), so the registrar sees the same device and the held call is
-handed to that Contact.
+bench_register.write_users; ``--provider`` is the ``pn-provider`` both use), so the
+registrar sees the same device and the held call is handed to that Contact.
 
 The relay shares the CPU with the server, so it is built to be cheap: per user one
 preformatted REGISTER (``%d`` slots for the Via branch and CSeq only), the token is the
@@ -38,7 +41,9 @@ import sys
 
 PN_PARAM = "ABCDE12345.com.example.app.voip"  # as in bench/scenarios/register_push_inf.xml
 _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
-_TOKEN_KEY = b'"token": "'  # json.dumps' default separators, as the emulator writes it
+# Where the token is in a push: json.dumps' default separators, as the emulator and
+# Kamailio's push.cfg write it; sipwake's webhook body is compact, the token its "prid".
+_TOKEN_KEYS = (b'"token": "', b'"prid":"')
 _OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -52,7 +57,13 @@ def instance_of(i: int) -> str:
 
 
 def register_template(
-    i: int, *, domain: str, local: tuple[str, int], contact_port: int, contact_host: str
+    i: int,
+    *,
+    domain: str,
+    local: tuple[str, int],
+    contact_port: int,
+    contact_host: str,
+    provider: str = "apns",
 ) -> bytes:
     """User i's wake REGISTER with two ``%d`` slots: the Via branch suffix and the CSeq.
     A fresh branch per send makes each one a new transaction (RFC 3261 §17.2.3: the same
@@ -60,7 +71,7 @@ def register_template(
     one Call-ID is what §10.3 step 7 asks of a refresh."""
     user = f"user{i}"
     contact = (
-        f"sip:{user}@{contact_host}:{contact_port};transport=udp;ob;pn-provider=apns"
+        f"sip:{user}@{contact_host}:{contact_port};transport=udp;ob;pn-provider={provider}"
         f";pn-param={PN_PARAM};pn-prid={token_of(i)}"
     )
     text = (
@@ -92,6 +103,7 @@ class WakeRelay:
         domain: str = "127.0.0.1",
         contact_host: str = "127.0.0.1",
         sockets: int = 1,
+        provider: str = "apns",
     ) -> None:
         self.server = server
         self.delay = delay
@@ -115,6 +127,7 @@ class WakeRelay:
                 local=self.socks[i % sockets].getsockname(),
                 contact_port=contact_port,
                 contact_host=contact_host,
+                provider=provider,
             )
             for i in range(users)
         ]
@@ -130,11 +143,14 @@ class WakeRelay:
         return bound
 
     def on_push(self, body: bytes) -> None:
-        start = body.find(_TOKEN_KEY)
-        if start < 0:
+        for key in _TOKEN_KEYS:
+            start = body.find(key)
+            if start >= 0:
+                break
+        else:
             self.stats["unknown_tokens"] += 1
             return
-        start += len(_TOKEN_KEY)
+        start += len(key)
         i = self.index.get(body[start : body.find(b'"', start)].lower())
         if i is None:
             self.stats["unknown_tokens"] += 1
@@ -225,6 +241,7 @@ async def _main(args: argparse.Namespace) -> None:
         delay=args.delay,
         domain=args.domain,
         sockets=args.sockets,
+        provider=args.provider,
     )
     bound = await relay.listen("127.0.0.1", args.port)
     print(f"wake relay on http://127.0.0.1:{bound}/ ({args.users} users)", flush=True)
@@ -245,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--domain", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0, help="HTTP port for forwarded pushes")
     ap.add_argument("--sockets", type=int, default=1, help="UDP sockets to send from")
+    ap.add_argument("--provider", default="apns", help="pn-provider of the wake REGISTER")
     args = ap.parse_args(argv)
     asyncio.run(_main(args))
     return 0
