@@ -44,7 +44,9 @@ _CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length:\s*(\d+)")
 # Where the token is in a push: json.dumps' default separators, as the emulator and
 # Kamailio's push.cfg write it; sipwake's webhook body is compact, the token its "prid".
 _TOKEN_KEYS = (b'"token": "', b'"prid":"')
-_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+_CLOSE = re.compile(rb"(?i)\r\nconnection:[ \t]*close")
+_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+_OK_CLOSE = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 def token_of(i: int) -> str:
@@ -190,7 +192,9 @@ class WakeRelay:
 
 
 class _Http(asyncio.Protocol):
-    """Minimal HTTP/1.1: one request per connection (the emulator sends Connection: close)."""
+    """Minimal HTTP/1.1: requests one after another on a connection, which stays open
+    (RFC 9112 §9.3) unless the client sends ``Connection: close`` (the emulator and
+    Kamailio's http_client do; sipwake's webhook provider keeps its connections)."""
 
     def __init__(self, relay: WakeRelay) -> None:
         self.relay = relay
@@ -203,24 +207,29 @@ class _Http(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
-        end = self.buf.find(b"\r\n\r\n")
-        if end < 0 or self.transport is None:
-            return
-        length = _CONTENT_LENGTH.search(self.buf, 0, end + 2)
-        need = end + 4 + (int(length.group(1)) if length else 0)
-        if len(self.buf) < need:
-            return
-        if self.buf.startswith(b"GET"):
-            body = json.dumps(self.relay.stats).encode()
-            head = (
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            )
-            self.transport.write(head.encode() + body)
-        else:
-            self.relay.on_push(self.buf[end + 4 : need])
-            self.transport.write(_OK)
-        self.transport.close()
+        while self.transport is not None and not self.transport.is_closing():
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            length = _CONTENT_LENGTH.search(self.buf, 0, end + 2)
+            need = end + 4 + (int(length.group(1)) if length else 0)
+            if len(self.buf) < need:
+                return
+            request, self.buf = self.buf[:need], self.buf[need:]
+            close = _CLOSE.search(request, 0, end + 2) is not None
+            if request.startswith(b"GET"):
+                body = json.dumps(self.relay.stats).encode()
+                head = (
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                )
+                self.transport.write(head.encode() + body)
+                close = True
+            else:
+                self.relay.on_push(request[end + 4 :])
+                self.transport.write(_OK_CLOSE if close else _OK)
+            if close:
+                self.transport.close()
 
 
 def get_stats(port: int) -> dict[str, int]:

@@ -11,7 +11,7 @@ import pytest
 from sipwake.api import ApiServer, DeclineResult, Metrics
 from sipwake.emulate.tlsutil import CertFiles, make_test_certs
 from sipwake.policy.decline import DeclineError, UsedTokens, check_token
-from sipwake.push.oauth import HttpReply, http1_request
+from sipwake.push.http1 import HttpReply, http1_request
 
 SECRET = b"test-secret-0123456789abcdef"
 NOW = 1_700_000_000.0

@@ -11,7 +11,7 @@ import pytest
 
 from sipwake.api import ApiApp, ApiServer, Metrics
 from sipwake.emulate.tlsutil import CertFiles
-from sipwake.push.oauth import Http1Error, http1_request
+from sipwake.push.http1 import Http1Error, http1_request
 from tests.api.conftest import ADMIN_TOKEN, Api, FakeDecline, MakeApi
 
 

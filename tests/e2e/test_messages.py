@@ -17,7 +17,8 @@ from sipwake.config import FcmConfig
 from sipwake.emulate.fcm import FcmEmulatorConfig, serve_fcm, write_service_account
 from sipwake.emulate.phone import Phone, PhoneConfig
 from sipwake.emulate.tlsutil import CertFiles
-from sipwake.push.oauth import http1_request, load_service_account
+from sipwake.push.http1 import http1_request
+from sipwake.push.oauth import load_service_account
 from sipwake.server import Server
 from tests.e2e.harness import keys, run_sipp, scenario
 from tests.e2e.messaging import (

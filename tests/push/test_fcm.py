@@ -24,7 +24,8 @@ from sipwake.emulate.fcm import (
 from sipwake.policy.bindings import PushTarget
 from sipwake.push.base import Delivered, Permanent, PushRequest, TokenRejected, Transient
 from sipwake.push.fcm import FcmProvider, classify
-from sipwake.push.oauth import http1_request, load_service_account
+from sipwake.push.http1 import http1_request
+from sipwake.push.oauth import load_service_account
 from tests.push.test_webhook import Http1Receiver
 
 PROJECT = "sipwake-test"

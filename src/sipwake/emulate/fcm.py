@@ -35,12 +35,11 @@ from hypercorn.config import Sockets
 from hypercorn.utils import wrap_app
 
 from sipwake.emulate.tlsutil import make_test_certs
+from sipwake.push.http1 import Http1Error, http1_request
 from sipwake.push.oauth import (
     FCM_SCOPE,
     JWT_BEARER_GRANT,
-    Http1Error,
     ServiceAccount,
-    http1_request,
     load_service_account,
 )
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sipwake.emulate.ua import TRANSPORTS, Flow, Link, UserAgentCore, authorization, new_id
-from sipwake.push.oauth import Http1Error, http1_request
+from sipwake.push.http1 import Http1Error, http1_request
 from sipwake.sip.headers import Headers
 from sipwake.sip.message import Request, Response, make_response
 from sipwake.sip.timers import DEFAULT_TIMERS, TimerConfig

@@ -19,13 +19,9 @@ from sipwake.push.base import (
     TokenRejected,
     Transient,
 )
+from sipwake.push.http1 import parse_retry_after
 from sipwake.push.http2 import H2Client, H2Error, H2Retryable, H2TLSError
-from sipwake.push.oauth import (
-    AccessTokenSource,
-    TokenError,
-    load_service_account,
-    parse_retry_after,
-)
+from sipwake.push.oauth import AccessTokenSource, TokenError, load_service_account
 from sipwake.push.payload import FCM_DATA_LIMIT  # keys + values of the data map (fcm.md A3)
 
 FCM_BASE_URL = "https://fcm.googleapis.com"

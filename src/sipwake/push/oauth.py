@@ -1,13 +1,12 @@
-"""Google service-account OAuth2 (JWT bearer grant, RFC 7523) and a small HTTP/1.1 client.
+"""Google service-account OAuth2 (JWT bearer grant, RFC 7523).
 
 FCM HTTP v1 wants ``Authorization: Bearer <access token>``. The token comes from POSTing an
 RS256-signed assertion to the service account's ``token_uri`` (fcm.md A2). We read
 ``token_uri`` from the JSON file rather than hard-coding Google's, so pointing sipwake at
 the FCM emulator is a config change (DEPENDENCIES.md, "Push clients").
 
-The token endpoint is hit about once an hour, so it goes over plain HTTP/1.1 (``h11``) on a
-fresh connection each time; the same client serves the webhook provider, whose operator
-endpoints are often HTTP/1.1-only.
+The token endpoint is hit about once an hour, so it goes over plain HTTP/1.1 on a fresh
+connection each time (push/http1.py).
 """
 
 from __future__ import annotations
@@ -20,21 +19,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import h11
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+
+from sipwake.push.http1 import Http1Error, http1_request, parse_retry_after
 
 FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 ASSERTION_LIFETIME = 3600  # Google rejects assertions whose exp is more than 1 h after iat
 REFRESH_MARGIN = 300.0  # refresh ~5 min before expiry, as google-auth does (fcm.md A2 step 4)
-MAX_REPLY_BYTES = 1 << 20
-
-
-class Http1Error(Exception):
-    """The HTTP/1.1 exchange failed before a complete response arrived (connect, TLS,
-    timeout, malformed response). Always worth retrying later: nothing was answered."""
 
 
 class TokenError(Exception):
@@ -45,13 +39,6 @@ class TokenError(Exception):
         super().__init__(detail)
         self.retryable = retryable
         self.retry_after = retry_after
-
-
-@dataclass(frozen=True, slots=True)
-class HttpReply:
-    status: int
-    headers: dict[str, str]  # lower-cased names; repeated headers joined with ", "
-    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,116 +192,3 @@ def _json_object(body: bytes) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Delta-seconds form of Retry-After (RFC 9110 §10.2.3); HTTP dates are not used by
-    push services and are ignored."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
-
-
-async def http1_request(
-    method: str,
-    url: str,
-    headers: list[tuple[str, str]],
-    body: bytes,
-    *,
-    ssl_context: ssl.SSLContext | None = None,
-    timeout: float = 10.0,
-) -> HttpReply:
-    """One request on a fresh connection (``Connection: close``). Raises Http1Error."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Http1Error(f"bad URL {url!r}")
-    tls = parts.scheme == "https"
-    try:
-        port = parts.port or (443 if tls else 80)
-    except ValueError:
-        raise Http1Error(f"bad port in URL {url!r}") from None
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    host_header = parts.netloc.rpartition("@")[2]
-    ctx = (ssl_context or ssl.create_default_context()) if tls else None
-    try:
-        async with asyncio.timeout(timeout):
-            return await _exchange(
-                parts.hostname,
-                port,
-                ctx,
-                method=method,
-                target=target,
-                host_header=host_header,
-                headers=headers,
-                body=body,
-            )
-    except TimeoutError:
-        raise Http1Error(f"{method} {url}: timed out after {timeout} s") from None
-    except (OSError, ssl.SSLError, h11.ProtocolError) as exc:
-        raise Http1Error(f"{method} {url}: {exc}") from None
-
-
-async def _exchange(
-    host: str,
-    port: int,
-    ctx: ssl.SSLContext | None,
-    *,
-    method: str,
-    target: str,
-    host_header: str,
-    headers: list[tuple[str, str]],
-    body: bytes,
-) -> HttpReply:
-    reader, writer = await asyncio.open_connection(
-        host, port, ssl=ctx, server_hostname=host if ctx else None
-    )
-    try:
-        conn = h11.Connection(h11.CLIENT)
-        all_headers = [
-            ("host", host_header),
-            ("content-length", str(len(body))),
-            ("connection", "close"),
-            *headers,
-        ]
-        out = [conn.send(h11.Request(method=method, target=target, headers=all_headers))]
-        if body:
-            out.append(conn.send(h11.Data(data=body)))
-        out.append(conn.send(h11.EndOfMessage()))
-        writer.write(b"".join(chunk for chunk in out if chunk))
-        await writer.drain()
-        status = 0
-        reply_headers: dict[str, str] = {}
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await reader.read(65536))
-                continue
-            if isinstance(event, h11.Response):
-                status = event.status_code
-                for name, value in event.headers:
-                    key = name.decode("latin-1").lower()
-                    text = value.decode("latin-1")
-                    reply_headers[key] = (
-                        f"{reply_headers[key]}, {text}" if key in reply_headers else text
-                    )
-            elif isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > MAX_REPLY_BYTES:
-                    raise OSError("response body too large")
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                return HttpReply(status, reply_headers, b"".join(chunks))
-            elif isinstance(event, h11.ConnectionClosed):
-                raise OSError("connection closed before the response ended")
-    finally:
-        writer.close()
-        try:
-            await writer.wait_closed()
-        except (OSError, ssl.SSLError):
-            pass

@@ -7,8 +7,10 @@ so the endpoint can reject forgeries. The signed body carries the same ``timesta
 ``X-Sipwake-Timestamp`` header, so the signature covers it and a receiver can refuse
 replays outside a few minutes' window.
 
-HTTP/1.1 via the small client in oauth.py: operator endpoints are commonly HTTP/1.1-only,
-and a webhook adds no h2 requirement of its own.
+HTTP/1.1 (push/http1.py): operator endpoints are commonly HTTP/1.1-only, and a webhook
+adds no h2 requirement of its own. Connections are kept alive between pushes (RFC 9112
+§9.3): a fresh TCP and TLS connection per push cost more than the push (bench/README.md,
+"Webhook keep-alive").
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from sipwake.push.base import (
     TokenRejected,
     Transient,
 )
-from sipwake.push.oauth import Http1Error, http1_request, parse_retry_after
+from sipwake.push.http1 import Http1Client, Http1Error, parse_retry_after
 
 SIGNATURE_HEADER = "x-sipwake-signature"
 TIMESTAMP_HEADER = "x-sipwake-timestamp"
@@ -78,7 +80,8 @@ class WebhookProvider:
         self.url = url
         self._secret = secret.encode() if isinstance(secret, str) else secret
         self._timeout = timeout
-        self._ssl = ssl.create_default_context(cafile=ca_file) if url.startswith("https") else None
+        ctx = ssl.create_default_context(cafile=ca_file) if url.startswith("https") else None
+        self._http = Http1Client(url, ssl_context=ctx)
 
     async def send(self, request: PushRequest, now: float) -> PushOutcome:
         body = encode_request(request, now)
@@ -88,15 +91,13 @@ class WebhookProvider:
             (TIMESTAMP_HEADER, str(int(now))),
         ]
         try:
-            reply = await http1_request(
-                "POST", self.url, headers, body, ssl_context=self._ssl, timeout=self._timeout
-            )
+            reply = await self._http.request("POST", headers, body, timeout=self._timeout)
         except Http1Error as exc:
             return Transient(str(exc))
         return classify(reply.status, reply.headers.get("retry-after"))
 
     async def close(self) -> None:
-        return None  # one connection per request: nothing is kept open
+        await self._http.close()
 
 
 def classify(status: int, retry_after: str | None = None) -> PushOutcome:

@@ -39,8 +39,8 @@ from sipwake.push.base import (
     TokenRejected,
     Transient,
 )
+from sipwake.push.http1 import parse_retry_after
 from sipwake.push.http2 import H2Client, H2Error, H2Retryable, H2TLSError
-from sipwake.push.oauth import parse_retry_after
 
 VAPID_LIFETIME = 12 * 3600  # RFC 8292 §2: exp at most 24 h ahead; pywebpush uses 12 h
 VAPID_REMINT_BEFORE = 3600
