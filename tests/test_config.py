@@ -537,3 +537,17 @@ def test_edge_upstream_forms() -> None:
 )
 def test_hardening_keys_are_checked(text: str, message: str) -> None:
     assert message in error_of(text)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("ftp://hooks.example.com/", "must be an http(s)://host/... URL"),
+        ("http:///push", "must be an http(s)://host/... URL"),
+        ("https://hooks.example.com:99999/push", "has a bad port"),
+        ("https://hooks.example.com:x/push", "has a bad port"),
+    ],
+)
+def test_bad_webhook_urls_stop_start_up(url: str, reason: str) -> None:
+    text = f"[[push.webhook]]\nprovider = 'acme'\nurl = '{url}'\nsecret = 's'"
+    assert error_of(text).startswith(f"sipwake.toml: push.webhook[0].url: {reason}"), error_of(text)

@@ -4,6 +4,7 @@ re-exports them; the same Struct options and ``_Invalid`` checks, see its docstr
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from msgspec import Struct
 
@@ -85,7 +86,12 @@ class WebhookConfig(Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tru
     def __post_init__(self) -> None:
         if not self.provider or self.provider in ("apns", "apns.dev", "fcm", "webpush"):
             raise _Invalid("provider", "must name an operator provider (not apns/fcm/webpush)")
-        if not self.url.startswith(("http://", "https://")):
-            raise _Invalid("url", "must be an http(s) URL")
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _Invalid("url", "must be an http(s)://host/... URL")
+        try:
+            parts.port  # noqa: B018  (urlsplit checks the port when it is read)
+        except ValueError:
+            raise _Invalid("url", "has a bad port") from None
         if not self.secret:
             raise _Invalid("secret", "is required")

@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import json
 import ssl
-from urllib.parse import urlsplit
 
 from sipwake.push.base import (
     Delivered,
@@ -72,16 +71,17 @@ class WebhookProvider:
         timeout: float = 5.0,
         ca_file: str | None = None,
     ) -> None:
-        if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
-            raise ValueError(f"webhook {name}: url must be http(s)://host/..., not {url!r}")
         if not secret:
             raise ValueError(f"webhook {name}: an empty secret would sign nothing")
+        ctx = ssl.create_default_context(cafile=ca_file) if url.startswith("https") else None
+        try:
+            self._http = Http1Client(url, ssl_context=ctx)
+        except Http1Error as exc:
+            raise ValueError(f"webhook {name}: bad url: {exc}") from None
         self.name = name
         self.url = url
         self._secret = secret.encode() if isinstance(secret, str) else secret
         self._timeout = timeout
-        ctx = ssl.create_default_context(cafile=ca_file) if url.startswith("https") else None
-        self._http = Http1Client(url, ssl_context=ctx)
 
     async def send(self, request: PushRequest, now: float) -> PushOutcome:
         body = encode_request(request, now)
