@@ -22,7 +22,7 @@ without a FIN) it is pushed as if asleep, its branch kept open (issue 10.7).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sipwake.policy.fork import Action, BranchState, CancelBranch, Fork, Forward, Respond
 from sipwake.policy.parking import (
@@ -125,24 +125,66 @@ class CallRules:
     decline_ends_all: bool = True
 
 
-@dataclass(eq=False, slots=True)
+_CALL_FIELDS = (
+    "call_id", "aor", "rules", "fork", "devices", "pushable", "branch_of", "live_until",
+    "opening", "hold_end", "hold_over", "ended_at", "final", "end", "ghost", "forgotten",
+)  # fmt: skip
+
+
 class Call:
+    """One held call: its fork and its devices. Equal only to itself. A plain class, not a
+    dataclass: one is made per call, and mypyc compiles a hand-written ``__init__`` where a
+    dataclass's stays interpreted (sip/flows.py Flow). The state after ``fork`` starts
+    empty; ``Call.new`` makes one."""
+
+    __slots__ = (
+        "aor", "branch_of", "call_id", "devices", "end", "ended_at", "final", "forgotten",
+        "fork", "ghost", "hold_end", "hold_over", "live_until", "opening", "pushable", "rules",
+    )  # fmt: skip
+
     call_id: str  # the UUID in the push payload
     aor: str
     rules: CallRules
     fork: Fork
-    devices: DeviceTable = field(default_factory=DeviceTable)
-    pushable: set[str] = field(default_factory=set)  # devices with a push target
-    branch_of: dict[str, str] = field(default_factory=dict)  # device -> its branch key
-    live_until: dict[str, float] = field(default_factory=dict)  # branch -> first-answer deadline
-    opening: set[str] = field(default_factory=set)  # devices whose branch is being opened
-    hold_end: float | None = None  # None: never pushed
-    hold_over: bool = False
-    ended_at: float | None = None
-    final: int = 0
-    end: HeldState | None = None
-    ghost: bool = False  # delivers an ended call to a late device only to CANCEL it
-    forgotten: bool = False  # Forget() was emitted
+    devices: DeviceTable
+    pushable: set[str]  # devices with a push target
+    branch_of: dict[str, str]  # device -> its branch key
+    live_until: dict[str, float]  # branch -> first-answer deadline
+    opening: set[str]  # devices whose branch is being opened
+    hold_end: float | None  # None: never pushed
+    hold_over: bool
+    ended_at: float | None
+    final: int
+    end: HeldState | None
+    ghost: bool  # delivers an ended call to a late device only to CANCEL it
+    forgotten: bool  # Forget() was emitted
+
+    def __init__(self, call_id: str, aor: str, rules: CallRules, fork: Fork) -> None:
+        self.call_id = call_id
+        self.aor = aor
+        self.rules = rules
+        self.fork = fork
+        self.devices = DeviceTable()
+        self.pushable = set()
+        self.branch_of = {}
+        self.live_until = {}
+        self.opening = set()
+        self.hold_end = None
+        self.hold_over = False
+        self.ended_at = None
+        self.final = 0
+        self.end = None
+        self.ghost = False
+        self.forgotten = False
+
+    def __repr__(self) -> str:
+        values = (
+            self.call_id, self.aor, self.rules, self.fork, self.devices, self.pushable,
+            self.branch_of, self.live_until, self.opening, self.hold_end, self.hold_over,
+            self.ended_at, self.final, self.end, self.ghost, self.forgotten,
+        )  # fmt: skip
+        pairs = zip(_CALL_FIELDS, values, strict=True)
+        return "Call(" + ", ".join(f"{name}={value!r}" for name, value in pairs) + ")"
 
     @classmethod
     def new(cls, call_id: str, aor: str, rules: CallRules, *, is_invite: bool = True) -> Call:

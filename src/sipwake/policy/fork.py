@@ -12,7 +12,7 @@ fork does not give up while one may still join.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from sipwake.sip.message import Response
@@ -66,21 +66,77 @@ class Respond:
 Action = Forward | CancelBranch | Respond
 
 
-@dataclass(slots=True)
+_FORK_FIELDS = (
+    "is_invite", "timer_c", "decline_ends_all", "branches", "devices", "final_sent",
+    "cancelled", "unanswered", "_best", "_virtual", "_challenges",
+)  # fmt: skip
+_UNANSWERED = Respond(480)
+
+
 class Fork:
+    """The response context of one forwarded request. A plain class, not a dataclass: one
+    is made per call, and mypyc compiles a hand-written ``__init__`` where a dataclass's
+    stays interpreted (sip/flows.py Flow)."""
+
+    __slots__ = (
+        "_best", "_challenges", "_virtual", "branches", "cancelled", "decline_ends_all",
+        "devices", "final_sent", "is_invite", "timer_c", "unanswered",
+    )  # fmt: skip
+
     is_invite: bool
-    timer_c: float = 180.0
-    decline_ends_all: bool = True  # 603 from one device ends the call (configurable)
-    branches: dict[str, Branch] = field(default_factory=dict)
-    devices: set[str] = field(default_factory=set)
-    final_sent: int = 0  # status of the final response sent upstream (0: none)
-    cancelled: bool = False
+    timer_c: float
+    decline_ends_all: bool  # 603 from one device ends the call (configurable)
+    branches: dict[str, Branch]
+    devices: set[str]
+    final_sent: int  # status of the final response sent upstream (0: none)
+    cancelled: bool
     # Answer when no branch was ever opened and nobody is awaited any more (every device
     # slept through its push): RFC 8599 §5.3.2 bucket-timer expiry -> 480 by default.
-    unanswered: Respond = field(default_factory=lambda: Respond(480))
-    _best: Response | None = None
-    _virtual: int = 0  # best final given by a device without a branch (decline link)
-    _challenges: list[tuple[str, str]] = field(default_factory=list)
+    unanswered: Respond
+    _best: Response | None
+    _virtual: int  # best final given by a device without a branch (decline link)
+    _challenges: list[tuple[str, str]]
+
+    def __init__(  # noqa: PLR0917 - positional, as the dataclass's was
+        self,
+        is_invite: bool,
+        timer_c: float = 180.0,
+        decline_ends_all: bool = True,
+        branches: dict[str, Branch] | None = None,
+        devices: set[str] | None = None,
+        final_sent: int = 0,
+        cancelled: bool = False,
+        unanswered: Respond = _UNANSWERED,  # frozen: one shared default is safe
+    ) -> None:
+        self.is_invite = is_invite
+        self.timer_c = timer_c
+        self.decline_ends_all = decline_ends_all
+        self.branches = {} if branches is None else branches
+        self.devices = set() if devices is None else devices
+        self.final_sent = final_sent
+        self.cancelled = cancelled
+        self.unanswered = unanswered
+        self._best = None
+        self._virtual = 0
+        self._challenges = []
+
+    def _key(self) -> tuple[object, ...]:
+        return (
+            self.is_invite, self.timer_c, self.decline_ends_all, self.branches, self.devices,
+            self.final_sent, self.cancelled, self.unanswered, self._best, self._virtual,
+            self._challenges,
+        )  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Fork):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        pairs = zip(_FORK_FIELDS, self._key(), strict=True)
+        return "Fork(" + ", ".join(f"{name}={value!r}" for name, value in pairs) + ")"
 
     # -- adding branches --------------------------------------------------------------------
     def has_device(self, device: str) -> bool:
