@@ -1,6 +1,6 @@
 """What the transaction layer hands to its user (the TU: proxy core, registrar).
 
-Events are frozen values in the h11/h2 style; the engine loops on ``next_event()``. A
+Events are immutable values in the h11/h2 style; the engine loops on ``next_event()``. A
 ``Dest`` is whatever the transport uses to name a flow or a next hop: the layer only asks
 whether it is reliable (which decides retransmissions, RFC 3261 §17.1.1.2) and otherwise
 hands it back untouched in events and outbox items.
@@ -9,7 +9,7 @@ hands it back untouched in events and outbox items.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from sipwake.sip.message import Request, Response
 
@@ -23,14 +23,38 @@ class Dest(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
 class RequestReceived:
     """A new request for the TU. ``txn_id`` is None for an ACK that matches no server
-    transaction (the ACK to a 2xx is its own end-to-end transaction, RFC 3261 §17)."""
+    transaction (the ACK to a 2xx is its own end-to-end transaction, RFC 3261 §17). A plain
+    class, not a dataclass: one is made per request, and mypyc compiles a hand-written
+    ``__init__`` where a dataclass's stays interpreted (sip/flows.py Flow)."""
 
-    request: Request
-    txn_id: str | None
-    flow: Dest
+    __slots__ = ("flow", "request", "txn_id")
+
+    request: Final[Request]
+    txn_id: Final[str | None]
+    flow: Final[Dest]
+
+    def __init__(self, request: Request, txn_id: str | None, flow: Dest) -> None:
+        self.request = request
+        self.txn_id = txn_id
+        self.flow = flow
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.request, self.txn_id, self.flow)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RequestReceived):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestReceived(request={self.request!r}, txn_id={self.txn_id!r}, flow={self.flow!r})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +69,34 @@ class CancelReceived:
     flow: Dest
 
 
-@dataclass(frozen=True, slots=True)
 class ResponseReceived:
     """A response for client transaction ``txn_id``. For an INVITE every 2xx is passed up,
     including retransmissions and 2xx from other forks while the transaction is Accepted
-    (RFC 6026 §7.2): a proxy forwards each (§16.7 step 5)."""
+    (RFC 6026 §7.2): a proxy forwards each (§16.7 step 5). A plain class, not a dataclass,
+    as RequestReceived."""
 
-    response: Response
-    txn_id: str
+    __slots__ = ("response", "txn_id")
+
+    response: Final[Response]
+    txn_id: Final[str]
+
+    def __init__(self, response: Response, txn_id: str) -> None:
+        self.response = response
+        self.txn_id = txn_id
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.response, self.txn_id)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ResponseReceived):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"ResponseReceived(response={self.response!r}, txn_id={self.txn_id!r})"
 
 
 @dataclass(frozen=True, slots=True)

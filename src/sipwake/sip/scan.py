@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
 from sipwake.sip.codec import Limits
@@ -64,11 +63,23 @@ _PLAIN_TO: Final = re.compile(
 _UNSURE: Final = b"\0"  # _to_tag: the To header's tag cannot be told without a parse
 
 
-@dataclass(slots=True)
+_HEAD_FIELDS = (
+    "method", "to_tag", "via", "via_lines", "from_line", "to_line", "to_value", "call_id_line",
+    "cseq_line",
+)  # fmt: skip
+
+
 class RequestHead:
     """What ``scan_request`` read. ``via`` is the top Via, parsed by the same code as the
     full path (so transaction keys and response addresses match it exactly); the caller
-    may stamp it (``received``/``rport``, RFC 3581) before ``response``."""
+    may stamp it (``received``/``rport``, RFC 3581) before ``response``. A plain class, not
+    a dataclass: one is made per request scanned, and mypyc compiles a hand-written
+    ``__init__`` where a dataclass's stays interpreted (sip/flows.py Flow)."""
+
+    __slots__ = (
+        "call_id_line", "cseq_line", "from_line", "method", "to_line", "to_tag", "to_value",
+        "via", "via_lines",
+    )  # fmt: skip
 
     method: str
     to_tag: str | None
@@ -79,6 +90,45 @@ class RequestHead:
     to_value: bytes
     call_id_line: bytes
     cseq_line: bytes
+
+    def __init__(  # noqa: PLR0917 - positional, as the dataclass's was
+        self,
+        method: str,
+        to_tag: str | None,
+        via: Via,
+        via_lines: list[bytes],
+        from_line: bytes,
+        to_line: bytes,
+        to_value: bytes,
+        call_id_line: bytes,
+        cseq_line: bytes,
+    ) -> None:
+        self.method = method
+        self.to_tag = to_tag
+        self.via = via
+        self.via_lines = via_lines
+        self.from_line = from_line
+        self.to_line = to_line
+        self.to_value = to_value
+        self.call_id_line = call_id_line
+        self.cseq_line = cseq_line
+
+    def _key(self) -> tuple[object, ...]:
+        return (
+            self.method, self.to_tag, self.via, self.via_lines, self.from_line, self.to_line,
+            self.to_value, self.call_id_line, self.cseq_line,
+        )  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RequestHead):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        pairs = zip(_HEAD_FIELDS, self._key(), strict=True)
+        return "RequestHead(" + ", ".join(f"{name}={value!r}" for name, value in pairs) + ")"
 
     def response(
         self,
