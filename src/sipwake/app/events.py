@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 log = logging.getLogger("sipwake.events")
 
@@ -43,11 +44,36 @@ class PushAnswered:
     reason: str = ""  # the provider's reason when not delivered (Unregistered, ...)
 
 
-@dataclass(frozen=True, slots=True)
 class ProvisionalSent:
-    call_id: str
-    at: float
-    status: int
+    """A provisional response went to the caller. An immutable value, like the others, but
+    a plain class, not a dataclass: one is made per provisional relayed, and mypyc
+    compiles a hand-written ``__init__`` where a dataclass's stays interpreted
+    (sip/flows.py Flow)."""
+
+    __slots__ = ("at", "call_id", "status")
+
+    call_id: Final[str]
+    at: Final[float]
+    status: Final[int]
+
+    def __init__(self, call_id: str, at: float, status: int) -> None:
+        self.call_id = call_id
+        self.at = at
+        self.status = status
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.call_id, self.at, self.status)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ProvisionalSent):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"ProvisionalSent(call_id={self.call_id!r}, at={self.at!r}, status={self.status!r})"
 
 
 @dataclass(frozen=True, slots=True)

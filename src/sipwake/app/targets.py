@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from sipwake.policy.bindings import Binding, FlowRef
 from sipwake.sip.errors import ParseError
@@ -19,18 +18,52 @@ from sipwake.sip.uri import URI
 from sipwake.transport.flow import Flow
 
 
-@dataclass(frozen=True, slots=True)
 class Target:
     """Where one branch goes: the Request-URI, the device it reaches, and the flow it
-    registered over (None: resolve the URI)."""
+    registered over (None: resolve the URI). An immutable value. A plain class, not a
+    dataclass: one is made per branch, and mypyc compiles a hand-written ``__init__``
+    where a dataclass's stays interpreted (sip/flows.py Flow)."""
 
-    uri: str
-    device: str
-    flow: Flow | None = None
-    path: tuple[str, ...] = ()
+    __slots__ = ("contact_fallback", "device", "flow", "path", "uri")
+
+    uri: Final[str]
+    device: Final[str]
+    flow: Final[Flow | None]
+    path: Final[tuple[str, ...]]
     # False: when ``flow`` is closed do not open a new one to ``uri`` (a push binding:
     # it is pushed instead, binding_target).
-    contact_fallback: bool = True
+    contact_fallback: Final[bool]
+
+    def __init__(
+        self,
+        uri: str,
+        device: str,
+        flow: Flow | None = None,
+        path: tuple[str, ...] = (),
+        contact_fallback: bool = True,
+    ) -> None:
+        self.uri = uri
+        self.device = device
+        self.flow = flow
+        self.path = path
+        self.contact_fallback = contact_fallback
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.uri, self.device, self.flow, self.path, self.contact_fallback)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Target):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Target(uri={self.uri!r}, device={self.device!r}, flow={self.flow!r}, "
+            f"path={self.path!r}, contact_fallback={self.contact_fallback!r})"
+        )
 
 
 def ref_flow(ref: FlowRef) -> Flow:

@@ -26,12 +26,39 @@ log = logging.getLogger("sipwake.timeline")
 DEFAULT_SIZE = 1000
 
 
-@dataclass(slots=True)
 class Entry:
+    """One event of a call's timeline. A plain class, not a dataclass: several are made per
+    call, and mypyc compiles a hand-written ``__init__`` where a dataclass's stays
+    interpreted (sip/flows.py Flow)."""
+
+    __slots__ = ("at", "detail", "device", "event")
+
     at: float  # monotonic seconds
     event: str  # "invite", "push_sent", "push_answer", "provisional", "wake_register", ...
-    device: str = ""
-    detail: str = ""
+    device: str
+    detail: str
+
+    def __init__(self, at: float, event: str, device: str = "", detail: str = "") -> None:
+        self.at = at
+        self.event = event
+        self.device = device
+        self.detail = detail
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.at, self.event, self.device, self.detail)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Entry):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        return (
+            f"Entry(at={self.at!r}, event={self.event!r}, device={self.device!r}, "
+            f"detail={self.detail!r})"
+        )
 
 
 @dataclass(slots=True)
