@@ -140,7 +140,17 @@ def with_upstream_expiry(
         fixed = replace(b, expires_at=until)
         kept.append(fixed)
         added.append(fixed)
-    return kept, replace(outcome, bindings=tuple(kept), added=tuple(added))
+    fixed_outcome = RegisterOutcome(
+        outcome.status,
+        outcome.reason,
+        tuple(kept),
+        outcome.headers,
+        added=tuple(added),
+        removed=outcome.removed,
+        replaced=outcome.replaced,
+        evicted=outcome.evicted,
+    )
+    return kept, fixed_outcome
 
 
 def shown_expiry(new: Binding, stored: Binding) -> Binding:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Final
 
 from sipwake.sip.errors import ProtocolError
 from sipwake.sip.headers import Via
@@ -93,14 +94,46 @@ def validate_request(request: Request, me: Me, lhash: str) -> None:
         raise BadExtension(unsupported)
 
 
-@dataclass(frozen=True, slots=True)
 class ForwardPlan:
-    """What to put on a forwarded copy (§16.6)."""
+    """What to put on a forwarded copy (§16.6). An immutable value. A plain class, not a
+    dataclass: one is made per forwarded request, and mypyc compiles a hand-written
+    ``__init__`` where a dataclass's stays interpreted (sip/flows.py Flow)."""
 
-    target: str  # new Request-URI (None: keep)
-    via: str  # our Via value, with the branch already in it
-    record_route: tuple[str, ...] = ()  # our Record-Route value(s), topmost first
-    path: tuple[str, ...] = ()  # Route set to push towards the target (RFC 3327)
+    __slots__ = ("path", "record_route", "target", "via")
+
+    target: Final[str]  # new Request-URI (None: keep)
+    via: Final[str]  # our Via value, with the branch already in it
+    record_route: Final[tuple[str, ...]]  # our Record-Route value(s), topmost first
+    path: Final[tuple[str, ...]]  # Route set to push towards the target (RFC 3327)
+
+    def __init__(
+        self,
+        target: str,
+        via: str,
+        record_route: tuple[str, ...] = (),
+        path: tuple[str, ...] = (),
+    ) -> None:
+        self.target = target
+        self.via = via
+        self.record_route = record_route
+        self.path = path
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.target, self.via, self.record_route, self.path)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ForwardPlan):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"ForwardPlan(target={self.target!r}, via={self.via!r}, "
+            f"record_route={self.record_route!r}, path={self.path!r})"
+        )
 
 
 def forward_copy(request: Request, plan: ForwardPlan) -> Request:

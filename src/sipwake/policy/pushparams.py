@@ -79,7 +79,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import Final
 from urllib.parse import unquote_to_bytes, urlsplit
 
 from sipwake.policy.bindings import PushTarget
@@ -112,13 +112,38 @@ class PushParamError(ParseError):
         self.param = param
 
 
-@dataclass(frozen=True, slots=True)
 class ApnsParam:
-    """An APNs ``pn-param`` split per RFC 8599 §9."""
+    """An APNs ``pn-param`` split per RFC 8599 §9. An immutable value. A plain class, not a
+    dataclass: one is made per push REGISTER, and mypyc compiles a hand-written
+    ``__init__`` where a dataclass's stays interpreted (sip/flows.py Flow)."""
 
-    team_id: str
-    bundle_id: str
-    services: tuple[str, ...]  # e.g. ("voip",) or ("voip", "remote")
+    __slots__ = ("bundle_id", "services", "team_id")
+
+    team_id: Final[str]
+    bundle_id: Final[str]
+    services: Final[tuple[str, ...]]  # e.g. ("voip",) or ("voip", "remote")
+
+    def __init__(self, team_id: str, bundle_id: str, services: tuple[str, ...]) -> None:
+        self.team_id = team_id
+        self.bundle_id = bundle_id
+        self.services = services
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.team_id, self.bundle_id, self.services)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ApnsParam):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"ApnsParam(team_id={self.team_id!r}, bundle_id={self.bundle_id!r}, "
+            f"services={self.services!r})"
+        )
 
 
 def provider_family(provider: str) -> str:

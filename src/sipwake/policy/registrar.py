@@ -33,6 +33,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Final
 
 from sipwake.policy.bindings import Binding, FlowRef, PushTarget
 from sipwake.policy.pushparams import check_provider_supported
@@ -76,16 +77,68 @@ class RegistrarPolicy:
     flow_timer: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+_OUTCOME_FIELDS = (
+    "status", "reason", "bindings", "headers", "added", "removed", "replaced", "evicted",
+)  # fmt: skip
+
+
 class RegisterOutcome:
-    status: int  # 200, 400, 403, 423, 439, 500, 555
-    reason: str | None  # None: the default phrase for ``status``
-    bindings: tuple[Binding, ...]  # what the AoR holds after this REGISTER (200 Contact list)
-    headers: tuple[tuple[str, str], ...]  # e.g. Min-Expires, Path, Require, Feature-Caps
-    added: tuple[Binding, ...] = ()  # new or refreshed by this request (wake-up matching)
-    removed: tuple[Binding, ...] = ()  # gone without a successor (expires 0, *, evicted)
-    replaced: tuple[Binding, ...] = ()  # old versions superseded by an entry of ``added``
-    evicted: tuple[Binding, ...] = ()  # subset of ``removed`` dropped by the per-AoR cap
+    """What one REGISTER did. An immutable value. A plain class, not a dataclass: one is
+    made per REGISTER, and mypyc compiles a hand-written ``__init__`` where a dataclass's
+    stays interpreted (sip/flows.py Flow)."""
+
+    __slots__ = (
+        "added", "bindings", "evicted", "headers", "reason", "removed", "replaced", "status",
+    )  # fmt: skip
+
+    status: Final[int]  # 200, 400, 403, 423, 439, 500, 555
+    reason: Final[str | None]  # None: the default phrase for ``status``
+    bindings: Final[
+        tuple[Binding, ...]
+    ]  # what the AoR holds after this REGISTER (200 Contact list)
+    headers: Final[tuple[tuple[str, str], ...]]  # e.g. Min-Expires, Path, Require, Feature-Caps
+    added: Final[tuple[Binding, ...]]  # new or refreshed by this request (wake-up matching)
+    removed: Final[tuple[Binding, ...]]  # gone without a successor (expires 0, *, evicted)
+    replaced: Final[tuple[Binding, ...]]  # old versions superseded by an entry of ``added``
+    evicted: Final[tuple[Binding, ...]]  # subset of ``removed`` dropped by the per-AoR cap
+
+    def __init__(  # noqa: PLR0917 - positional, as the dataclass's was
+        self,
+        status: int,
+        reason: str | None,
+        bindings: tuple[Binding, ...],
+        headers: tuple[tuple[str, str], ...],
+        added: tuple[Binding, ...] = (),
+        removed: tuple[Binding, ...] = (),
+        replaced: tuple[Binding, ...] = (),
+        evicted: tuple[Binding, ...] = (),
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.bindings = bindings
+        self.headers = headers
+        self.added = added
+        self.removed = removed
+        self.replaced = replaced
+        self.evicted = evicted
+
+    def _key(self) -> tuple[object, ...]:
+        return (
+            self.status, self.reason, self.bindings, self.headers, self.added, self.removed,
+            self.replaced, self.evicted,
+        )  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RegisterOutcome):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        pairs = zip(_OUTCOME_FIELDS, self._key(), strict=True)
+        return "RegisterOutcome(" + ", ".join(f"{name}={value!r}" for name, value in pairs) + ")"
 
     @property
     def ok(self) -> bool:
