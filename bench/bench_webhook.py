@@ -59,11 +59,10 @@ def request(i: int) -> PushRequest:
 
 
 async def run(
-    mode: str, url: str, pushes: int, concurrency: int, ctx: ssl.SSLContext | None
+    mode: str, url: str, pushes: int, concurrency: int, ca_file: str | None
 ) -> dict[str, float]:
-    provider = WebhookProvider("relay", url=url, secret="bench", timeout=5.0)
-    if ctx is not None:
-        provider._http._ctx = ctx  # the test CA (the config's ca_file, without a file)
+    provider = WebhookProvider("relay", url=url, secret="bench", timeout=5.0, ca_file=ca_file)
+    ctx = ssl.create_default_context(cafile=ca_file) if ca_file else None
     sem = asyncio.Semaphore(concurrency)
 
     async def one(i: int) -> bool:
@@ -103,11 +102,11 @@ def main() -> int:
     results: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         cert = key = ""
-        ctx = None
+        ca_file = None
         if args.tls:
             certs = make_test_certs(Path(tmp))
             cert, key = str(certs.cert_file), str(certs.key_file)
-            ctx = ssl.create_default_context(cafile=str(certs.ca_file))
+            ca_file = str(certs.ca_file)
         code = RECEIVER.format(root=root, cert=cert, key=key, port=port)
         child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         try:
@@ -116,7 +115,7 @@ def main() -> int:
             for conc in (int(c) for c in args.concurrency.split(",")):
                 for rnd in range(args.rounds):
                     for mode in ("fresh", "keepalive"):
-                        r = asyncio.run(run(mode, url, args.pushes, conc, ctx))
+                        r = asyncio.run(run(mode, url, args.pushes, conc, ca_file))
                         r |= {"mode": mode, "concurrency": conc, "round": rnd + 1}
                         results.append(r)
                         print(

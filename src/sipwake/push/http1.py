@@ -5,16 +5,17 @@ keep-alive client for one origin.
 rare requests (the OAuth token endpoint about once an hour, the emulators, tests).
 
 ``Http1Client`` keeps idle connections to one origin for the next request (RFC 9112 §9.3,
-persistent connections): the webhook provider sends a push per call, and a fresh TCP (and
-TLS) connection for each cost more CPU than the push itself (bench/README.md, "Webhook
-keep-alive"). An idle connection is dropped once the server has closed it, or after
-``idle_timeout`` seconds, shorter than common servers' own keep-alive timeouts (Node.js 5 s,
-nginx 75 s) so that we rarely race a server closing it. If a *reused* connection still
-fails before any byte of the response arrived, the request is sent once more on a fresh
-connection: the server closed it as we wrote (RFC 9112 §9.3.1 lets a client retry when
-it knows the server did not process the request; a server that processed it and then
-closed without any answer would see it twice). A failure on a fresh connection is never
-retried here: the caller decides (push/limits.py retries transient push errors).
+persistent connections): the webhook provider sends a push per call, and a fresh TCP
+connection for each doubled the sender's CPU per push, a fresh TLS one multiplied it by 5.7
+(bench/README.md, "The push path like for like, webhook keep-alive"). An idle connection is
+dropped once the server has closed it, or after ``idle_timeout`` seconds, shorter than
+common servers' own keep-alive timeouts (Node.js 5 s, nginx 75 s) so that we rarely race
+a server closing it. If a *reused* connection still fails before any byte of the response
+arrived, the request is sent once more on a fresh connection: the server closed it as we
+wrote (RFC 9112 §9.3.1 lets a client retry when it knows the server did not process the
+request; a server that processed it and then closed without any answer would see it
+twice). A failure on a fresh connection is never retried here: the caller decides
+(push/limits.py retries transient push errors).
 """
 
 from __future__ import annotations
