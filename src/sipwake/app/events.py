@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from sipwake.sip.values import Value
+
 log = logging.getLogger("sipwake.events")
 
 
@@ -44,7 +46,7 @@ class PushAnswered:
     reason: str = ""  # the provider's reason when not delivered (Unregistered, ...)
 
 
-class ProvisionalSent:
+class ProvisionalSent(Value):
     """A provisional response went to the caller. An immutable value, like the others, but
     a plain class, not a dataclass: one is made per provisional relayed, and mypyc
     compiles a hand-written ``__init__`` where a dataclass's stays interpreted
@@ -61,19 +63,12 @@ class ProvisionalSent:
         self.at = at
         self.status = status
 
-    def _key(self) -> tuple[object, ...]:
-        return (self.call_id, self.at, self.status)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ProvisionalSent):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return f"ProvisionalSent(call_id={self.call_id!r}, at={self.at!r}, status={self.status!r})"
+    def _items(self) -> tuple[tuple[str, object], ...]:
+        return (
+            ("call_id", self.call_id),
+            ("at", self.at),
+            ("status", self.status),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,11 @@ from sipwake.policy.bindings import Binding, FlowRef
 from sipwake.sip.errors import ParseError
 from sipwake.sip.flows import DEFAULT_PORTS
 from sipwake.sip.uri import URI
+from sipwake.sip.values import Value
 from sipwake.transport.flow import Flow
 
 
-class Target:
+class Target(Value):
     """Where one branch goes: the Request-URI, the device it reaches, and the flow it
     registered over (None: resolve the URI). An immutable value. A plain class, not a
     dataclass: one is made per branch, and mypyc compiles a hand-written ``__init__``
@@ -48,21 +49,13 @@ class Target:
         self.path = path
         self.contact_fallback = contact_fallback
 
-    def _key(self) -> tuple[object, ...]:
-        return (self.uri, self.device, self.flow, self.path, self.contact_fallback)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Target):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
+    def _items(self) -> tuple[tuple[str, object], ...]:
         return (
-            f"Target(uri={self.uri!r}, device={self.device!r}, flow={self.flow!r}, "
-            f"path={self.path!r}, contact_fallback={self.contact_fallback!r})"
+            ("uri", self.uri),
+            ("device", self.device),
+            ("flow", self.flow),
+            ("path", self.path),
+            ("contact_fallback", self.contact_fallback),
         )
 
 

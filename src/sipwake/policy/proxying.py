@@ -11,6 +11,7 @@ from sipwake.sip.errors import ProtocolError
 from sipwake.sip.headers import Via
 from sipwake.sip.message import Request
 from sipwake.sip.uri import URI
+from sipwake.sip.values import Value
 
 # Option tags we implement (RFC 3261 §19.2); anything else in Proxy-Require gets 420.
 SUPPORTED_OPTIONS = frozenset({"path", "outbound", "gruu"})
@@ -94,7 +95,7 @@ def validate_request(request: Request, me: Me, lhash: str) -> None:
         raise BadExtension(unsupported)
 
 
-class ForwardPlan:
+class ForwardPlan(Value):
     """What to put on a forwarded copy (§16.6). An immutable value. A plain class, not a
     dataclass: one is made per forwarded request, and mypyc compiles a hand-written
     ``__init__`` where a dataclass's stays interpreted (sip/flows.py Flow)."""
@@ -118,21 +119,12 @@ class ForwardPlan:
         self.record_route = record_route
         self.path = path
 
-    def _key(self) -> tuple[object, ...]:
-        return (self.target, self.via, self.record_route, self.path)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ForwardPlan):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
+    def _items(self) -> tuple[tuple[str, object], ...]:
         return (
-            f"ForwardPlan(target={self.target!r}, via={self.via!r}, "
-            f"record_route={self.record_route!r}, path={self.path!r})"
+            ("target", self.target),
+            ("via", self.via),
+            ("record_route", self.record_route),
+            ("path", self.path),
         )
 
 

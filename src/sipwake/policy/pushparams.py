@@ -85,6 +85,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 from sipwake.policy.bindings import PushTarget
 from sipwake.sip.errors import ParseError, ProtocolError
 from sipwake.sip.uri import URI, Params
+from sipwake.sip.values import Value
 
 APNS_PRID_MAX = 200
 FCM_PRID_MAX = 1024
@@ -112,7 +113,7 @@ class PushParamError(ParseError):
         self.param = param
 
 
-class ApnsParam:
+class ApnsParam(Value):
     """An APNs ``pn-param`` split per RFC 8599 §9. An immutable value. A plain class, not a
     dataclass: one is made per push REGISTER, and mypyc compiles a hand-written
     ``__init__`` where a dataclass's stays interpreted (sip/flows.py Flow)."""
@@ -128,21 +129,11 @@ class ApnsParam:
         self.bundle_id = bundle_id
         self.services = services
 
-    def _key(self) -> tuple[object, ...]:
-        return (self.team_id, self.bundle_id, self.services)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ApnsParam):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
+    def _items(self) -> tuple[tuple[str, object], ...]:
         return (
-            f"ApnsParam(team_id={self.team_id!r}, bundle_id={self.bundle_id!r}, "
-            f"services={self.services!r})"
+            ("team_id", self.team_id),
+            ("bundle_id", self.bundle_id),
+            ("services", self.services),
         )
 
 

@@ -40,6 +40,7 @@ from sipwake.policy.pushparams import check_provider_supported
 from sipwake.sip.errors import ParseError, ProtocolError
 from sipwake.sip.message import Request
 from sipwake.sip.uri import URI, NameAddr, Params, aor_key
+from sipwake.sip.values import Value
 
 PushParser = Callable[[URI, Params], PushTarget | None]
 
@@ -77,12 +78,7 @@ class RegistrarPolicy:
     flow_timer: int = 0
 
 
-_OUTCOME_FIELDS = (
-    "status", "reason", "bindings", "headers", "added", "removed", "replaced", "evicted",
-)  # fmt: skip
-
-
-class RegisterOutcome:
+class RegisterOutcome(Value):
     """What one REGISTER did. An immutable value. A plain class, not a dataclass: one is
     made per REGISTER, and mypyc compiles a hand-written ``__init__`` where a dataclass's
     stays interpreted (sip/flows.py Flow)."""
@@ -122,23 +118,17 @@ class RegisterOutcome:
         self.replaced = replaced
         self.evicted = evicted
 
-    def _key(self) -> tuple[object, ...]:
+    def _items(self) -> tuple[tuple[str, object], ...]:
         return (
-            self.status, self.reason, self.bindings, self.headers, self.added, self.removed,
-            self.replaced, self.evicted,
-        )  # fmt: skip
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RegisterOutcome):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        pairs = zip(_OUTCOME_FIELDS, self._key(), strict=True)
-        return "RegisterOutcome(" + ", ".join(f"{name}={value!r}" for name, value in pairs) + ")"
+            ("status", self.status),
+            ("reason", self.reason),
+            ("bindings", self.bindings),
+            ("headers", self.headers),
+            ("added", self.added),
+            ("removed", self.removed),
+            ("replaced", self.replaced),
+            ("evicted", self.evicted),
+        )
 
     @property
     def ok(self) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from sipwake.sip.message import Request, Response
+from sipwake.sip.values import Value
 
 
 class Dest(Protocol):
@@ -23,7 +24,7 @@ class Dest(Protocol):
         ...
 
 
-class RequestReceived:
+class RequestReceived(Value):
     """A new request for the TU. ``txn_id`` is None for an ACK that matches no server
     transaction (the ACK to a 2xx is its own end-to-end transaction, RFC 3261 §17). A plain
     class, not a dataclass: one is made per request, and mypyc compiles a hand-written
@@ -40,20 +41,11 @@ class RequestReceived:
         self.txn_id = txn_id
         self.flow = flow
 
-    def _key(self) -> tuple[object, ...]:
-        return (self.request, self.txn_id, self.flow)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, RequestReceived):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
+    def _items(self) -> tuple[tuple[str, object], ...]:
         return (
-            f"RequestReceived(request={self.request!r}, txn_id={self.txn_id!r}, flow={self.flow!r})"
+            ("request", self.request),
+            ("txn_id", self.txn_id),
+            ("flow", self.flow),
         )
 
 
@@ -69,7 +61,7 @@ class CancelReceived:
     flow: Dest
 
 
-class ResponseReceived:
+class ResponseReceived(Value):
     """A response for client transaction ``txn_id``. For an INVITE every 2xx is passed up,
     including retransmissions and 2xx from other forks while the transaction is Accepted
     (RFC 6026 §7.2): a proxy forwards each (§16.7 step 5). A plain class, not a dataclass,
@@ -84,19 +76,11 @@ class ResponseReceived:
         self.response = response
         self.txn_id = txn_id
 
-    def _key(self) -> tuple[object, ...]:
-        return (self.response, self.txn_id)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ResponseReceived):
-            return NotImplemented
-        return self._key() == other._key()
-
-    def __hash__(self) -> int:
-        return hash(self._key())
-
-    def __repr__(self) -> str:
-        return f"ResponseReceived(response={self.response!r}, txn_id={self.txn_id!r})"
+    def _items(self) -> tuple[tuple[str, object], ...]:
+        return (
+            ("response", self.response),
+            ("txn_id", self.txn_id),
+        )
 
 
 @dataclass(frozen=True, slots=True)
