@@ -11,7 +11,8 @@ from sipwake.policy.pushparams import ApnsParam
 def test_equal_by_fields_and_hashable() -> None:
     a = Target("sip:bob@192.0.2.1", "dev-1", path=("<sip:p1>",))
     b = Target("sip:bob@192.0.2.1", "dev-1", path=("<sip:p1>",))
-    assert a == b and not a != b
+    assert a == b
+    assert (a != b) is False  # __ne__ follows __eq__
     assert hash(a) == hash(b) and {a: 1}[b] == 1
     assert a != Target("sip:bob@192.0.2.1", "dev-2", path=("<sip:p1>",))
 
