@@ -112,10 +112,26 @@ def main() -> int:
             capacity = args.capacity
             if not capacity:
                 # The highest stepped rate that completes >= 95 % of its calls.
-                for rate in (200, 300, 400, 500, 600, 700, 800, 1000, 1200, 1400, 1600, 2000):
-                    row = offer(server, target, callees, tmp, rate=rate, seconds=2.0)
+                for rate in (
+                    200,
+                    400,
+                    600,
+                    800,
+                    1000,
+                    1200,
+                    1400,
+                    1600,
+                    1800,
+                    2000,
+                    2200,
+                    2400,
+                    2600,
+                    2800,
+                    3200,
+                ):
+                    row = offer(server, target, callees, tmp, rate=rate, seconds=args.seconds)
                     print(f"  capacity search: {rate}/s -> {row['goodput_per_s']}/s")
-                    if row["answered"] < 0.95 * rate * 2.0:
+                    if row["answered"] < 0.95 * rate * args.seconds:
                         break
                     capacity = rate
                 print(f"clean capacity: {capacity} calls/s")

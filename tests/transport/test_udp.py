@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 
@@ -198,3 +199,50 @@ async def test_low_byte_garbage_is_not_taken_for_stun(
         got = await recorder.wait_for(1)
     assert [data for data, _ in got] == [garbage]
     assert manager.stats.stun_requests == 0
+
+
+async def test_sends_during_a_read_batch_go_out_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the engine sends while a batch of datagrams is read is held until the batch
+    ends (one wake-up of the peer per batch, not per datagram), or until OUTBOX_FLUSH
+    sends wait; in order, and a send outside a batch goes at once."""
+    monkeypatch.setattr(udp, "OUTBOX_FLUSH", 4)
+    with _client() as peer:
+        peer.setblocking(False)
+        seen: list[int] = []  # per delivery: answers the peer already had
+
+        def echo(data: bytes, flow: Flow) -> None:
+            n = 0
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    got.append(peer.recv(65535))
+                    n += 1
+            seen.append(n)
+            mgr.send(flow, b"re:" + data[:12])
+
+        got: list[bytes] = []
+        mgr = TransportManager(echo, limits=Limits())
+        try:
+            addr = await mgr.listen("UDP", "127.0.0.1", 0)
+            for i in range(6):  # queued before the loop reads: one batch
+                peer.sendto(b"OPTIONS %02d" % i, addr)
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if len(seen) == 6:
+                    break
+            # The first four answers went out together when the fourth was sent, the
+            # last two at the end of the batch.
+            assert seen == [0, 0, 0, 0, 4, 0]
+            await asyncio.sleep(0.05)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    got.append(peer.recv(65535))
+            assert got == [b"re:OPTIONS %02d" % i for i in range(6)]
+            # Outside a read batch (a timer, a task): sent at once.
+            assert mgr.send(Flow("UDP", addr, peer.getsockname()), b"now")
+            await asyncio.sleep(0)
+            assert peer.recv(65535) == b"now"
+            assert mgr.stats.messages_out == 7
+        finally:
+            await mgr.close()
