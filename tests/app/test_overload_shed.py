@@ -70,6 +70,16 @@ async def test_new_invite_is_answered_503_from_its_bytes_and_changes_nothing() -
     await settle()
     assert sent_since(rig, mark + 1) == []
     assert state(rig) == before
+    # One that arrives once the overload is over is dropped the same way, before any
+    # parse: a line the parser refuses would count it dropped or a parse error otherwise.
+    overload(rig, on=False)
+    garbled = ack.replace(b"Call-ID:", b"not a header line\r\nCall-ID:")
+    rig.engine.on_message(garbled, CALLER)
+    await settle()
+    assert sent_since(rig, mark + 1) == []
+    assert state(rig) == before
+    stats = rig.engine.stats
+    assert (stats.parse_errors, stats.dropped) == (0, 0)
 
 
 async def test_register_is_shed_and_the_binding_store_untouched() -> None:

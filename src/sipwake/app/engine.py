@@ -248,6 +248,11 @@ class Engine:
         self.metrics.message_received()
         why = None
         if self.overload is not None:
+            if ack_with(data, SHED_TAG_MARK):
+                # The ACK of one of our 503s (no transaction was kept for it): dropped
+                # before any scan, whether or not we are still overloaded; the full path
+                # would parse it only to drop it (_shed).
+                return
             why = self._overloaded()
             if why is not None and self._shed_unparsed(data, flow, why):
                 return
@@ -316,8 +321,6 @@ class Engine:
         path: responses, in-dialog requests, CANCEL, ACK, retransmissions of requests in
         progress (whose transaction answers them), a wake REGISTER (``_wake_register``),
         and whatever the scan cannot read."""
-        if ack_with(data, SHED_TAG_MARK):
-            return True  # the ACK of one of our 503s: dropped before any scan
         head = scan_request(data, self.limits)
         if head is None:
             return False  # the full path reads it, and sheds it after the parse if it may

@@ -37,6 +37,7 @@ FLOW_CACHE = 65_536  # peer addresses whose Flow is kept for reuse
 _SO_MEMINFO = 55  # Linux: the socket's memory counters, [0] queued bytes, [1] SO_RCVBUF
 _SO_TIMESTAMPNS = 35  # Linux (asm-generic): a struct timespec of arrival with each datagram
 _ANCILLARY = socket.CMSG_SPACE(16)
+_BLANK = b"\r\n\0 "  # what NAT keep-alives are made of (a SIP message starts with a letter)
 
 
 def family_of(host: str) -> socket.AddressFamily:
@@ -172,7 +173,7 @@ class UdpEndpoint:
                 # RFC 5626 §4.4.2 STUN keep-alive (never SIP: SIP starts with a letter).
                 self._stun(data, addr)
                 continue
-            if not data.strip(b"\r\n\0 "):
+            if not n or (buf[0] in _BLANK and not data.strip(_BLANK)):
                 # RFC 5626 §4.4.2 / common NAT keep-alives over UDP ("\r\n\r\n", a NUL or a
                 # blank): nothing to parse and nothing to answer.
                 continue
