@@ -9,29 +9,30 @@ from __future__ import annotations
 
 from sipwake.policy.bindings import Binding
 
-from .base import T, UpdateFn, User, clear_push, live, new_list
+from .base import T, UpdateFn, User, clear_push, new_list
+from .packed import Stored, expired, pack, unpack
 
 
 class MemoryStore:
     """Implements both ``BindingStore`` and ``UserStore``."""
 
     def __init__(self) -> None:
-        # Tuples, not lists: callers get copies and cannot mutate stored state.
-        self._bindings: dict[str, tuple[Binding, ...]] = {}
+        # Packed (packed.py): tuples the cyclic GC does not walk; callers get new objects.
+        self._bindings: dict[str, Stored] = {}
         self._users: dict[tuple[str, str], User] = {}
 
     # BindingStore
 
     async def lookup(self, aor: str, now: float) -> list[Binding]:
-        return live(self._bindings.get(aor, ()), now)
+        return unpack(aor, self._bindings.get(aor, ()), now)
 
     async def update(self, aor: str, fn: UpdateFn[T], now: float) -> T:
-        new, result = fn(live(self._bindings.get(aor, ()), now))
+        new, result = fn(unpack(aor, self._bindings.get(aor, ()), now))
         self._put(aor, new_list(aor, new, now))
         return result
 
     async def remove_push_target(self, aor: str, device_key: str) -> bool:
-        new = clear_push(self._bindings.get(aor, ()), device_key)
+        new = clear_push(unpack(aor, self._bindings.get(aor, ())), device_key)
         if new is None:
             return False
         self._put(aor, new)
@@ -40,10 +41,10 @@ class MemoryStore:
     async def purge_expired(self, now: float) -> int:
         removed = 0
         for aor, stored in list(self._bindings.items()):
-            kept = live(stored, now)
-            if len(kept) != len(stored):
-                removed += len(stored) - len(kept)
-                self._put(aor, kept)
+            gone = expired(stored, now)
+            if gone:
+                removed += gone
+                self._put(aor, unpack(aor, stored, now))
         return removed
 
     async def count(self) -> int:
@@ -57,7 +58,7 @@ class MemoryStore:
 
     def _put(self, aor: str, bindings: list[Binding]) -> None:
         if bindings:
-            self._bindings[aor] = tuple(bindings)
+            self._bindings[aor] = pack(bindings)
         else:
             self._bindings.pop(aor, None)
 

@@ -4,16 +4,13 @@ Why this shape (DEPENDENCIES.md, "embedded store"):
 
 * Stdlib ``sqlite3`` called directly on the event loop, not aiosqlite: a write costs tens
   of microseconds, a thread hop ~460 µs. Every call here is short and bounded.
-* All bindings are loaded into a dict at open and every read is served from it; every
-  update is written to SQLite in the event-loop turn's group commit (``_stage``), its
-  caller returns only once that COMMIT succeeded, and a failed batch rolls the dict back,
-  so no answer ever rests on state the file lacks. The price: one process per database
-  file. A second process writing the same file's bindings would not be seen (users are
-  the exception, see below).
-* One row per AoR holding the msgpack list of its bindings (codec.py), not one row per
-  binding: the registrar replaces an AoR's binding set as a unit (RFC 3261 §10.3 steps
-  6-8), so the atomic update is a single upsert statement, and a lookup is one key.
-  AoRs rarely hold more than a handful of bindings, so rewriting the whole row is cheap.
+* All bindings are loaded into a dict at open (packed: tuples the cyclic GC does not
+  walk, packed.py) and every read is served from it; every update is written to SQLite
+  in the event-loop turn's group commit (``_stage``), its caller returns only once that
+  COMMIT succeeded, and a failed batch rolls the dict back, so no answer ever rests on
+  state the file lacks. The price: one process per database file. A second process
+  writing the same file's bindings would not be seen (users are the exception, see
+  below).
 * WAL journal with ``synchronous=NORMAL`` by default: a commit is appended to the WAL
   without an fsync. Committed data survives the process being killed (kill -9, OOM, a
   crash: the WAL is in the OS page cache and is replayed at the next open) but the last
@@ -37,8 +34,9 @@ from pathlib import Path
 
 from sipwake.policy.bindings import Binding
 
-from .base import StorageError, StorageUnavailable, T, UpdateFn, User, clear_push, live, new_list
+from .base import StorageError, StorageUnavailable, T, UpdateFn, User, clear_push, new_list
 from .codec import decode_bindings, encode_bindings
+from .packed import Stored, expired, pack, unpack
 
 SYNCHRONOUS_MODES = ("normal", "full", "extra")
 
@@ -147,12 +145,12 @@ def migrate(conn: sqlite3.Connection) -> int:
 class SQLiteStore:
     """Implements both ``BindingStore`` and ``UserStore`` over one SQLite file."""
 
-    def __init__(self, conn: sqlite3.Connection, bindings: dict[str, tuple[Binding, ...]]):
+    def __init__(self, conn: sqlite3.Connection, bindings: dict[str, Stored]):
         self._conn = conn
         self._bindings = bindings
         # Group commit (see _stage): the AoRs written in the open batch with their values
         # before it, and the callers waiting for its COMMIT.
-        self._batch: dict[str, tuple[Binding, ...] | None] | None = None
+        self._batch: dict[str, Stored | None] | None = None
         self._waiters: list[asyncio.Future[None]] = []
         # The binding rows of the open batch, written at its COMMIT (see _stage): per AoR
         # the encoded row, or None to delete it.
@@ -184,7 +182,7 @@ class SQLiteStore:
                 conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
                 migrate(conn)
                 bindings = {
-                    aor: tuple(decode_bindings(aor, data))
+                    aor: pack(decode_bindings(aor, data))
                     for aor, data in conn.execute("SELECT aor, data FROM bindings")
                 }
             except BaseException:
@@ -195,17 +193,17 @@ class SQLiteStore:
     # BindingStore
 
     async def lookup(self, aor: str, now: float) -> list[Binding]:
-        return live(self._bindings.get(aor, ()), now)
+        return unpack(aor, self._bindings.get(aor, ()), now)
 
     async def update(self, aor: str, fn: UpdateFn[T], now: float) -> T:
         # No await between read, callback and staging the write: the update is one atomic
         # step on the event loop. The caller then waits for the batch's COMMIT.
-        new, result = fn(live(self._bindings.get(aor, ()), now))
+        new, result = fn(unpack(aor, self._bindings.get(aor, ()), now))
         await self._stage(aor, new_list(aor, new, now))
         return result
 
     async def remove_push_target(self, aor: str, device_key: str) -> bool:
-        new = clear_push(self._bindings.get(aor, ()), device_key)
+        new = clear_push(unpack(aor, self._bindings.get(aor, ())), device_key)
         if new is None:
             return False
         await self._stage(aor, new)
@@ -215,10 +213,10 @@ class SQLiteStore:
         waits: list[asyncio.Future[None]] = []
         removed = 0
         for aor, stored in list(self._bindings.items()):
-            kept = live(stored, now)
-            if len(kept) != len(stored):
-                waits.append(self._stage(aor, kept))
-                removed += len(stored) - len(kept)
+            gone = expired(stored, now)
+            if gone:
+                waits.append(self._stage(aor, unpack(aor, stored, now)))
+                removed += gone
         if waits:
             await asyncio.gather(*waits)
         return removed
@@ -270,7 +268,7 @@ class SQLiteStore:
         with _mapped("query"):
             return self._conn.execute(sql, params).fetchall()
 
-    def _open_batch(self) -> dict[str, tuple[Binding, ...] | None]:
+    def _open_batch(self) -> dict[str, Stored | None]:
         batch = self._batch
         if batch is None:
             with _mapped("update"):
@@ -340,7 +338,7 @@ class SQLiteStore:
 
     def _remember(self, aor: str, bindings: list[Binding]) -> None:
         if bindings:
-            self._bindings[aor] = tuple(bindings)
+            self._bindings[aor] = pack(bindings)
         else:
             self._bindings.pop(aor, None)
 
