@@ -16,24 +16,42 @@ from sipwake.server import Server, WorkerSlot
 log = logging.getLogger("sipwake.server")
 
 
+# How often the full collection runs (collect_periodically): the only collection that
+# walks what outlived a young one, so the one pause that grows with the heap (100-170 ms
+# with a 4x overload's 32 s of finished transactions, bench/README.md).
+FULL_COLLECTION_INTERVAL = 60.0
+# gen0 passes between two middle-generation passes: never in practice (5e9 allocations).
+_NEVER = 1_000_000
+
+
 def tune_gc() -> None:
-    """Keep the cycle collector off the hot path without long pauses. Everything alive
-    after start-up (modules, the loaded bindings) is moved out of its reach with
-    ``gc.freeze()``. Young collections run every 5 000 net allocations instead of 700: per
-    message we allocate hundreds of short-lived objects that reference counting frees
-    anyway (700: +25 % CPU per REGISTER; 5 000 and 50 000 cost the same, bench/README.md).
-    Not more: a collection of the middle generation walks up to threshold0 * threshold1
-    objects in one go, and with (50 000, 20) that was a million objects of finished calls
-    (their transactions live 64*T1): 550-620 ms pauses, UDP datagrams left waiting past
-    T1, callers retransmitting, and the overload shedder answering 503 to a server at 60 %
-    of a core. (5 000, 10) bounds it at 50 000 objects (24-56 ms seen). The per-call paths
-    avoid reference cycles, and a finished call keeps few objects (fsm.RELEASE,
-    Incoming.release), which shortens the full collections too -- not to nothing: 170-340
-    ms at the top of bench/run's ladders, where the bindings and the transactions of
-    64*T1 are what is left to walk (bench/README.md)."""
+    """Keep the cycle collector off the hot path. Everything alive after start-up
+    (modules, the loaded bindings) is moved out of its reach with ``gc.freeze()``.
+
+    Young collections run every 5 000 net allocations instead of 700: per message we
+    allocate hundreds of short-lived objects that reference counting frees anyway (700:
+    +25 % CPU per REGISTER; 5 000 and 50 000 cost the same, bench/README.md). The middle
+    and old generations are never collected on their own; ``collect_periodically`` runs
+    one full collection a minute instead. Why: what outlives a young collection here is
+    the transactions of finished calls and REGISTERs, kept for 64*T1 (RFC 3261 §17: Timers
+    J, L and M), and they die by reference counting, not in cycles; yet with the default
+    policy the collector walked them again and again, a middle pass every 50 000
+    allocations and a full pass every few seconds under load (100-170 ms each), about
+    10 % of the CPU at 4x the call capacity and the stalls that had the overload shedder
+    refuse calls a server at 60 % of a core could take (goodput at 4x: 63-85 % with it,
+    99-100 % with no collector at all, bench/README.md). Cycles are rare on these paths
+    (0.02 objects per call reached the collector); the few that outlive a young pass wait
+    up to a minute for the full one."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(5_000, 10, 10)
+    gc.set_threshold(5_000, _NEVER, _NEVER)
+
+
+async def collect_periodically(interval: float = FULL_COLLECTION_INTERVAL) -> None:
+    """The full collection ``tune_gc`` leaves out of the allocation-driven schedule."""
+    while True:
+        await asyncio.sleep(interval)
+        gc.collect()
 
 
 async def run(config: Config, worker: WorkerSlot | None = None, path: str | None = None) -> None:
@@ -41,6 +59,7 @@ async def run(config: Config, worker: WorkerSlot | None = None, path: str | None
     server = Server(config, worker)
     await server.start()
     tune_gc()
+    collector = asyncio.get_running_loop().create_task(collect_periodically())
     stop = asyncio.Event()
     hurry = asyncio.Event()  # a second signal: stop draining
     signals: list[int] = []
@@ -66,6 +85,7 @@ async def run(config: Config, worker: WorkerSlot | None = None, path: str | None
         drain = config.server.drain_timeout if signals[0] == signal.SIGTERM else 0.0
         await server.drain(drain, hurry)
     finally:
+        collector.cancel()
         await server.stop()
 
 
