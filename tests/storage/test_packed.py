@@ -49,14 +49,18 @@ def test_packed_bindings_are_untracked_by_the_gc() -> None:
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite"])
 async def test_a_stores_bindings_leave_no_object_for_the_gc(kind: str, tmp_path: Path) -> None:
+    def objects() -> int:
+        """Binding and FlowRef objects alive in this process (other tests' included)."""
+        gc.collect()
+        return sum(type(o).__name__ in ("Binding", "FlowRef") for o in gc.get_objects())
+
     store = MemoryStore() if kind == "memory" else SQLiteStore.open(tmp_path / "s.db")
     try:
+        before = objects()
         for n in range(50):
             aor = f"sip:u{n}@example.com"
             await store.update(aor, append(binding(aor, n)), NOW)
-        gc.collect()
-        kept = [o for o in gc.get_objects() if type(o).__name__ in ("Binding", "FlowRef")]
-        assert kept == []
+        assert objects() <= before  # kept as Binding objects: 100 more
         assert len(await store.lookup("sip:u7@example.com", NOW)) == 1
     finally:
         await store.close()
