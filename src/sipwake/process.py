@@ -38,7 +38,7 @@ def tune_gc() -> None:
     policy the collector walked them again and again, a middle pass every 50 000
     allocations and a full pass every few seconds under load (100-170 ms each), about
     10 % of the CPU at 4x the call capacity and the stalls that had the overload shedder
-    refuse calls a server at 60 % of a core could take (goodput at 4x: 63-85 % with it,
+    refuse calls a server at 60 % of a core could take (goodput at 4x: 64-78 % with it,
     99-100 % with no collector at all, bench/README.md). Cycles are rare on these paths
     (0.02 objects per call reached the collector); the few that outlive a young pass wait
     up to a minute for the full one."""

@@ -11,6 +11,10 @@ Why this shape (DEPENDENCIES.md, "embedded store"):
   state the file lacks. The price: one process per database file. A second process
   writing the same file's bindings would not be seen (users are the exception, see
   below).
+* One row per AoR holding the msgpack list of its bindings (codec.py), not one row per
+  binding: the registrar replaces an AoR's binding set as a unit (RFC 3261 §10.3 steps
+  6-8), so the atomic update is a single upsert statement, and a lookup is one key.
+  AoRs rarely hold more than a handful of bindings, so rewriting the whole row is cheap.
 * WAL journal with ``synchronous=NORMAL`` by default: a commit is appended to the WAL
   without an fsync. Committed data survives the process being killed (kill -9, OOM, a
   crash: the WAL is in the OS page cache and is replayed at the next open) but the last
