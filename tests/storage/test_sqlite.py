@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -258,3 +259,39 @@ async def test_failed_commit_rolls_back_memory_and_fails_every_caller(
     reopened = SQLiteStore.open(path)
     assert [b.call_id for b in await reopened.lookup(a, NOW)] == ["call-1@phone"]
     await reopened.close()
+
+
+async def test_checkpoints_leave_the_commit_and_run_on_their_own_thread(
+    tmp_path: Path,
+) -> None:
+    """The store's connection never checkpoints inside a COMMIT on the event loop (a
+    checkpoint's fdatasync calls stalled every request for 7-17 ms); the checkpoint
+    thread copies the WAL into the database file soon after the writes, and stops with
+    the store."""
+    path = tmp_path / "c.db"
+    store = SQLiteStore.open(path, checkpoint_interval=0.05)
+    try:
+        assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        size = path.stat().st_size
+        # A few pages: far below SQLite's automatic threshold (1,000 pages), so only the
+        # checkpoint thread can have moved them into the database file.
+        aors = [f"sip:c{i}@example.com" for i in range(200)]
+        await asyncio.gather(
+            *(store.update(a, append(binding(a, i)), NOW) for i, a in enumerate(aors))
+        )
+        for _ in range(100):
+            if path.stat().st_size > size:
+                break
+            await asyncio.sleep(0.05)
+        assert path.stat().st_size > size
+        assert store._checkpointer.checkpoints >= 1
+    finally:
+        await store.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("sqlite-checkpoint")]
+    # What the thread copied is the file's content: read it back without the WAL.
+    assert not Path(f"{path}-wal").exists()
+    reopened = SQLiteStore.open(path)
+    try:
+        assert await reopened.count() == len(aors)
+    finally:
+        await reopened.close()
