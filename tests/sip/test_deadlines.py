@@ -1,4 +1,4 @@
-"""The deadline heap: replace/cancel by key, lazy deletion, ordering."""
+"""The deadline store: replace/cancel by key, lazy deletion, ordering, heap and lanes."""
 
 from __future__ import annotations
 
@@ -78,20 +78,30 @@ def test_heap_is_compacted_under_churn() -> None:
 
 ops = st.lists(
     st.tuples(
-        st.sampled_from(["set", "cancel", "pop"]),
+        st.sampled_from(["set", "after", "cancel", "pop", "tick"]),
         st.integers(0, 6),
         st.floats(0, 100, allow_nan=False),
     ),
     max_size=200,
 )
+DELAYS = (0.5, 4.0, 32.0)
 
 
 @given(ops)
 def test_matches_a_dict_model(operations: list[tuple[str, int, float]]) -> None:
+    """Heap and lanes together (``set`` at any time, ``set_after`` from a clock that
+    mostly moves forward but sometimes goes back) against a plain dict."""
     d: Deadlines[int] = Deadlines()
     model: dict[int, float] = {}
+    clock = 0.0
     for op, key, when in operations:
-        if op == "set":
+        if op == "tick":
+            clock = when  # forward or, now and then, back
+        elif op == "after":
+            delay = DELAYS[key % len(DELAYS)]
+            d.set_after(key, clock, delay)
+            model[key] = clock + delay
+        elif op == "set":
             d.set(key, when)
             model[key] = when
         elif op == "cancel":
@@ -122,3 +132,42 @@ def test_armed_deadlines_are_no_work_for_the_cyclic_gc() -> None:
     gc.collect()
     items = [*d._heap, *d._entries.values()]
     assert items and not any(gc.is_tracked(item) for item in items)
+
+
+def test_fixed_delays_go_to_lanes_in_order_and_mix_with_the_heap() -> None:
+    """``set_after`` keeps each delay's deadlines in a FIFO lane (no heap work for the
+    64*T1 timers every finished transaction keeps); the earliest across the heap and
+    the lanes fires first, ties in the order set."""
+    d: Deadlines[str] = Deadlines()
+    d.set_after("d1", 0.0, 32.0)
+    d.set_after("k1", 1.0, 5.0)
+    d.set_after("d2", 2.0, 32.0)
+    d.set("retx", 6.0)
+    d.set_after("k2", 1.0, 5.0)  # the same when as k1: after it
+    assert d._heap == [(6.0, 4, "retx")]
+    assert [item[2] for lane in d._lanes.values() for item in lane] == ["d1", "d2", "k1", "k2"]
+    assert d.earliest() == 6.0
+    assert d.pop_due(6.0) == ["k1", "retx", "k2"]
+    assert d.pop_due(40.0) == ["d1", "d2"]
+    assert len(d) == 0 and d.earliest() is None
+
+
+def test_a_clock_that_goes_back_does_not_break_a_lane() -> None:
+    d: Deadlines[str] = Deadlines()
+    d.set_after("late", 10.0, 32.0)
+    d.set_after("early", 5.0, 32.0)  # 37 < 42: out of the lane's order, so in the heap
+    assert [item[2] for item in d._heap] == ["early"]
+    assert d.pop_due(100.0) == ["early", "late"]
+
+
+def test_lanes_are_compacted_under_churn() -> None:
+    """Re-arming and cancelling leave dead lane items behind; they are dropped once they
+    outnumber the live ones, the live ones keeping their order."""
+    d: Deadlines[int] = Deadlines()
+    for i in range(10):
+        d.set_after(i, float(i), 32.0)
+    for n in range(1000):
+        d.set_after(100, 10.0 + n, 32.0)  # a transaction's life timer replaced again and again
+        d.cancel(100)
+    assert sum(len(lane) for lane in d._lanes.values()) < 200
+    assert d.pop_due(100.0) == list(range(10))

@@ -391,7 +391,7 @@ class TransactionLayer:
             txn.retx_input = inp
             txn.retx_cap = cap
             txn.retx_interval = self.timers.t1
-            self._deadlines.set(txn.retx_key, now + self.timers.t1)
+            self._deadlines.set_after(txn.retx_key, now, self.timers.t1)
 
     def _a_start_a(self, txn: Transaction, msg: Request | Response | None, now: float) -> None:
         self._start_retx(txn, fsm.TIMER_A, _INF, now)  # Timer A doubles without a cap
@@ -406,7 +406,7 @@ class TransactionLayer:
 
     def _a_retx_t2(self, txn: Transaction, msg: Request | Response | None, now: float) -> None:
         txn.retx_interval = self.timers.t2
-        self._deadlines.set(txn.retx_key, now + self.timers.t2)
+        self._deadlines.set_after(txn.retx_key, now, self.timers.t2)
 
     def _life_action(self, inp: str, unreliable: float, reliable: float) -> _Action:
         deadlines = self._deadlines
@@ -419,7 +419,7 @@ class TransactionLayer:
                 deadlines.cancel(txn.life_key)
                 return inp
             txn.life_input = inp
-            deadlines.set(txn.life_key, now + delay)
+            deadlines.set_after(txn.life_key, now, delay)
             return None
 
         return start
