@@ -265,7 +265,7 @@ async def test_checkpoints_leave_the_commit_and_run_on_their_own_thread(
     tmp_path: Path,
 ) -> None:
     """The store's connection never checkpoints inside a COMMIT on the event loop (a
-    checkpoint's fdatasync calls stalled every request for 7-17 ms); the checkpoint
+    checkpoint's fdatasync calls stalled every request for 11-17 ms); the checkpoint
     thread copies the WAL into the database file soon after the writes, and stops with
     the store."""
     path = tmp_path / "c.db"

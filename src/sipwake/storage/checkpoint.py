@@ -5,7 +5,7 @@ WAL past ``wal_autocheckpoint`` pages (1,000 by default), and a checkpoint syncs
 and then the database file (https://www.sqlite.org/wal.html, "Automatic Checkpoint"; with
 ``synchronous=NORMAL`` it is the only thing that syncs). Our COMMIT runs on the event
 loop (sqlite.py), so every few hundred commits one of them stopped the whole server for
-the checkpoint's fdatasync calls: 7-17 ms per checkpoint on this project's VMs (perf
+the checkpoint's fdatasync calls: 11-17 ms per checkpoint on this project's VMs (perf
 trace of a server under bench/probe.py), i.e. every request that arrived meanwhile waited
 that long -- the p99 of the REGISTER and push-latency probes.
 
@@ -54,8 +54,9 @@ class WalCheckpointer:
     def wrote(self) -> None:
         """A COMMIT landed in the WAL (called on the event loop after each batch).
 
-        The flag is read and written under the condition's lock; taking an uncontended
-        lock costs well under a microsecond, next to a COMMIT's tens."""
+        The flag is set under the condition's lock (an uncontended lock costs well under
+        a microsecond, next to a COMMIT's tens) and read without it: a stale True only
+        means a pass is already due, and that pass starts after this COMMIT."""
         if self._thread is None:
             # Lazily: a store that is only read (the CLI listing users) needs no thread.
             self._thread = threading.Thread(

@@ -23,7 +23,7 @@ Why this shape (DEPENDENCIES.md, "embedded store"):
   loss too, at the cost of one fsync per REGISTER (on the event loop).
 * Checkpoints (copying the WAL into the database file, with an fdatasync of each) run on
   a thread of their own with its own connection, never inside our COMMIT
-  (checkpoint.py): one on the loop stalled every request for 7-17 ms.
+  (checkpoint.py): one on the loop stalled every request for 11-17 ms.
 * Users (digest credentials) are read from the database on every ``get_user`` rather
   than cached: a primary-key read costs a few microseconds, and this way ``sipwake user
   add`` run against the file while the server runs takes effect at once.
