@@ -303,10 +303,13 @@ class Rig:
         dev: Device | None = None,
         contact_port: int | None = None,
         prid: str = "",
+        until_answered: bool = False,
     ) -> Device:
         """A phone registers (again) from a new port: a new socket or connection, as an
         app woken by its push has. ``contact_port``: the Contact names that port instead
-        of the one the phone sends from (a listener it may not even serve)."""
+        of the one the phone sends from (a listener it may not even serve).
+        ``until_answered``: run the loop only until the REGISTER's 200 is out, one turn at
+        a time, instead of letting every task run."""
         n = dev.n if dev is not None else next(self._devices)
         port = 40000 + n * 100 + (dev.cseq if dev is not None else 0)
         remote = (f"10.0.0.{n}", port)
@@ -334,7 +337,13 @@ class Rig:
         )
         dev.cseq += 1
         self.engine.on_message(reg, flow)
-        await settle()
+        if until_answered:
+            for _ in range(30):
+                if self.net.statuses(flow):
+                    break
+                await asyncio.sleep(0)
+        else:
+            await settle()
         assert self.net.statuses(flow)[-1] == 200, self.net.statuses(flow)
         return dev
 

@@ -467,7 +467,8 @@ class Calls:
             elif isinstance(action, SendPush):
                 self._push(rec, action.device)
             elif isinstance(action, OpenBranch):
-                self._spawn(rec, self._join(rec, action.device))
+                if not self._join_now(rec, action.device):
+                    self._spawn(rec, self._join(rec, action.device))
             elif isinstance(action, DeliverAndCancel):
                 self._deliver_and_cancel(rec, action)
             elif isinstance(action, Ended):
@@ -564,6 +565,28 @@ class Calls:
         if entry is not None:
             remaining = rec.wall_deadline - self.engine.wall()
             self.bus.held(entry, max(1.0, remaining + self.rules.cancel_grace + 1))
+
+    def _join_now(self, rec: Running, device: str) -> bool:
+        """Open a woken device's branch in this very turn when its flow needs no wait: the
+        INVITE then leaves right behind the REGISTER's 200 (RFC 8599 §5.3.2), not a loop
+        turn later. False leaves it to ``_join`` (a name to resolve, a connection to open,
+        or nothing to open, which ``_open`` tells the call)."""
+        b = rec.bindings.get(device)
+        if b is None or not rec.call.can_open(device):
+            return False
+        target = self.target_of(b)
+        try:
+            flow = self.flows.known_flow(target)
+        except (OSError, ValueError):
+            return False  # _open says why it is unreachable
+        if flow is None:
+            return False
+        rec.call.will_open(device)
+        if not self._send_branch(rec, target, flow):
+            rec.call.opening.discard(device)
+            return False
+        self.stats["joined"] += 1
+        return True
 
     async def _join(self, rec: Running, device: str) -> None:
         b = rec.bindings.get(device)

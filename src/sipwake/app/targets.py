@@ -136,16 +136,10 @@ class Flows:
     async def flow_for(self, flow: Flow | None, uri_text: str, *, fallback: bool = True) -> Flow:
         """The registered flow when it still works, else a flow to the URI (§18.1.1),
         unless ``fallback`` is False (ValueError: the registered connection is gone)."""
-        if flow is not None and self.usable(flow):
-            return flow
-        if flow is not None and not fallback:
-            raise ValueError("its connection is closed")
-        uri = URI.parse(
-            uri_text.strip("<>").split(">")[0] if uri_text.startswith("<") else uri_text
-        )
-        transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).upper()
-        host = uri.host.strip("[]")
-        port = uri.port or DEFAULT_PORTS.get(transport, 5060)
+        ready = self._ready(flow, uri_text, fallback=fallback)
+        if ready is not None:
+            return ready
+        transport, host, port = _next_hop(uri_text)
         ip = await _resolve(host, port)
         if transport == "UDP":
             return Flow("UDP", self.advertised_local("UDP"), (ip, port))
@@ -155,6 +149,22 @@ class Flows:
         hop = target.path[0] if target.path else target.uri
         return await self.flow_for(target.flow, hop, fallback=target.contact_fallback)
 
+    def known_flow(self, target: Target) -> Flow | None:
+        """``target_flow`` when it needs no wait (the registered flow still works, or UDP
+        to an IP address), else None: a name to resolve or a connection to open."""
+        hop = target.path[0] if target.path else target.uri
+        return self._ready(target.flow, hop, fallback=target.contact_fallback)
+
+    def _ready(self, flow: Flow | None, uri_text: str, *, fallback: bool) -> Flow | None:
+        if flow is not None and self.usable(flow):
+            return flow
+        if flow is not None and not fallback:
+            raise ValueError("its connection is closed")
+        transport, host, port = _next_hop(uri_text)
+        if transport == "UDP" and _is_ip(host):
+            return Flow("UDP", self.advertised_local("UDP"), (host, port))
+        return None
+
     def advertised_local(self, transport: str) -> tuple[str, int]:
         try:
             return self.advertised[transport]
@@ -162,12 +172,24 @@ class Flows:
             raise ValueError(f"no {transport} listener to send from") from None
 
 
-async def _resolve(host: str, port: int) -> str:
+def _next_hop(uri_text: str) -> tuple[str, str, int]:
+    """Transport, host and port to send to for a URI (§18.1.1, RFC 3263 without DNS)."""
+    uri = URI.parse(uri_text.strip("<>").split(">")[0] if uri_text.startswith("<") else uri_text)
+    transport = (uri.transport or ("tls" if uri.scheme == "sips" else "udp")).upper()
+    return transport, uri.host.strip("[]"), uri.port or DEFAULT_PORTS.get(transport, 5060)
+
+
+def _is_ip(host: str) -> bool:
     try:
         socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-        return host
     except OSError:
-        pass
+        return False
+    return True
+
+
+async def _resolve(host: str, port: int) -> str:
+    if _is_ip(host):
+        return host
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     if not infos:
         raise OSError(f"cannot resolve {host}")
