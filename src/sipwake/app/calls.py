@@ -25,8 +25,9 @@ from sipwake.app import events as ev
 from sipwake.app.engine import Engine, Incoming
 from sipwake.app.ports import Bus, LocalBus, MetricsPort, NullMetrics, call_result
 from sipwake.app.proxy import Proxy
-from sipwake.app.records import Running, snapshot
+from sipwake.app.records import Running, held_view, snapshot
 from sipwake.app.targets import Flows, Target, binding_target
+from sipwake.app.tasks import Tasks, logged
 from sipwake.app.wake import Pusher, family
 from sipwake.logs import reset_call_id, set_call_id
 from sipwake.policy import decline as tokens
@@ -90,7 +91,7 @@ class Calls:
         self.by_id: dict[str, Running] = {}  # held calls, by call UUID
         self.by_aor: dict[str, list[Running]] = {}  # held calls, by callee
         self._deadlines: Deadlines[Running] = Deadlines()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks()
         self.observers = ev.Observers()
         self.draining = False  # SIGTERM: no new INVITE is taken (server.Server.drain)
         self._idle: asyncio.Event | None = None
@@ -395,16 +396,7 @@ class Calls:
         return tokens.DeclineResult(200, "declined")
 
     def held_calls(self) -> list[dict[str, object]]:
-        return [
-            {
-                "call_id": r.call.call_id,
-                "aor": r.call.aor,
-                "state": r.call.state.value,
-                "deadline": r.wall_deadline,
-                "devices": {d: s.value for d, s in r.call.devices.states.items()},
-            }
-            for r in self.by_id.values()
-        ]
+        return [held_view(r) for r in self.by_id.values()]
 
     # -- draining (SIGTERM) ------------------------------------------------------------------
     def waiting_callers(self) -> list[Running]:
@@ -633,8 +625,7 @@ class Calls:
             return
         self.metrics.held_calls.dec()
         self.bus.dropped(call.call_id)  # nothing left to resume: the caller has its answer
-        for task in list(rec.tasks):
-            task.cancel()  # pushes still in flight: the device stays owed INVITE + CANCEL
+        rec.tasks.cancel()  # pushes still in flight: the device stays owed INVITE + CANCEL
         pusher = self.pusher
         alert = action.state in (HeldState.EXPIRED, HeldState.CANCELLED)
         if pusher is not None and self.missed_call_alert and alert:
@@ -697,25 +688,8 @@ class Calls:
     ) -> None:
         """Run ``coro`` as a task; a call's own tasks (``rec``, unless ``keep``) are
         cancelled when it ends."""
-        task = asyncio.get_running_loop().create_task(self._guard(coro))
         tasks = rec.tasks if rec is not None and not keep else self._tasks
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    @staticmethod
-    async def _guard(coro: Coroutine[Any, Any, None]) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("call task failed")
+        tasks.spawn(logged(coro, log, "call task failed"))
 
     async def close(self) -> None:
-        tasks = set(self._tasks)
-        for rec in self.by_id.values():
-            tasks |= rec.tasks
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(self._tasks.close(), *(r.tasks.close() for r in self.by_id.values()))

@@ -7,10 +7,10 @@ held call another process needs to resume it (app/resume.py), as the store keeps
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from sipwake.app.engine import Incoming
+from sipwake.app.tasks import Tasks
 from sipwake.config import Config
 from sipwake.policy.bindings import Binding
 from sipwake.policy.call import Call, CallRules, Respond, invite_key, resume_state
@@ -43,7 +43,7 @@ class Running:
     record_route: bool = True
     bindings: dict[str, Binding] = field(default_factory=dict)  # device -> its binding
     flows: dict[str, Flow] = field(default_factory=dict)  # branch key -> flow
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    tasks: Tasks = field(default_factory=Tasks)  # cancelled when the call ends
     wall_deadline: float = 0.0  # end of the hold window, wall clock (payload, links)
     indexed: bool = False  # in by_id / by_aor (it was held)
     done: bool = False  # forgotten
@@ -76,3 +76,15 @@ def snapshot(rec: Running, node_id: str) -> HeldEntry | None:
         states=states,
         created=rec.created,
     )
+
+
+def held_view(rec: Running) -> dict[str, object]:
+    """One held call as the admin API lists it."""
+    call = rec.call
+    return {
+        "call_id": call.call_id,
+        "aor": call.aor,
+        "state": call.state.value,
+        "deadline": rec.wall_deadline,
+        "devices": {d: s.value for d, s in call.devices.states.items()},
+    }

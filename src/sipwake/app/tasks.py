@@ -8,6 +8,7 @@ what is still running and waits for it so nothing outlives the server."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Coroutine
 from typing import Any
 
@@ -24,9 +25,25 @@ class Tasks:
         task.add_done_callback(self._running.discard)
         return task
 
-    async def close(self) -> None:
+    def cancel(self) -> list[asyncio.Task[Any]]:
+        """Cancel what is still running; returns those tasks (``close`` waits for them)."""
         running = list(self._running)
         for task in running:
             task.cancel()
+        return running
+
+    async def close(self) -> None:
+        running = self.cancel()
         if running:
             await asyncio.gather(*running, return_exceptions=True)
+
+
+async def logged(coro: Coroutine[Any, Any, Any], logger: logging.Logger, what: str) -> None:
+    """Run ``coro``; an exception it raises is logged as ``what`` rather than left on a
+    task nobody awaits (asyncio would only warn when the task is collected)."""
+    try:
+        await coro
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        logger.exception(what)
