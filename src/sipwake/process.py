@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import random
 import signal
+from collections.abc import Callable
 from functools import partial
 
 from sipwake.config import Config
@@ -20,7 +22,13 @@ log = logging.getLogger("sipwake.server")
 # walks what outlived a young one, so the one pause that grows with the heap (100-170 ms
 # with a 4x overload's 32 s of finished transactions, bench/README.md).
 FULL_COLLECTION_INTERVAL = 60.0
-# gen0 passes between two middle-generation passes: never in practice (5e9 allocations).
+# Mean seconds between two young collections (collect_young), jittered by +-50 % so that
+# they never fall into step with periodic traffic.
+YOUNG_INTERVAL = 0.05
+# Net allocations at which a young collection runs anyway, inside whatever allocates: the
+# safety net for a burst that outruns the timer (20 000 per 50 ms is ~30 000 REGISTERs/s).
+YOUNG_THRESHOLD = 20_000
+# gen0 passes between two middle-generation passes: never in practice (2e10 allocations).
 _NEVER = 1_000_000
 
 
@@ -28,23 +36,43 @@ def tune_gc() -> None:
     """Keep the cycle collector off the hot path. Everything alive after start-up
     (modules, the loaded bindings) is moved out of its reach with ``gc.freeze()``.
 
-    Young collections run every 5 000 net allocations instead of 700: per message we
-    allocate hundreds of short-lived objects that reference counting frees anyway (700:
-    +25 % CPU per REGISTER; 5 000 and 50 000 cost the same, bench/README.md). The middle
-    and old generations are never collected on their own; ``collect_periodically`` runs
-    one full collection a minute instead. Why: what outlives a young collection here is
-    the transactions of finished calls and REGISTERs, kept for 64*T1 (RFC 3261 §17: Timers
-    J, L and M), and they die by reference counting, not in cycles; yet with the default
-    policy the collector walked them again and again, a middle pass every 50 000
-    allocations and a full pass every few seconds under load (100-170 ms each), about
-    10 % of the CPU at 4x the call capacity and the stalls that had the overload shedder
-    refuse calls a server at 60 % of a core could take (goodput at 4x: 64-78 % with it,
-    99-100 % with no collector at all, bench/README.md). Cycles are rare on these paths
-    (0.02 objects per call reached the collector); the few that outlive a young pass wait
-    up to a minute for the full one."""
+    Young collections run on a timer (``collect_young``), between messages, not when an
+    allocation happens to cross a threshold in the middle of one: at 60 transactions/s
+    the threshold policy (every 5 000 net allocations) ran a young pass every seventh
+    transaction, 0.6-1.1 ms each on a cold CPU, inside the request that tripped it -- a
+    third of push-woken calls took one, and they made the push latency's p99
+    (bench/README.md, "The collector between messages"). The allocation threshold stays,
+    raised to ``YOUNG_THRESHOLD``, for bursts the timer cannot keep up with. Per message
+    we allocate hundreds of short-lived objects that reference counting frees anyway
+    (young passes every 700 allocations: +25 % CPU per REGISTER).
+
+    The middle and old generations are never collected on their own;
+    ``collect_periodically`` runs one full collection a minute instead. Why: what
+    outlives a young collection here is the transactions of finished calls and
+    REGISTERs, kept for 64*T1 (RFC 3261 §17: Timers J, L and M), and they die by
+    reference counting, not in cycles; yet with the default policy the collector walked
+    them again and again, a middle pass every 50 000 allocations and a full pass every
+    few seconds under load (100-170 ms each), about 10 % of the CPU at 4x the call
+    capacity and the stalls that had the overload shedder refuse calls a server at 60 %
+    of a core could take (goodput at 4x: 64-78 % with it, 99-100 % with no collector at
+    all, bench/README.md). Cycles are rare on these paths (0.02 objects per call reached
+    the collector); the few that outlive a young pass wait up to a minute for the full
+    one."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(5_000, _NEVER, _NEVER)
+    gc.set_threshold(YOUNG_THRESHOLD, _NEVER, _NEVER)
+
+
+async def collect_young(
+    interval: float = YOUNG_INTERVAL, jitter: Callable[[], float] = random.random
+) -> None:
+    """The young collections ``tune_gc`` takes off the allocation-driven schedule: one
+    every ``interval`` seconds on average, when the event loop's timer comes round --
+    while it waits for the next datagram, unless one is being handled right then."""
+    while True:
+        await asyncio.sleep(interval * (0.5 + jitter()))
+        if gc.get_count()[0]:
+            gc.collect(0)
 
 
 async def collect_periodically(interval: float = FULL_COLLECTION_INTERVAL) -> None:
@@ -59,7 +87,8 @@ async def run(config: Config, worker: WorkerSlot | None = None, path: str | None
     server = Server(config, worker)
     await server.start()
     tune_gc()
-    collector = asyncio.get_running_loop().create_task(collect_periodically())
+    loop = asyncio.get_running_loop()
+    collectors = [loop.create_task(collect_young()), loop.create_task(collect_periodically())]
     stop = asyncio.Event()
     hurry = asyncio.Event()  # a second signal: stop draining
     signals: list[int] = []
@@ -70,7 +99,6 @@ async def run(config: Config, worker: WorkerSlot | None = None, path: str | None
         signals.append(sig)
         stop.set()
 
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
     loop.add_signal_handler(signal.SIGHUP, partial(_on_sighup, server, path))
@@ -85,7 +113,8 @@ async def run(config: Config, worker: WorkerSlot | None = None, path: str | None
         drain = config.server.drain_timeout if signals[0] == signal.SIGTERM else 0.0
         await server.drain(drain, hurry)
     finally:
-        collector.cancel()
+        for collector in collectors:
+            collector.cancel()
         await server.stop()
 
 
