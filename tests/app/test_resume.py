@@ -4,8 +4,11 @@ held-call registry is the restarted process (tests/app/harness.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from sipwake.policy.parking import DeviceState
-from sipwake.storage.cluster import HeldEntry
+from sipwake.storage.cluster import HeldEntry, LocalCluster
 from tests.app.harness import CALLER, Device, Rig, request_bytes, settle
 
 
@@ -97,3 +100,18 @@ async def test_a_second_start_does_not_resume_a_call_twice() -> None:
 def phone_key(rig: Rig) -> str:
     [key] = {d for r in rig.calls.by_id.values() for d in r.call.devices.states}
     return key
+
+
+class StalledRegistry(LocalCluster):
+    """A held-call registry whose writes never complete."""
+
+    async def put_held(self, entry: HeldEntry, ttl: float) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_the_push_leaves_before_the_held_calls_row_is_written() -> None:
+    rig = Rig(registry=StalledRegistry(time.time))
+    phone = await rig.register("iphone")
+    await rig.call()  # a few loop turns, no time: the row is still being written
+    assert len(rig.push.to(phone.token)) == 1
+    assert rig.caller_got() == [100, 110]

@@ -21,7 +21,6 @@ import msgspec
 
 from sipwake.app.targets import Target, binding_flow, binding_target, ref_flow
 from sipwake.app.tasks import Tasks
-from sipwake.logs import LogEvery
 from sipwake.policy.bindings import Binding, FlowRef
 from sipwake.policy.flowtoken import encode_owner
 from sipwake.storage.base import StorageError
@@ -77,8 +76,6 @@ class ClusterNode:
         # call UUID -> the latest snapshot (entry, ttl), or None to drop it.
         self._latest: dict[str, tuple[HeldEntry, float] | None] = {}
         self._writing: set[str] = set()
-        self._written: dict[str, asyncio.Future[None]] = {}  # flushed() waiters
-        self._slow_log = LogEvery(log)
 
     async def start(self) -> None:
         """Announce ourselves and learn the peers; refuses a node id another live node
@@ -176,22 +173,6 @@ class ClusterNode:
     def dropped(self, call_id: str) -> None:
         self._queue(call_id, None)
 
-    async def flushed(self, call_id: str, timeout: float) -> None:
-        """Wait (at most ``timeout``) until the call's snapshots are written: its push
-        goes out only once a takeover could find the call (app/calls.py)."""
-        if call_id not in self._writing:
-            return
-        done = self._written.get(call_id)
-        if done is None:
-            done = self._written[call_id] = asyncio.get_running_loop().create_future()
-        try:
-            await asyncio.wait_for(asyncio.shield(done), timeout)
-        except TimeoutError:
-            # Once per interval: a stalled store stalls every call at once (one line each
-            # flooded the log with thousands in a second).
-            msg = "held call %s: store slow, pushing before it is written"
-            self._slow_log(self.wall(), msg, call_id)
-
     def _queue(self, call_id: str, op: tuple[HeldEntry, float] | None) -> None:
         self._latest[call_id] = op
         if call_id not in self._writing:
@@ -212,9 +193,6 @@ class ClusterNode:
                     log.warning("held-call registry not updated: %s", exc)
         finally:
             self._writing.discard(call_id)
-            done = self._written.pop(call_id, None)
-            if done is not None and not done.done():
-                done.set_result(None)
 
     def forward_decline(self, call_id: str, token: str, reason: str) -> None:
         self._publish(

@@ -28,9 +28,6 @@ class Bus(Protocol):
     def dropped(self, call_id: str) -> None:
         """The held call is over: nothing left to resume."""
 
-    async def flushed(self, call_id: str, timeout: float) -> None:
-        """Return once the call's last ``held`` is stored (or ``timeout`` passed)."""
-
     def forward_decline(self, call_id: str, token: str, reason: str) -> None:
         """Pass a decline link on to the node holding the call."""
 
@@ -47,9 +44,6 @@ class LocalBus:
         return None
 
     def dropped(self, call_id: str) -> None:
-        return None
-
-    async def flushed(self, call_id: str, timeout: float) -> None:
         return None
 
     def forward_decline(self, call_id: str, token: str, reason: str) -> None:
