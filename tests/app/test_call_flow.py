@@ -72,11 +72,11 @@ async def test_woken_phone_takes_the_call() -> None:
     assert not (rig.calls.by_id or rig.calls.by_aor or rig.calls.by_server or rig.calls.by_client)
 
 
-async def test_woken_phone_gets_the_invite_in_the_turn_of_its_register_200() -> None:
-    """The held INVITE leaves right behind the wake REGISTER's 200, in the same loop turn:
-    the branch is opened in the registrar's hook when the device's flow needs no wait, not
-    by a task a turn later (bench/push_legs.py: the wake leg was 1.1-1.3 ms against
-    Kamailio's 0.4)."""
+async def test_woken_phone_gets_the_invite_ahead_of_its_register_200() -> None:
+    """The held INVITE leaves as soon as the wake REGISTER is decided, ahead of its 200
+    (RFC 8599 §5.6.2), not after the binding's COMMIT and a loop turn: the branch is
+    opened in the registrar's hook when the device's flow needs no wait
+    (bench/push_legs.py: the wake leg was 1.1-1.3 ms against Kamailio's 0.4)."""
     rig = Rig()
     phone = await asleep(rig, "iphone")
     await rig.call()
@@ -84,8 +84,8 @@ async def test_woken_phone_gets_the_invite_in_the_turn_of_its_register_200() -> 
     await rig.register("iphone", dev=phone, until_answered=True)
     [invite] = rig.invites(phone)
     sent = [m for f, m in rig.net.sent if f == phone.flow]
-    assert isinstance(sent[-2], Response) and sent[-2].status == 200  # the REGISTER's
-    assert sent[-1] is invite
+    assert sent[-2] is invite
+    assert isinstance(sent[-1], Response) and sent[-1].status == 200  # the REGISTER's
     await rig.answer(phone, invite, 200)
     assert rig.caller_got() == [100, 110, 200]
 

@@ -65,6 +65,19 @@ async def test_failing_callback_writes_nothing(stores: Stores) -> None:
     assert await stores.bindings.lookup(AOR, NOW) == [b]
 
 
+async def test_decided_hears_the_result_once_before_update_returns(stores: Stores) -> None:
+    heard: list[int] = []
+    assert await stores.bindings.update(AOR, append(binding()), NOW, heard.append) == 0
+    assert heard == [0]
+
+    def boom(current: list[Binding]) -> tuple[list[Binding], None]:
+        raise RuntimeError("registrar bug")
+
+    with pytest.raises(RuntimeError):
+        await stores.bindings.update(AOR, boom, NOW, heard.append)
+    assert heard == [0]
+
+
 async def test_binding_of_another_aor_is_rejected(stores: Stores) -> None:
     with pytest.raises(ValueError):
         await stores.bindings.update(AOR, append(binding("sip:bob@example.com")), NOW)

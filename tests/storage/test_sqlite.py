@@ -296,3 +296,26 @@ async def test_checkpoints_leave_the_commit_and_run_on_their_own_thread(
         assert await reopened.count() == len(aors)
     finally:
         await reopened.close()
+
+
+async def test_an_update_is_decided_before_its_commit(tmp_path: Path) -> None:
+    """``decided`` runs with the write staged: another connection does not see it yet
+    (the registrar forwards a held INVITE then, app/register.py)."""
+    path = tmp_path / "b.db"
+    store = SQLiteStore.open(path)
+    seen: list[int] = []
+
+    def decided(result: int) -> None:
+        other = sqlite3.connect(path)
+        seen.append(other.execute("SELECT count(*) FROM bindings").fetchone()[0])
+        other.close()
+
+    try:
+        b = binding()
+        await store.update(b.aor, append(b), NOW, decided)
+        assert seen == [0]
+        other = sqlite3.connect(path)
+        assert other.execute("SELECT count(*) FROM bindings").fetchone()[0] == 1
+        other.close()
+    finally:
+        await store.close()

@@ -100,18 +100,34 @@ class Registrar:
         )
         now = self.wall()
         policy = self.policy
+        told = False
+
+        def decided(outcome: RegisterOutcome) -> None:
+            # The hooks hear of the binding once it is decided, before it is durable: a
+            # call held for this device is forwarded now, ahead of the REGISTER's 200
+            # (RFC 8599 §5.6.2: a proxy that authorised the REGISTER itself need not wait
+            # for the 2xx), not after the COMMIT and a loop turn (bench/README.md, "The
+            # wake leg without the COMMIT").
+            nonlocal told
+            told = True
+            if outcome.ok and outcome.added:
+                self._tell(aor, outcome.added)
+
         try:
             outcome: RegisterOutcome = await self.store.update(
-                aor, lambda current: decide_register(policy, current, request, aor, ref, now), now
+                aor,
+                lambda current: decide_register(policy, current, request, aor, ref, now),
+                now,
+                decided,
             )
         except StorageUnavailable:
             # The REGISTER gets 503 (engine.py), but a call held in this process for this
             # device can still be delivered over the flow it just came on: the device was
             # woken for that call (issue 5: held calls in memory still complete).
-            _, alone = decide_register(policy, [], request, aor, ref, now)
-            if alone.ok and alone.added:
-                for hook in self.hooks:
-                    hook(aor, alone.added)
+            if not told:
+                _, alone = decide_register(policy, [], request, aor, ref, now)
+                if alone.ok and alone.added:
+                    self._tell(aor, alone.added)
             raise
         if self.track_flows and flow.conn_id and outcome.ok and outcome.added:
             self._by_conn.setdefault(flow.conn_id, set()).add(aor)
@@ -128,9 +144,15 @@ class Registrar:
             self.metrics.registration("unregistered")
         if outcome.evicted:
             log.info("%s: evicted %d bindings over the cap", aor, len(outcome.evicted))
-        if outcome.ok and outcome.added:
-            for hook in self.hooks:
-                hook(aor, outcome.added)
+
+    def _tell(self, aor: str, added: tuple[Binding, ...]) -> None:
+        """Run every hook; one that fails is logged, and neither stops the others nor
+        changes the REGISTER's answer."""
+        for hook in self.hooks:
+            try:
+                hook(aor, added)
+            except Exception:
+                log.exception("%s: registration hook failed", aor)
 
     def flow_closed(self, flow: Flow) -> None:
         """Transport hook: one of our connections closed. Bindings that name it get their

@@ -27,6 +27,7 @@ from .inbox import MemoryMessageStore, MessageStore
 
 __all__ = [
     "BindingStore",
+    "Decided",
     "StorageError",
     "StorageUnavailable",
     "Stores",
@@ -43,6 +44,8 @@ T = TypeVar("T")
 # What ``BindingStore.update`` hands the registrar: the AoR's current live bindings in,
 # (the AoR's complete new binding list, a result for the caller) out.
 UpdateFn = Callable[[list[Binding]], tuple[list[Binding], T]]
+# Told an update's result as soon as it is final, before it is durable (``update``).
+Decided = Callable[[T], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +71,20 @@ class BindingStore(Protocol):
         """Live bindings of ``aor`` (``expires_at > now``), in stored order."""
         ...
 
-    async def update(self, aor: str, fn: UpdateFn[T], now: float) -> T:
+    async def update(
+        self, aor: str, fn: UpdateFn[T], now: float, decided: Decided[T] | None = None
+    ) -> T:
         """Atomic read-modify-write of one AoR (RFC 3261 §10.3 step 6-8 must see a
         consistent binding set). ``fn`` gets the live bindings and returns the AoR's new
         full list (expired entries in it are dropped; an empty list removes the AoR) and
         a result passed back. ``fn`` may run more than once (Redis retries on conflict),
-        so it must be pure. If ``fn`` raises, nothing is written."""
+        so it must be pure. If ``fn`` raises, nothing is written.
+
+        ``decided`` (which must not raise) is called once with the result as soon as it
+        is final -- the write staged but not yet durable, where the backend has such a
+        moment (SQLite's group commit), else just before ``update`` returns -- and not
+        at all if ``fn`` raises. What it does must not acknowledge the write: that waits
+        for ``update`` to return (the registrar forwards a held INVITE early, app/register.py)."""
         ...
 
     async def remove_push_target(self, aor: str, device_key: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from sipwake.policy.bindings import Binding
 
-from .base import T, UpdateFn, User, clear_push, new_list
+from .base import Decided, T, UpdateFn, User, clear_push, new_list
 from .packed import Stored, expired, pack, unpack
 
 
@@ -26,9 +26,13 @@ class MemoryStore:
     async def lookup(self, aor: str, now: float) -> list[Binding]:
         return unpack(aor, self._bindings.get(aor, ()), now)
 
-    async def update(self, aor: str, fn: UpdateFn[T], now: float) -> T:
+    async def update(
+        self, aor: str, fn: UpdateFn[T], now: float, decided: Decided[T] | None = None
+    ) -> T:
         new, result = fn(unpack(aor, self._bindings.get(aor, ()), now))
         self._put(aor, new_list(aor, new, now))
+        if decided is not None:
+            decided(result)
         return result
 
     async def remove_push_target(self, aor: str, device_key: str) -> bool:

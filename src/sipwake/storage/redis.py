@@ -36,7 +36,17 @@ from redis.typing import EncodableT, FieldT
 
 from sipwake.policy.bindings import Binding
 
-from .base import StorageError, StorageUnavailable, T, UpdateFn, User, clear_push, live, new_list
+from .base import (
+    Decided,
+    StorageError,
+    StorageUnavailable,
+    T,
+    UpdateFn,
+    User,
+    clear_push,
+    live,
+    new_list,
+)
 from .codec import decode_bindings, encode_bindings
 
 R = TypeVar("R")
@@ -136,12 +146,18 @@ class RedisStore:
             data = await self._r.get(self._key(aor))
         return [] if data is None else live(decode_bindings(aor, _bytes(data)), now)
 
-    async def update(self, aor: str, fn: UpdateFn[T], now: float) -> T:
+    async def update(
+        self, aor: str, fn: UpdateFn[T], now: float, decided: Decided[T] | None = None
+    ) -> T:
         def step(stored: list[Binding]) -> tuple[list[Binding] | None, T]:
             new, result = fn(live(stored, now))
             return new_list(aor, new, now), result
 
-        return await self._rmw(aor, step, now)
+        # Final only once the compare-and-set won: ``fn`` may run again until then.
+        result = await self._rmw(aor, step, now)
+        if decided is not None:
+            decided(result)
+        return result
 
     async def remove_push_target(self, aor: str, device_key: str) -> bool:
         def step(stored: list[Binding]) -> tuple[list[Binding] | None, bool]:

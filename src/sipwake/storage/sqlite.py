@@ -41,7 +41,16 @@ from pathlib import Path
 
 from sipwake.policy.bindings import Binding
 
-from .base import StorageError, StorageUnavailable, T, UpdateFn, User, clear_push, new_list
+from .base import (
+    Decided,
+    StorageError,
+    StorageUnavailable,
+    T,
+    UpdateFn,
+    User,
+    clear_push,
+    new_list,
+)
 from .checkpoint import CHECKPOINT_INTERVAL, WalCheckpointer
 from .codec import decode_bindings, encode_bindings
 from .packed import Stored, expired, pack, unpack
@@ -217,11 +226,16 @@ class SQLiteStore:
     async def lookup(self, aor: str, now: float) -> list[Binding]:
         return unpack(aor, self._bindings.get(aor, ()), now)
 
-    async def update(self, aor: str, fn: UpdateFn[T], now: float) -> T:
+    async def update(
+        self, aor: str, fn: UpdateFn[T], now: float, decided: Decided[T] | None = None
+    ) -> T:
         # No await between read, callback and staging the write: the update is one atomic
         # step on the event loop. The caller then waits for the batch's COMMIT.
         new, result = fn(unpack(aor, self._bindings.get(aor, ()), now))
-        await self._stage(aor, new_list(aor, new, now))
+        committed = self._stage(aor, new_list(aor, new, now))
+        if decided is not None:
+            decided(result)  # final now: the COMMIT can only fail the batch as a whole
+        await committed
         return result
 
     async def remove_push_target(self, aor: str, device_key: str) -> bool:
