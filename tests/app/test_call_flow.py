@@ -40,7 +40,7 @@ async def test_woken_phone_takes_the_call() -> None:
     rig = Rig()
     phone = await asleep(rig, "iphone")
     await rig.call()
-    assert rig.caller_got() == [100, 110]
+    assert rig.caller_got() == [110]
     [push] = rig.push.to(phone.token)
     assert push.kind == "voip"
     assert push.expires_at == pytest.approx(rig.clock.wall() + 30)
@@ -51,7 +51,7 @@ async def test_woken_phone_takes_the_call() -> None:
     assert invite.headers.get("record-route")  # the dialog keeps crossing us
     await rig.answer(phone, invite, 180)
     await rig.answer(phone, invite, 200)
-    assert rig.caller_got() == [100, 110, 180, 200]
+    assert rig.caller_got() == [110, 180, 200]
     assert rig.kinds() == [
         "CallStarted",
         "ProvisionalSent",  # 110 Push sent: the push itself goes in the same loop turn
@@ -87,7 +87,7 @@ async def test_woken_phone_gets_the_invite_ahead_of_its_register_200() -> None:
     assert sent[-2] is invite
     assert isinstance(sent[-1], Response) and sent[-1].status == 200  # the REGISTER's
     await rig.answer(phone, invite, 200)
-    assert rig.caller_got() == [100, 110, 200]
+    assert rig.caller_got() == [110, 200]
 
 
 async def test_engine_keeps_one_timer_for_transactions_and_calls() -> None:
@@ -106,9 +106,9 @@ async def test_nobody_wakes_480_then_late_wake_gets_invite_and_cancel() -> None:
     phone = await asleep(rig, "iphone")
     await rig.call()
     await rig.clock.advance(29.9)
-    assert rig.caller_got() == [100, 110]
+    assert rig.caller_got() == [110]
     await rig.clock.advance(0.2)
-    assert rig.caller_got() == [100, 110, 480]
+    assert rig.caller_got() == [110, 480]
     await rig.clock.advance(5)
     await late_wake_gets_invite_then_cancel(rig, phone, 'cause=480;text="No answer"')
 
@@ -184,7 +184,7 @@ async def test_dead_token_removes_the_binding_and_answers_at_once() -> None:
     phone = await asleep(rig, "iphone")
     rig.push.outcomes[phone.token] = TokenRejected("Unregistered")
     await rig.call()
-    assert rig.caller_got() == [100, 110, 480]
+    assert rig.caller_got() == [110, 480]
     assert await rig.store.lookup("sip:bob@example.com", rig.clock.wall()) == []
 
 
@@ -219,6 +219,24 @@ async def test_live_phone_rings_at_once_without_push() -> None:
     assert to_caller("CANCEL") == [200] and 487 not in to_caller("INVITE")
     await rig.clock.advance(40)
     assert not (rig.calls.by_id or rig.calls.by_server or rig.calls.by_client or rig.calls.late)
+
+
+async def test_the_100_follows_the_forwarded_invite_and_a_push_call_gets_110_alone() -> None:
+    """The engine sends an INVITE's 100 Trying after its handler's first step, unless
+    that step answered (RFC 3261 §17.2.1): behind the INVITE forwarded to a live device,
+    and not at all before a push's 110."""
+    rig = Rig()
+    live = await rig.register("desk", "TCP")
+    await rig.call()
+    sent = [(f.remote, m) for f, m in rig.net.sent if f.remote in (live.flow.remote, CALLER.remote)]
+    [(to, first), (back, second)] = sent[-2:]
+    assert to == live.flow.remote and isinstance(first, Request) and first.method == "INVITE"
+    assert back == CALLER.remote and isinstance(second, Response) and second.status == 100
+
+    rig = Rig()
+    await asleep(rig, "iphone")
+    await rig.call()
+    assert rig.caller_got() == [110]
 
 
 async def test_silent_live_connection_is_pushed_and_the_woken_phone_answers() -> None:
@@ -287,9 +305,9 @@ async def test_drain_timeout_gives_every_waiting_caller_503() -> None:
     await asleep(rig, "iphone")
     await rig.call()
     assert rig.calls.shutdown(5) == 1
-    assert rig.caller_got() == [100, 110, 503]
+    assert rig.caller_got() == [110, 503]
     await rig.clock.advance(60)  # nothing else is sent to the caller
-    assert rig.caller_got() == [100, 110, 503]
+    assert rig.caller_got() == [110, 503]
 
 
 @pytest.mark.parametrize("transport", ["TCP", "TLS"])
@@ -304,12 +322,12 @@ async def test_woken_app_gets_the_call_over_its_connection_not_its_contact(
     phone = await rig.register("iphone", transport, contact_port=5071)
     rig.net.open.discard(phone.flow.conn_id)  # the app is suspended: its connection closes
     await rig.call()
-    assert rig.caller_got() == [100, 110]
+    assert rig.caller_got() == [110]
     await rig.register("iphone", transport, dev=phone, contact_port=5071)
     [invite] = rig.invites(phone)
     assert invite.uri.startswith("sip:bob@") and ":5071;" in invite.uri
     await rig.answer(phone, invite, 200)
-    assert rig.caller_got() == [100, 110, 200]
+    assert rig.caller_got() == [110, 200]
 
 
 async def test_relayed_bye_keeps_no_record_once_answered() -> None:
@@ -344,7 +362,7 @@ async def test_cancel_of_an_invite_we_answered_ourselves_gets_200() -> None:
     §9.2), not 481."""
     rig = Rig()
     sent = await rig.call()
-    assert rig.caller_got() == [100, 480]
+    assert rig.caller_got() == [480]
     mark = len(rig.net.sent)
     await rig.cancel(sent)
     answers = [(m.status, m.cseq.method) for _, m in rig.net.sent[mark:] if isinstance(m, Response)]

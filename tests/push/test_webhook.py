@@ -4,6 +4,7 @@ the FCM emulator's forwarding test reuses)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -118,8 +119,12 @@ async def test_signed_body_is_verified_by_receiver(receiver: Http1Receiver) -> N
     document = json.loads(got.body)
     # The timestamp is inside the signed body too, so it cannot be swapped for a replay.
     assert got.headers["x-sipwake-timestamp"] == str(int(NOW)) == str(document["timestamp"])
+    # Every field of the target, by its dataclass name: a field added to PushTarget
+    # reaches the operator's endpoint too.
+    assert document["target"] == dataclasses.asdict(_request().target)
     assert document["target"]["provider"] == "acme"
     assert document["target"]["prid"] == "device-42"
+    assert list(document) == sorted(document)  # key-sorted, as it always was
     assert document["kind"] == "voip"
     assert document["expires_at"] == NOW + 30
     assert document["payload"]["caller"] == {"uri": "sip:a@example.com"}

@@ -15,11 +15,11 @@ times as much over TLS (bench/README.md, "The push path like for like, webhook k
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
-import json
 import ssl
+
+import msgspec
 
 from sipwake.push.base import (
     Delivered,
@@ -45,18 +45,33 @@ def verify(secret: bytes, body: bytes, signature: str) -> bool:
     return hmac.compare_digest(sign(secret, body), signature)
 
 
+# Compact and key-sorted, as json.dumps(sort_keys=True) wrote it before; non-ASCII text as
+# UTF-8 rather than \u escapes (RFC 8259 §8.1). msgspec: a fifth of json.dumps's time,
+# on the push's critical path (bench/README.md, "The push before the row").
+_encode = msgspec.json.Encoder(order="sorted").encode
+
+
 def encode_request(request: PushRequest, now: float) -> bytes:
     """The JSON body: the push request as data, plus the signing timestamp."""
-    document = {
-        "target": dataclasses.asdict(request.target),
-        "kind": request.kind,
-        "payload": request.payload,
-        "expires_at": request.expires_at,
-        "collapse_id": request.collapse_id,
-        "alert_text": request.alert_text,
-        "timestamp": int(now),
-    }
-    return json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+    target = request.target
+    return _encode(
+        {
+            "target": {
+                "provider": target.provider,
+                "prid": target.prid,
+                "param": target.param,
+                "purr": target.purr,
+                "alert_prid": target.alert_prid,
+                "app_id": target.app_id,
+            },
+            "kind": request.kind,
+            "payload": request.payload,
+            "expires_at": request.expires_at,
+            "collapse_id": request.collapse_id,
+            "alert_text": request.alert_text,
+            "timestamp": int(now),
+        }
+    )
 
 
 class WebhookProvider:
