@@ -19,6 +19,7 @@ from sipwake.api.server import ApiServer
 from sipwake.app.auth import Authenticator
 from sipwake.app.calls import Calls
 from sipwake.app.cluster import ClusterNode
+from sipwake.app.declines import Declines
 from sipwake.app.edge import EdgeService
 from sipwake.app.engine import Engine
 from sipwake.app.messages import MessageService
@@ -140,6 +141,7 @@ class Server:
         self.edge: EdgeService | None = None
         self.refresh: RefreshService | None = None
         self.calls: Calls | None = None
+        self.declines: Declines | None = None
         self.timelines = Timelines(config.api.timeline_size)
         self.pusher: Pusher | None = None
         self.messages: MessageService | None = None
@@ -339,15 +341,15 @@ class Server:
             pusher=pusher,
             target_of=cluster.target,
             bus=cluster,
-            secret=self.secret,
             missed_call_alert=push.missed_call_alert,
         )
+        self.declines = Declines(calls, self.secret, self.engine.wall)
         self.engine.timers.append(calls)
         if pusher is not None:
             registrar.hooks.append(calls.on_registered)
             registrar.hooks.append(cluster.registered)
             cluster.on_registered = calls.on_registered
-            cluster.on_decline = partial(calls.decline, forwarded=True)
+            cluster.on_decline = partial(self.declines.decline, forwarded=True)
         # Every call's events feed its timeline (the log line, /admin/calls, the console).
         calls.observers.add(self.timelines.observe)
         self.timelines.metrics = self.metrics

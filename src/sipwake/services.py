@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from sipwake.app.admin import AdminService
 from sipwake.app.calls import Calls
+from sipwake.app.declines import Declines
 from sipwake.app.timeline import Timelines
 from sipwake.app.wake import Pusher
 from sipwake.config import Config
@@ -25,6 +26,7 @@ class ServerView(Protocol):
     node_id: str
     stores: Stores | None
     calls: Calls | None
+    declines: Declines | None
     pusher: Pusher | None
     dispatcher: PushDispatcher | None
     timelines: Timelines
@@ -38,10 +40,10 @@ class ApiServices:
         self._ops: AdminService | None = None
 
     def decline(self, call_id: str, token: str, reason: str) -> DeclineResult:
-        calls = self.server.calls
-        if calls is None or self.server.pusher is None:
+        declines = self.server.declines
+        if declines is None or self.server.pusher is None:
             return DeclineResult(404, "push is not configured")
-        return calls.decline(call_id, token, reason)
+        return declines.decline(call_id, token, reason)
 
     @property
     def ops(self) -> AdminService:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from sipwake.app.calls import Calls
 from sipwake.app.cluster import ClusterNode
+from sipwake.app.declines import Declines
 from sipwake.app.engine import Engine
 from sipwake.app.events import CallEvent
 from sipwake.app.messages import MessageService
@@ -242,8 +243,8 @@ class Rig:
             rules or CallRules(hold_window=30, cancel_grace=30, live_timeout=2),
             pusher=pusher,
             bus=node,
-            secret=b"s" * 32,
         )
+        self.declines = Declines(self.calls, b"s" * 32, self.clock.wall)
         self.resumer = Resumer(
             engine=engine,
             calls=self.calls,

@@ -10,7 +10,7 @@ import pytest
 
 from sipwake.app import events as ev
 from sipwake.policy.call import CallRules
-from sipwake.push.base import TokenRejected
+from sipwake.push.base import PushOutcome, PushRequest, TokenRejected
 from sipwake.sip.message import Request, Response, make_response
 from sipwake.transport.flow import Flow
 from tests.app.harness import AOR, CALLER, US, Device, Rig, request_bytes, settle
@@ -40,7 +40,7 @@ async def test_woken_phone_takes_the_call() -> None:
     rig = Rig()
     phone = await asleep(rig, "iphone")
     await rig.call()
-    assert rig.caller_got() == [110]
+    assert rig.caller_got() == [100, 110]
     [push] = rig.push.to(phone.token)
     assert push.kind == "voip"
     assert push.expires_at == pytest.approx(rig.clock.wall() + 30)
@@ -51,12 +51,14 @@ async def test_woken_phone_takes_the_call() -> None:
     assert invite.headers.get("record-route")  # the dialog keeps crossing us
     await rig.answer(phone, invite, 180)
     await rig.answer(phone, invite, 200)
-    assert rig.caller_got() == [110, 180, 200]
+    assert rig.caller_got() == [100, 110, 180, 200]
     assert rig.kinds() == [
         "CallStarted",
-        "ProvisionalSent",  # 110 Push sent: the push itself goes in the same loop turn
         "PushSent",
+        # The recording provider answers within the push's first step, and the 110 goes
+        # once that step is over: the push's request first.
         "PushAnswered",
+        "ProvisionalSent",
         "WakeRegister",
         "BranchOpened",
         "BranchResponse",
@@ -87,7 +89,7 @@ async def test_woken_phone_gets_the_invite_ahead_of_its_register_200() -> None:
     assert sent[-2] is invite
     assert isinstance(sent[-1], Response) and sent[-1].status == 200  # the REGISTER's
     await rig.answer(phone, invite, 200)
-    assert rig.caller_got() == [110, 200]
+    assert rig.caller_got() == [100, 110, 200]
 
 
 async def test_engine_keeps_one_timer_for_transactions_and_calls() -> None:
@@ -106,9 +108,9 @@ async def test_nobody_wakes_480_then_late_wake_gets_invite_and_cancel() -> None:
     phone = await asleep(rig, "iphone")
     await rig.call()
     await rig.clock.advance(29.9)
-    assert rig.caller_got() == [110]
+    assert rig.caller_got() == [100, 110]
     await rig.clock.advance(0.2)
-    assert rig.caller_got() == [110, 480]
+    assert rig.caller_got() == [100, 110, 480]
     await rig.clock.advance(5)
     await late_wake_gets_invite_then_cancel(rig, phone, 'cause=480;text="No answer"')
 
@@ -140,10 +142,10 @@ async def test_decline_link_then_the_other_device_wakes_late() -> None:
     url = urlsplit(str(rig.push.to(iphone.token)[0].payload["decline_url"]))
     call_id = url.path.split("/")[3]
     token = parse_qs(url.query)["t"][0]
-    result = rig.calls.decline(call_id, token, "decline")
+    result = rig.declines.decline(call_id, token, "decline")
     assert result.status == 200
     assert rig.caller_got()[-1] == 603
-    assert rig.calls.decline(call_id, token, "decline").status == 403  # once
+    assert rig.declines.decline(call_id, token, "decline").status == 403  # once
     await late_wake_gets_invite_then_cancel(rig, ipad, 'cause=603;text="Declined"')
 
 
@@ -179,12 +181,30 @@ async def test_two_devices_one_answers_the_other_is_cancelled_then_a_third_wakes
     await late_wake_gets_invite_then_cancel(rig, c, "cause=200")
 
 
+async def test_the_push_leaves_before_the_callers_110() -> None:
+    """The caller's "110 Push sent" waits for the push's request: its datagram (and the
+    wake-up of the caller's host) does not stand before the push."""
+    rig = Rig()
+    await asleep(rig, "iphone")
+    seen: list[list[int]] = []
+    send = rig.push.send
+
+    async def spy(request: PushRequest, now: float) -> PushOutcome:
+        seen.append(rig.caller_got())
+        return await send(request, now)
+
+    rig.push.send = spy  # type: ignore[method-assign]
+    await rig.call()
+    assert seen == [[100]]
+    assert rig.caller_got() == [100, 110]
+
+
 async def test_dead_token_removes_the_binding_and_answers_at_once() -> None:
     rig = Rig()
     phone = await asleep(rig, "iphone")
     rig.push.outcomes[phone.token] = TokenRejected("Unregistered")
     await rig.call()
-    assert rig.caller_got() == [110, 480]
+    assert rig.caller_got() == [100, 480]  # no "110 Push sent" for a push refused at once
     assert await rig.store.lookup("sip:bob@example.com", rig.clock.wall()) == []
 
 
@@ -219,24 +239,6 @@ async def test_live_phone_rings_at_once_without_push() -> None:
     assert to_caller("CANCEL") == [200] and 487 not in to_caller("INVITE")
     await rig.clock.advance(40)
     assert not (rig.calls.by_id or rig.calls.by_server or rig.calls.by_client or rig.calls.late)
-
-
-async def test_the_100_follows_the_forwarded_invite_and_a_push_call_gets_110_alone() -> None:
-    """The engine sends an INVITE's 100 Trying after its handler's first step, unless
-    that step answered (RFC 3261 §17.2.1): behind the INVITE forwarded to a live device,
-    and not at all before a push's 110."""
-    rig = Rig()
-    live = await rig.register("desk", "TCP")
-    await rig.call()
-    sent = [(f.remote, m) for f, m in rig.net.sent if f.remote in (live.flow.remote, CALLER.remote)]
-    [(to, first), (back, second)] = sent[-2:]
-    assert to == live.flow.remote and isinstance(first, Request) and first.method == "INVITE"
-    assert back == CALLER.remote and isinstance(second, Response) and second.status == 100
-
-    rig = Rig()
-    await asleep(rig, "iphone")
-    await rig.call()
-    assert rig.caller_got() == [110]
 
 
 async def test_silent_live_connection_is_pushed_and_the_woken_phone_answers() -> None:
@@ -305,9 +307,9 @@ async def test_drain_timeout_gives_every_waiting_caller_503() -> None:
     await asleep(rig, "iphone")
     await rig.call()
     assert rig.calls.shutdown(5) == 1
-    assert rig.caller_got() == [110, 503]
+    assert rig.caller_got() == [100, 110, 503]
     await rig.clock.advance(60)  # nothing else is sent to the caller
-    assert rig.caller_got() == [110, 503]
+    assert rig.caller_got() == [100, 110, 503]
 
 
 @pytest.mark.parametrize("transport", ["TCP", "TLS"])
@@ -322,12 +324,12 @@ async def test_woken_app_gets_the_call_over_its_connection_not_its_contact(
     phone = await rig.register("iphone", transport, contact_port=5071)
     rig.net.open.discard(phone.flow.conn_id)  # the app is suspended: its connection closes
     await rig.call()
-    assert rig.caller_got() == [110]
+    assert rig.caller_got() == [100, 110]
     await rig.register("iphone", transport, dev=phone, contact_port=5071)
     [invite] = rig.invites(phone)
     assert invite.uri.startswith("sip:bob@") and ":5071;" in invite.uri
     await rig.answer(phone, invite, 200)
-    assert rig.caller_got() == [110, 200]
+    assert rig.caller_got() == [100, 110, 200]
 
 
 async def test_relayed_bye_keeps_no_record_once_answered() -> None:
@@ -362,7 +364,7 @@ async def test_cancel_of_an_invite_we_answered_ourselves_gets_200() -> None:
     §9.2), not 481."""
     rig = Rig()
     sent = await rig.call()
-    assert rig.caller_got() == [480]
+    assert rig.caller_got() == [100, 480]
     mark = len(rig.net.sent)
     await rig.cancel(sent)
     answers = [(m.status, m.cseq.method) for _, m in rig.net.sent[mark:] if isinstance(m, Response)]

@@ -30,7 +30,6 @@ from sipwake.app.targets import Flows, Target, binding_target
 from sipwake.app.tasks import Tasks, logged
 from sipwake.app.wake import Pusher, family
 from sipwake.logs import reset_call_id, set_call_id
-from sipwake.policy import decline as tokens
 from sipwake.policy.bindings import Binding
 from sipwake.policy.call import (
     Call,
@@ -70,7 +69,6 @@ class Calls:
         pusher: Pusher | None = None,
         target_of: Callable[[Binding], Target] = binding_target,
         bus: Bus | None = None,
-        secret: bytes = b"",
         missed_call_alert: bool = False,
     ) -> None:
         self.engine = engine
@@ -80,9 +78,7 @@ class Calls:
         self.pusher = pusher
         self.target_of = target_of
         self.bus: Bus = bus if bus is not None else LocalBus()
-        self.secret = secret
         self.missed_call_alert = missed_call_alert
-        self.used_tokens = tokens.UsedTokens(100_000)
         self.by_server: dict[str, Running] = {}
         self.by_client: dict[str, Running] = {}
         # Branches of retired INVITEs (_retire): client txn -> the caller's server txn, flow.
@@ -364,35 +360,22 @@ class Calls:
                     self.observers.emit(ev.WakeRegister(call.call_id, now, device, call.ended))
                 self._apply(rec, actions)
 
-    def decline(
-        self, call_id: str, token: str, reason: str, *, forwarded: bool = False
-    ) -> tokens.DeclineResult:
-        """The app declined the call from its push (the decline link). ``forwarded``:
-        another node received the link and passed it on over the cluster bus."""
-        wall = self.engine.wall()
-        try:
-            claim = tokens.check_token(self.secret, token, call_id, wall)
-        except tokens.DeclineError as exc:
-            return tokens.DeclineResult(exc.status, exc.reason)
-        if not self.used_tokens.use(claim, wall):
-            return tokens.DeclineResult(403, tokens.REPLAYED)
+    def holds(self, call_id: str) -> bool:
+        """Is the call with this UUID held here?"""
+        return call_id in self.by_id
+
+    def declined(self, call_id: str, device: str, status: int) -> bool:
+        """The device declined the held call from its push (app/declines.py, the token
+        checked): False if no such call waits for that device here."""
         rec = self.by_id.get(call_id)
-        if rec is None and not forwarded and self.bus.shared:
-            # Held on another node (or worker): the token is good, pass it on; that node
-            # checks it again and applies it once.
-            self.bus.forward_decline(call_id, token, reason)
-            return tokens.DeclineResult(202, "forwarded to the node holding the call")
-        status = 486 if reason == "busy" else 603
-        actions = None
-        if rec is not None:
-            actions = rec.call.declined(claim.device, status, self.engine.now())
+        actions = rec.call.declined(device, status, self.engine.now()) if rec else None
         if rec is None or actions is None:
-            return tokens.DeclineResult(404, "no such call waiting for this device")
+            return False
         self.stats["declined"] += 1
         if self.observers:
-            self.observers.emit(ev.Declined(call_id, self.engine.now(), claim.device, status))
+            self.observers.emit(ev.Declined(call_id, self.engine.now(), device, status))
         self._apply(rec, actions)
-        return tokens.DeclineResult(200, "declined")
+        return True
 
     def held_calls(self) -> list[dict[str, object]]:
         return [held_view(r) for r in self.by_id.values()]
@@ -435,26 +418,18 @@ class Calls:
 
     def _apply_actions(self, rec: Running, actions: list[CallAction]) -> None:
         call = rec.call
+        pushing = any(isinstance(a, SendPush) for a in actions)
+        later: list[Respond] = []
         for action in actions:
             if isinstance(action, CancelBranch):
                 self._cancel_branch(rec, action)
             elif isinstance(action, (Forward, Respond)):
                 if call.ghost:
                     continue  # the caller is long gone
-                if isinstance(action, Forward):
-                    status = action.response.status
-                    rec.incoming.respond(0, response=action.response)
+                if pushing and isinstance(action, Respond) and action.status < 200:
+                    later.append(action)  # see below
                 else:
-                    status = action.status
-                    rec.incoming.respond(status, action.reason, extra=list(action.headers))
-                if self.observers and call.call_id:
-                    now = self.engine.now()
-                    event: ev.CallEvent = (
-                        ev.ProvisionalSent(call.call_id, now, status)
-                        if status < 200
-                        else ev.FinalAnswer(call.call_id, now, status)
-                    )
-                    self.observers.emit(event)
+                    self._answer(rec, action)
             elif isinstance(action, SendPush):
                 self._push(rec, action.device)
             elif isinstance(action, OpenBranch):
@@ -466,6 +441,13 @@ class Calls:
                 self._ended(rec, action)
             elif isinstance(action, Forget):
                 self._forget(rec)
+        if later:
+            # "110 Push sent" (and a 180) once the push has left: the push's task was
+            # spawned above and runs first in the next loop turn, so the caller's answer,
+            # and the wake-up of the caller's host it costs, no longer stand before the
+            # push's request (bench/README.md, "The push before the row"). The caller got
+            # its 100 Trying already (§17.2.1).
+            self.engine.loop.call_soon(self._answer_later, rec, later)
         if rec.indexed and not call.ended:
             self._save(rec)
         elif (
@@ -477,6 +459,25 @@ class Calls:
             self._retire(rec)
             return
         self._arm(rec)
+
+    def _answer(self, rec: Running, action: Forward | Respond) -> None:
+        call = rec.call
+        if isinstance(action, Forward):
+            status = action.response.status
+            rec.incoming.respond(0, response=action.response)
+        else:
+            status = action.status
+            rec.incoming.respond(status, action.reason, extra=list(action.headers))
+        if self.observers and call.call_id:
+            self.observers.emit(ev.answered(call.call_id, self.engine.now(), status))
+
+    def _answer_later(self, rec: Running, provisional: list[Respond]) -> None:
+        """Provisional answers held back behind a push (``_apply_actions``); none once the
+        caller has a final one (a push that failed at once may have ended the call)."""
+        for action in provisional:
+            if rec.call.ghost or rec.incoming.answered >= 200:
+                return
+            self._answer(rec, action)
 
     def _arm(self, rec: Running) -> None:
         when = None if rec.done else rec.call.next_deadline()

@@ -42,7 +42,6 @@ from sipwake.sip.message import Request, Response, make_response
 from sipwake.sip.scan import ack_with, scan_request, to_aor
 from sipwake.sip.status import reason_phrase
 from sipwake.sip.transactions.layer import TransactionGone, TransactionLayer
-from sipwake.sip.transactions.server import trying
 from sipwake.sip.uri import aor_key
 from sipwake.storage.base import StorageUnavailable
 from sipwake.transport.flow import Flow
@@ -195,9 +194,6 @@ class Engine:
         self.clock: Clock = clock if clock is not None else LoopClock()
         self.timers: list[TimerSource] = []
         self.txn = txn
-        # The 100 Trying of a new INVITE is ours to send (_trying), after the handler's
-        # first step, not the transaction layer's at once.
-        txn.auto_trying = False
         # Overload shedding (policy/overload.py): server transactions not yet finally
         # answered, how late the loop runs (measured by _tick); held calls and the UDP
         # receive queue (delay, fill) are the server's to wire in.
@@ -466,13 +462,6 @@ class Engine:
             if event.txn_id is not None:
                 self._unanswered.add(event.txn_id)
             self._run(incoming, lambda: app.on_request(incoming))
-            if (
-                incoming.txn_id is not None
-                and not incoming.answered
-                and event.request.method == "INVITE"
-            ):
-                # After the handler's first step (a task's starts before this).
-                self.loop.call_soon(self._trying, incoming)
         elif isinstance(event, CancelReceived):
             flow = cast(Flow, event.flow)
             incoming = Incoming(self, event.cancel, event.txn_id, flow, self.now())
@@ -509,15 +498,6 @@ class Engine:
             task = self.loop.create_task(self._finish(incoming, result))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-
-    def _trying(self, incoming: Incoming) -> None:
-        """The 100 Trying of an INVITE its handler has not answered in its first step
-        (RFC 3261 §17.2.1: it is owed within 200 ms unless the TU answers first). Held for
-        a push, the caller's first answer is the handler's own 110 instead: one datagram,
-        and one wake-up of the caller, less before the push leaves (bench/README.md, "The
-        push before the row"); forwarded to a live device, the 100 follows the INVITE."""
-        if not incoming.answered:
-            self.send_response(incoming, trying(incoming.request))
 
     async def _finish(self, incoming: Incoming, awaitable: Awaitable[None]) -> None:
         # A task runs in a copy of the context: setting the Call-ID here stays here.

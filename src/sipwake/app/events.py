@@ -147,6 +147,13 @@ CallEvent = (
 Observer = Callable[[CallEvent], None]
 
 
+def answered(call_id: str, at: float, status: int) -> CallEvent:
+    """The event for an answer that went to the caller: provisional or final."""
+    return (
+        ProvisionalSent(call_id, at, status) if status < 200 else FinalAnswer(call_id, at, status)
+    )
+
+
 class Observers:
     """The observers of one runner."""
 
