@@ -107,7 +107,7 @@ class Registrar:
             # call held for this device is forwarded now, ahead of the REGISTER's 200
             # (RFC 8599 §5.6.2: a proxy that authorised the REGISTER itself need not wait
             # for the 2xx), not after the COMMIT and a loop turn (bench/README.md, "The
-            # wake leg without the COMMIT").
+            # push before the row").
             nonlocal told
             told = True
             if outcome.ok and outcome.added:
