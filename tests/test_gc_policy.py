@@ -76,3 +76,8 @@ def young_cycle() -> weakref.ref[Node]:
 
 async def test_young_collections_run_on_their_timer(tuned: None) -> None:
     assert await freed_by(process.collect_young(0.01), young_cycle())
+
+
+async def test_a_late_tick_leaves_the_young_generation_to_the_threshold(tuned: None) -> None:
+    """A tick that comes late finds the loop busy: it does not collect."""
+    assert not await freed_by(process.collect_young(0.01, busy_after=-1.0), young_cycle())
