@@ -45,7 +45,7 @@ def tune_gc() -> None:
     allocation happens to cross a threshold in the middle of one: at 60 transactions/s
     the threshold policy (every 5 000 net allocations) ran 82 young passes in 10 s, each
     inside whatever tripped it, most for ~90 µs but the longest 0.6-1.1 ms on a cold CPU;
-    6 of 200 push-woken calls had one inside a leg, the slowest of them among them
+    6 of 200 push-woken calls had one inside a leg, among them the slowest
     (bench/README.md, "The push before the row"). The allocation threshold stays
     (``YOUNG_THRESHOLD``) for loads the timer cannot keep up with. Per message we
     allocate hundreds of short-lived objects that reference counting frees anyway (young
