@@ -154,7 +154,7 @@ def _open_redis(url: str, scheme: str, node_id: str) -> RedisStore:
     sentinel_kwargs = {k: v for k, v in kwargs.items() if k.startswith("socket_")}
     if sentinel_password is not None:
         sentinel_kwargs["password"] = sentinel_password
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2
         list(target.sentinels), sentinel_kwargs=sentinel_kwargs, **kwargs
     )
     client = sentinel.master_for(
