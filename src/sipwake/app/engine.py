@@ -20,6 +20,7 @@ from sipwake.logs import LogEvery, reset_call_id, set_call_id
 from sipwake.policy.overload import (
     SHED_TAG_MARK,
     SHED_TAG_PREFIX,
+    Overloaded,
     OverloadLimits,
     StandingLag,
     shed_ack,
@@ -246,7 +247,7 @@ class Engine:
         """Transport sink: one complete message."""
         self.stats.received += 1
         self.metrics.message_received()
-        why = None
+        why: Overloaded | None = None
         if self.overload is not None:
             if ack_with(data, SHED_TAG_MARK):
                 # The ACK of one of our 503s (no transaction was kept for it): dropped
@@ -275,7 +276,7 @@ class Engine:
             self.txn.receive(msg, flow, self.now())
             self._pump()
 
-    def _on_request(self, request: Request, flow: Flow, overloaded: str | None) -> None:
+    def _on_request(self, request: Request, flow: Flow, overloaded: Overloaded | None) -> None:
         try:
             request.validate()
             via = stamp_received(request, flow.remote[0], flow.remote[1])
@@ -302,7 +303,7 @@ class Engine:
             return
         self._pump()
 
-    def _overloaded(self) -> str | None:
+    def _overloaded(self) -> Overloaded | None:
         """Why we are overloaded now (policy/overload.py), or None."""
         assert self.overload is not None
         self._held = held = self.held_calls()
@@ -314,7 +315,7 @@ class Engine:
             backlog=self.backlog(),
         )
 
-    def _shed_unparsed(self, data: bytes, flow: Flow, why: str) -> bool:
+    def _shed_unparsed(self, data: bytes, flow: Flow, why: Overloaded) -> bool:
         """While overloaded: answer a new request 503 + Retry-After from a scan of its
         bytes (sip/scan.py), before any parse and without a transaction; True when it was
         answered, or was the ACK of such an answer (dropped). False sends it down the full
@@ -353,7 +354,7 @@ class Engine:
             self.sender.send(dest, response)
         return True
 
-    def _shed(self, request: Request, dest: Flow, why: str | None) -> bool:
+    def _shed(self, request: Request, dest: Flow, why: Overloaded | None) -> bool:
         """The same refusal after a full parse, for what the scan could not read: answer a
         new request 503 + Retry-After, statelessly and before any other work, while
         overloaded; True when it was answered (or was the ACK of such an answer)."""
@@ -392,7 +393,7 @@ class Engine:
             return False
         return self.wake_awaited(aor)
 
-    def _count_shed(self, why: str) -> None:
+    def _count_shed(self, why: Overloaded) -> None:
         self.stats.shed += 1
         self.metrics.refused("overload")
         self.metrics.response_sent(503)

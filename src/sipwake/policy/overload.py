@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Final
 
 SHEDDABLE = frozenset({"INVITE", "REGISTER", "MESSAGE", "SUBSCRIBE", "PUBLISH"})
 # To tag of our 503s: the ACK for such a 503 (same branch, no transaction kept for it) is
@@ -56,6 +57,32 @@ def shed_ack(method: str, to_tag: str | None) -> bool:
     return method == "ACK" and to_tag is not None and to_tag.startswith(SHED_TAG_PREFIX)
 
 
+class Overloaded:
+    """Why we are overloaded: the bound reached and the reading that reached it. Asked
+    for every message while overloaded (a response too), so the sentence is written only
+    when it is logged, which is once in ten seconds (app/engine.py): formatting it each
+    time cost more than the rest of the decision."""
+
+    __slots__ = ("_reading", "_text")
+
+    def __init__(self, text: str, reading: float) -> None:
+        self._text = text  # a %-template taking the reading
+        self._reading = reading
+
+    def __str__(self) -> str:
+        return self._text % self._reading
+
+    def __repr__(self) -> str:
+        return f"Overloaded({self})"
+
+
+_PENDING: Final = "%d requests in progress, overload.max_pending reached"
+_HELD: Final = "%d held calls, overload.max_held_calls reached"
+_LAG: Final = "event loop %.0f ms late > overload.max_loop_lag"
+_DELAY: Final = "UDP datagrams waited %.0f ms > overload.max_udp_delay"
+_BACKLOG: Final = "UDP receive queue %.0f%% full > overload.max_udp_backlog"
+
+
 @dataclass(frozen=True, slots=True)
 class OverloadLimits:
     max_pending: int = 2000
@@ -67,18 +94,18 @@ class OverloadLimits:
 
     def reason(
         self, *, pending: int, held: int, lag: float, delay: float = 0.0, backlog: float = 0.0
-    ) -> str | None:
-        """Why we are overloaded (for the log), or None when we are not."""
+    ) -> Overloaded | None:
+        """Why we are overloaded (``str()`` of it for the log), or None when we are not."""
         if pending - held >= self.max_pending:
-            return f"{pending - held} requests in progress, overload.max_pending reached"
+            return Overloaded(_PENDING, pending - held)
         if held >= self.max_held:
-            return f"{held} held calls, overload.max_held_calls reached"
+            return Overloaded(_HELD, held)
         if lag > self.max_lag:
-            return f"event loop {lag * 1000:.0f} ms late > overload.max_loop_lag"
+            return Overloaded(_LAG, lag * 1000)
         if delay > self.max_delay:
-            return f"UDP datagrams waited {delay * 1000:.0f} ms > overload.max_udp_delay"
+            return Overloaded(_DELAY, delay * 1000)
         if backlog > self.max_backlog:
-            return f"UDP receive queue {backlog:.0%} full > overload.max_udp_backlog"
+            return Overloaded(_BACKLOG, backlog * 100)
         return None
 
 
