@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.e2e.harness import RunningServer, keys, run_sipp
 
-from bench import rig
+from bench import cpu, rig
 
 SHED_SCENARIO = Path(__file__).resolve().parents[1] / "tests/e2e/scenarios/uac_call_shed_inf.xml"
 
@@ -55,6 +55,7 @@ def rss_mb(server: RunningServer) -> float:
 
 def offer(
     server: RunningServer,
+    uas_pid: int,
     target: tuple[str, int],
     callees: Path,
     tmp: Path,
@@ -64,8 +65,14 @@ def offer(
 ) -> dict[str, float]:
     """Offer ``rate`` calls/s for ``seconds`` (open loop), after 3 s of quiet."""
     time.sleep(3.0)
+    log0 = len(server.output)
     answered0, shed0 = counters(server)
     rss0 = rss_mb(server)
+    groups: dict[str, cpu.Group] = {
+        "server": lambda: [server.proc.pid],
+        "uas": lambda: [uas_pid],
+    }
+    cpu0, caller0, wall0 = cpu.snapshot(groups), cpu.children_cpu(), time.monotonic()
     res = run_sipp(
         SHED_SCENARIO,
         target,
@@ -77,6 +84,15 @@ def offer(
         extra=["-inf", str(callees), *keys(domain=rig.DOMAIN)],
     )
     answered1, shed1 = counters(server)
+    used = cpu.delta(cpu0, cpu.snapshot(groups))
+    wall = time.monotonic() - wall0
+    # Where the two cores went, in % of one core over the whole SIPp run (its tail
+    # included): the caller SIPp is this process's child, counted once it has exited.
+    share = {
+        "server": used["server"] / wall,
+        "uas": used["uas"] / wall,
+        "caller": (cpu.children_cpu() - caller0) / wall,
+    }
     return {
         "offered_per_s": rate,
         "answered": answered1 - answered0,
@@ -85,6 +101,14 @@ def offer(
         "sipp_failed": res.failed,
         "rss_mb_before": round(rss0, 1),
         "rss_mb_after": round(rss_mb(server), 1),
+        "cpu_pct": {k: round(100 * v) for k, v in share.items()},
+        # The first reason of each 10 s (app/engine.py _count_shed logs at most that):
+        # which signal shed tells a real overload from a noisy one.
+        "why": [
+            line.split("503: ", 1)[1]
+            for line in server.output[log0:]
+            if "answering new requests 503: " in line
+        ],
     }
 
 
@@ -131,8 +155,12 @@ def main() -> int:
                     2800,
                     3200,
                 ):
-                    row = offer(server, target, callees, tmp, rate=rate, seconds=args.seconds)
+                    row = offer(
+                        server, uas.proc.pid, target, callees, tmp, rate=rate, seconds=args.seconds
+                    )
                     print(f"  capacity search: {rate}/s -> {row['goodput_per_s']}/s")
+                    for why in row["why"]:
+                        print(f"      shed: {why}")
                     if row["shed_503"] or row["sipp_failed"]:
                         break
                     capacity = rate
@@ -140,7 +168,13 @@ def main() -> int:
             rows = []
             for m in multiples:
                 row = offer(
-                    server, target, callees, tmp, rate=int(capacity * m), seconds=args.seconds
+                    server,
+                    uas.proc.pid,
+                    target,
+                    callees,
+                    tmp,
+                    rate=int(capacity * m),
+                    seconds=args.seconds,
                 )
                 row["multiple"] = m
                 row["goodput_of_capacity"] = round(row["goodput_per_s"] / capacity, 3)
@@ -151,6 +185,12 @@ def main() -> int:
                     f"  503s {row['shed_503']:>7.0f}  SIPp failed {row['sipp_failed']:>6}  "
                     f"RSS {row['rss_mb_before']:.0f} -> {row['rss_mb_after']:.0f} MB"
                 )
+                print(
+                    "      CPU % of a core: "
+                    + ", ".join(f"{k} {v}" for k, v in row["cpu_pct"].items())
+                )
+                for why in row["why"]:
+                    print(f"      shed: {why}")
             alive = server.alive()
     path = rig.write_result(
         "overload",
