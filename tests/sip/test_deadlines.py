@@ -78,7 +78,7 @@ def test_heap_is_compacted_under_churn() -> None:
 
 ops = st.lists(
     st.tuples(
-        st.sampled_from(["set", "after", "cancel", "pop", "tick"]),
+        st.sampled_from(["set", "after", "cancel", "pop", "tick", "peek"]),
         st.integers(0, 6),
         st.floats(0, 100, allow_nan=False),
     ),
@@ -91,11 +91,26 @@ DELAYS = (0.5, 4.0, 32.0)
 def test_matches_a_dict_model(operations: list[tuple[str, int, float]]) -> None:
     """Heap and lanes together (``set`` at any time, ``set_after`` from a clock that
     mostly moves forward but sometimes goes back) against a plain dict."""
+    run(operations, peek_always=True)
+
+
+@given(ops)
+def test_the_earliest_kept_between_questions_matches_the_model(
+    operations: list[tuple[str, int, float]],
+) -> None:
+    """As above, but the earliest is asked for only now and then ("peek"), so what is
+    kept of it has to survive runs of replacements, cancellations and firings."""
+    run(operations, peek_always=False)
+
+
+def run(operations: list[tuple[str, int, float]], *, peek_always: bool) -> None:
     d: Deadlines[int] = Deadlines()
     model: dict[int, float] = {}
     clock = 0.0
     for op, key, when in operations:
-        if op == "tick":
+        if op == "peek":
+            pass
+        elif op == "tick":
             clock = when  # forward or, now and then, back
         elif op == "after":
             delay = DELAYS[key % len(DELAYS)]
@@ -117,7 +132,8 @@ def test_matches_a_dict_model(operations: list[tuple[str, int, float]]) -> None:
             for k in due:
                 del model[k]
         assert len(d) == len(model)
-        assert d.earliest() == (min(model.values()) if model else None)
+        if peek_always or op == "peek":
+            assert d.earliest() == (min(model.values()) if model else None)
 
 
 def test_armed_deadlines_are_no_work_for_the_cyclic_gc() -> None:

