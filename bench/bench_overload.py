@@ -99,6 +99,7 @@ def offer(
         "goodput_per_s": round((answered1 - answered0) / seconds),
         "shed_503": shed1 - shed0,
         "sipp_failed": res.failed,
+        "sipp_retransmissions": res.retransmissions,
         "rss_mb_before": round(rss0, 1),
         "rss_mb_after": round(rss_mb(server), 1),
         "cpu_pct": {k: round(100 * v) for k, v in share.items()},
@@ -183,6 +184,7 @@ def main() -> int:
                     f"  {m:g}x  offered {row['offered_per_s']:>6}/s  goodput "
                     f"{row['goodput_per_s']:>6}/s ({row['goodput_of_capacity']:.0%} of capacity)"
                     f"  503s {row['shed_503']:>7.0f}  SIPp failed {row['sipp_failed']:>6}  "
+                    f"retransmitted {row['sipp_retransmissions']:>6}  "
                     f"RSS {row['rss_mb_before']:.0f} -> {row['rss_mb_after']:.0f} MB"
                 )
                 print(
