@@ -23,6 +23,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -62,7 +63,7 @@ def offer(
     *,
     rate: int,
     seconds: float,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Offer ``rate`` calls/s for ``seconds`` (open loop), after 3 s of quiet."""
     time.sleep(3.0)
     log0 = len(server.output)
