@@ -32,11 +32,11 @@ from sipwake.sip.status import reason_phrase
 from sipwake.sip.uri import NameAddr, aor_key
 
 # The headers a response echoes, full and compact names (RFC 3261 §7.3.3), each line
-# preceded by the CRLF of the line before it (the request line comes first).
+# preceded by the CRLF of the line before it (the request line comes first); ``_slot``
+# files each match by its name.
 _ECHOED: Final = re.compile(
     rb"\r\n(via|v|from|f|to|t|call-id|i|cseq)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
 )
-
 _TOKEN: Final = re.compile(rb"[A-Za-z0-9.!%*_+`'~-]+")  # RFC 3261 §25.1 token
 _CTL: Final = bytes([*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F])  # not TAB, CR, LF
 # to_aor: a To value whose AoR key is read without the parser: ``<uri>`` after a display
