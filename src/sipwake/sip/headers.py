@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from sipwake.sip.errors import ParseError
+from sipwake.sip.memo import Memo
 from sipwake.sip.uri import Params, format_params, parse_params, split_header_values, split_hostport
 
 T = TypeVar("T")
@@ -341,49 +342,21 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        text = text.strip()
-        proto, _, rest = text.partition(" ")
-        if proto[:8] == "SIP/2.0/" and "/" not in proto[8:] and proto[8:] and rest:
-            # The common shape, no LWS inside the protocol: skip the general path below.
-            semi = rest.find(";")
-            sent_by, ptext = (rest, "") if semi < 0 else (rest[:semi], rest[semi + 1 :])
-            sent_by = sent_by.strip()
-            if " " in sent_by or "\t" in sent_by:
-                sent_by = sent_by.replace(" ", "").replace("\t", "")
-            if not sent_by:
-                raise ParseError("Via without sent-by")
-            host, port = split_hostport(sent_by, "Via")
-            params = parse_params(ptext, "Via") if ptext else {}
-            return cls(proto[8:].upper(), host.lower(), port, params, "SIP/2.0")
-        if proto.count("/") != 2 or proto.endswith("/") or "\t" in proto:
-            # SLASH allows LWS on both sides (RFC 3261 §25.1; RFC 4475 §3.1.1.1 "wsinv":
-            # "SIP  /   2.0 /UDP"): rebuild the protocol, then take the transport token.
-            first = text.find("/")
-            second = text.find("/", first + 1) if first >= 0 else -1
-            if second < 0:
-                raise ParseError("bad Via protocol")
-            tail = text[second + 1 :].lstrip(" \t")
-            end = 0
-            while end < len(tail) and tail[end] not in " \t":
-                end += 1
-            proto = "".join(text[:second].split()) + "/" + tail[:end]
-            rest = tail[end:]
-        parts = proto.split("/")
-        if len(parts) != 3 or not all(p.strip() for p in parts):
-            raise ParseError("bad Via protocol")
-        name, version, transport = (p.strip() for p in parts)
-        if name.upper() != "SIP":
-            raise ParseError("bad Via protocol")
-        rest = rest.strip()
-        # Tolerate LWS around ';' and ':' (RFC 4475 §3.1.1.1 "wsinv").
-        semi = rest.find(";")
-        sent_by, ptext = (rest, "") if semi < 0 else (rest[:semi], rest[semi + 1 :])
-        sent_by = sent_by.replace(" ", "").replace("\t", "")
-        if not sent_by:
-            raise ParseError("Via without sent-by")
-        host, port = split_hostport(sent_by, "Via")
-        params = parse_params(ptext, "Via") if ptext else {}
-        return cls(transport.upper(), host.lower(), port, params, f"{name.upper()}/{version}")
+        known = _VIA_MEMO.get(text)
+        if known is None:
+            known = _parse_via(text)
+            _VIA_MEMO.put(text, known)
+        return known.copy()
+
+    def copy(self) -> Via:
+        """A Via equal to this one that shares nothing mutable with it."""
+        return Via(
+            self.transport,
+            self.host,
+            self.port,
+            dict(self.params) if self.params else None,
+            self.protocol,
+        )
 
     @property
     def branch(self) -> str | None:
@@ -396,6 +369,52 @@ class Via:
     def __str__(self) -> str:
         port = f":{self.port}" if self.port is not None else ""
         return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
+
+
+def _parse_via(text: str) -> Via:
+    text = text.strip()
+    proto, _, rest = text.partition(" ")
+    if proto[:8] == "SIP/2.0/" and "/" not in proto[8:] and proto[8:] and rest:
+        # The common shape, no LWS inside the protocol: skip the general path below.
+        semi = rest.find(";")
+        sent_by, ptext = (rest, "") if semi < 0 else (rest[:semi], rest[semi + 1 :])
+        sent_by = sent_by.strip()
+        if " " in sent_by or "\t" in sent_by:
+            sent_by = sent_by.replace(" ", "").replace("\t", "")
+        if not sent_by:
+            raise ParseError("Via without sent-by")
+        host, port = split_hostport(sent_by, "Via")
+        params = parse_params(ptext, "Via") if ptext else {}
+        return Via(proto[8:].upper(), host.lower(), port, params, "SIP/2.0")
+    if proto.count("/") != 2 or proto.endswith("/") or "\t" in proto:
+        # SLASH allows LWS on both sides (RFC 3261 §25.1; RFC 4475 §3.1.1.1 "wsinv":
+        # "SIP  /   2.0 /UDP"): rebuild the protocol, then take the transport token.
+        first = text.find("/")
+        second = text.find("/", first + 1) if first >= 0 else -1
+        if second < 0:
+            raise ParseError("bad Via protocol")
+        tail = text[second + 1 :].lstrip(" \t")
+        end = 0
+        while end < len(tail) and tail[end] not in " \t":
+            end += 1
+        proto = "".join(text[:second].split()) + "/" + tail[:end]
+        rest = tail[end:]
+    parts = proto.split("/")
+    if len(parts) != 3 or not all(p.strip() for p in parts):
+        raise ParseError("bad Via protocol")
+    name, version, transport = (p.strip() for p in parts)
+    if name.upper() != "SIP":
+        raise ParseError("bad Via protocol")
+    rest = rest.strip()
+    # Tolerate LWS around ';' and ':' (RFC 4475 §3.1.1.1 "wsinv").
+    semi = rest.find(";")
+    sent_by, ptext = (rest, "") if semi < 0 else (rest[:semi], rest[semi + 1 :])
+    sent_by = sent_by.replace(" ", "").replace("\t", "")
+    if not sent_by:
+        raise ParseError("Via without sent-by")
+    host, port = split_hostport(sent_by, "Via")
+    params = parse_params(ptext, "Via") if ptext else {}
+    return Via(transport.upper(), host.lower(), port, params, f"{name.upper()}/{version}")
 
 
 class CSeq:
@@ -423,14 +442,27 @@ class CSeq:
 
     @classmethod
     def parse(cls, text: str) -> CSeq:
-        num, _, method = text.strip().partition(" ")
-        method = method.strip()
-        # RFC 3261 §8.1.1.5: a 32-bit unsigned integer less than 2**31, then the method.
-        if not num.isdigit() or len(num) > 10 or int(num) >= 2**31 or not method:
-            raise ParseError("bad CSeq")
-        if not _TOKEN.fullmatch(method):
-            raise ParseError("bad CSeq method")
-        return cls(int(num), method)
+        # Immutable, so the memo's CSeq itself is handed out (sip/memo.py).
+        known = _CSEQ_MEMO.get(text)
+        if known is None:
+            known = _parse_cseq(text)
+            _CSEQ_MEMO.put(text, known)
+        return known
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"
+
+
+def _parse_cseq(text: str) -> CSeq:
+    num, _, method = text.strip().partition(" ")
+    method = method.strip()
+    # RFC 3261 §8.1.1.5: a 32-bit unsigned integer less than 2**31, then the method.
+    if not num.isdigit() or len(num) > 10 or int(num) >= 2**31 or not method:
+        raise ParseError("bad CSeq")
+    if not _TOKEN.fullmatch(method):
+        raise ParseError("bad CSeq method")
+    return CSeq(int(num), method)
+
+
+_VIA_MEMO: Memo[Via] = Memo()
+_CSEQ_MEMO: Memo[CSeq] = Memo(1024)

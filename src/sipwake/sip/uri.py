@@ -10,6 +10,7 @@ import re
 import string
 
 from sipwake.sip.errors import ParseError
+from sipwake.sip.memo import Memo
 
 # Parameter values: None for a flag parameter such as ";lr".
 Params = dict[str, str | None]
@@ -129,37 +130,23 @@ class URI:
 
     @classmethod
     def parse(cls, text: str) -> URI:
-        text = text.strip()
-        scheme, colon, rest = text.partition(":")
-        if not colon or not scheme or not rest:
-            raise ParseError(f"bad URI {text[:60]!r}")
-        scheme = scheme.lower()
-        if scheme not in ("sip", "sips"):
-            if not _SCHEME.fullmatch(scheme):
-                raise ParseError(f"bad URI scheme {scheme[:20]!r}")
-            if _BAD_OPAQUE_CHAR.search(rest):
-                raise ParseError(f"bad URI {text[:60]!r}")
-            return cls(scheme=scheme, opaque=rest)
-        if _BAD_URI_CHAR.search(rest):
-            raise ParseError(f"bad SIP URI {text[:60]!r}")
-        user = password = None
-        at = rest.find("@")
-        if at >= 0:
-            userinfo, rest = rest[:at], rest[at + 1 :]
-            user, pcolon, pw = userinfo.partition(":")
-            if pcolon:
-                password = pw
-            if not user:
-                raise ParseError("empty user part in SIP URI")
-        headers = None
-        q = rest.find("?")
-        if q >= 0:
-            rest, headers = rest[:q], rest[q + 1 :]
-        hostport, semi, ptext = rest.partition(";")
-        host, port = split_hostport(hostport, "SIP URI")
-        params = parse_params(ptext, "SIP URI") if semi else {}
-        return cls(
-            scheme, host.lower(), user, password=password, port=port, params=params, headers=headers
+        known = _URI_MEMO.get(text)
+        if known is None:
+            known = _parse_uri(text)
+            _URI_MEMO.put(text, known)
+        return known.copy()
+
+    def copy(self) -> URI:
+        """A URI equal to this one that shares nothing mutable with it."""
+        return URI(
+            self.scheme,
+            self.host,
+            self.user,
+            password=self.password,
+            port=self.port,
+            params=dict(self.params) if self.params else None,
+            headers=self.headers,
+            opaque=self.opaque,
         )
 
     def __str__(self) -> str:
@@ -196,6 +183,41 @@ class URI:
             if self.user is not None
             else f"{scheme}:{self.host}"
         )
+
+
+def _parse_uri(text: str) -> URI:
+    text = text.strip()
+    scheme, colon, rest = text.partition(":")
+    if not colon or not scheme or not rest:
+        raise ParseError(f"bad URI {text[:60]!r}")
+    scheme = scheme.lower()
+    if scheme not in ("sip", "sips"):
+        if not _SCHEME.fullmatch(scheme):
+            raise ParseError(f"bad URI scheme {scheme[:20]!r}")
+        if _BAD_OPAQUE_CHAR.search(rest):
+            raise ParseError(f"bad URI {text[:60]!r}")
+        return URI(scheme=scheme, opaque=rest)
+    if _BAD_URI_CHAR.search(rest):
+        raise ParseError(f"bad SIP URI {text[:60]!r}")
+    user = password = None
+    at = rest.find("@")
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1 :]
+        user, pcolon, pw = userinfo.partition(":")
+        if pcolon:
+            password = pw
+        if not user:
+            raise ParseError("empty user part in SIP URI")
+    headers = None
+    q = rest.find("?")
+    if q >= 0:
+        rest, headers = rest[:q], rest[q + 1 :]
+    hostport, semi, ptext = rest.partition(";")
+    host, port = split_hostport(hostport, "SIP URI")
+    params = parse_params(ptext, "SIP URI") if semi else {}
+    return URI(
+        scheme, host.lower(), user, password=password, port=port, params=params, headers=headers
+    )
 
 
 def aor_key(uri: URI) -> str:
@@ -325,42 +347,20 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
-        text = text.strip()
-        if text == "*":
-            return cls(uri=URI("sip"), wildcard=True)
-        lt = _find_unquoted(text, "<")
-        if lt >= 0:
-            gt = text.find(">", lt)
-            if gt < 0:
-                raise ParseError("unterminated <...> in name-addr")
-            display_text = text[:lt].strip()
-            display: str | None = None
-            if display_text:
-                if display_text.startswith('"'):
-                    if len(display_text) < 2 or not display_text.endswith('"'):
-                        raise ParseError("bad quoted display name")
-                    display = _unquote(display_text[1:-1])
-                else:
-                    display = display_text
-            uri = URI.parse(text[lt + 1 : gt])
-            rest = text[gt + 1 :].strip()
-        else:
-            semi = text.find(";")
-            uri_text, rest = (text, "") if semi < 0 else (text[:semi], text[semi:])
-            if not uri_text.strip():
-                raise ParseError("empty name-addr")
-            if "?" in uri_text or "," in uri_text:
-                # RFC 3261 §20.10: such a URI must be in <>; RFC 4475 §3.1.2.13 "regbadct".
-                raise ParseError("URI with ? or , outside <...>")
-            uri = URI.parse(uri_text)
-            display = None
-        if rest:
-            if not rest.startswith(";"):
-                raise ParseError("junk after URI in name-addr")
-            params = parse_params(rest[1:], "name-addr")
-        else:
-            params = {}
-        return cls(uri=uri, display=display, params=params)
+        known = _NAMEADDR_MEMO.get(text)
+        if known is None:
+            known = _parse_nameaddr(text)
+            _NAMEADDR_MEMO.put(text, known)
+        return known.copy()
+
+    def copy(self) -> NameAddr:
+        """A name-addr equal to this one that shares nothing mutable with it."""
+        return NameAddr(
+            self.uri.copy(),
+            self.display,
+            dict(self.params) if self.params else None,
+            self.wildcard,
+        )
 
     @property
     def tag(self) -> str | None:
@@ -371,6 +371,45 @@ class NameAddr:
             return "*"
         display = f'"{_quote(self.display)}" ' if self.display else ""
         return f"{display}<{self.uri}>{format_params(self.params)}"
+
+
+def _parse_nameaddr(text: str) -> NameAddr:
+    text = text.strip()
+    if text == "*":
+        return NameAddr(uri=URI("sip"), wildcard=True)
+    lt = _find_unquoted(text, "<")
+    if lt >= 0:
+        gt = text.find(">", lt)
+        if gt < 0:
+            raise ParseError("unterminated <...> in name-addr")
+        display_text = text[:lt].strip()
+        display: str | None = None
+        if display_text:
+            if display_text.startswith('"'):
+                if len(display_text) < 2 or not display_text.endswith('"'):
+                    raise ParseError("bad quoted display name")
+                display = _unquote(display_text[1:-1])
+            else:
+                display = display_text
+        uri = URI.parse(text[lt + 1 : gt])
+        rest = text[gt + 1 :].strip()
+    else:
+        semi = text.find(";")
+        uri_text, rest = (text, "") if semi < 0 else (text[:semi], text[semi:])
+        if not uri_text.strip():
+            raise ParseError("empty name-addr")
+        if "?" in uri_text or "," in uri_text:
+            # RFC 3261 §20.10: such a URI must be in <>; RFC 4475 §3.1.2.13 "regbadct".
+            raise ParseError("URI with ? or , outside <...>")
+        uri = URI.parse(uri_text)
+        display = None
+    if rest:
+        if not rest.startswith(";"):
+            raise ParseError("junk after URI in name-addr")
+        params = parse_params(rest[1:], "name-addr")
+    else:
+        params = {}
+    return NameAddr(uri=uri, display=display, params=params)
 
 
 def _unquote(text: str) -> str:
@@ -385,3 +424,7 @@ def _unquote(text: str) -> str:
 
 def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+_URI_MEMO: Memo[URI] = Memo()
+_NAMEADDR_MEMO: Memo[NameAddr] = Memo()
