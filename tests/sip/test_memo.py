@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from sipwake.sip.codec import parse_message
 from sipwake.sip.errors import ParseError
 from sipwake.sip.flows import stamp_received
 from sipwake.sip.headers import CSeq, Via
@@ -79,3 +80,25 @@ def test_malformed_text_raises_every_time(parse: object, text: str) -> None:
     for _ in range(2):
         with pytest.raises(ParseError):
             parse(text)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["SIP/2.0/UDP 192.0.2.7;branch=z9hG4bK-a;rport"],
+        ["SIP/2.0/UDP 192.0.2.7;branch=z9hG4bK-a;rport, SIP/2.0/TCP p1.example;branch=z9hG4bK-b"],
+        ["SIP/2.0/UDP 192.0.2.7;branch=z9hG4bK-a", "SIP/2.0/TLS p2.example;branch=z9hG4bK-c"],
+    ],
+)
+def test_stamped_request_keeps_its_vias_view_right(lines: list[str]) -> None:
+    # stamp_received rewrites the top Via and installs the views it already has instead
+    # of parsing again: they must be what a parse of the rewritten message gives.
+    request = Request("INVITE", "sip:bob@example.com")
+    for line in lines:
+        request.headers.add("Via", line)
+    request.vias  # noqa: B018 - validate() parses them before the stamp
+    stamp_received(request, "198.51.100.9", 41000)
+    fresh = parse_message(request.serialise())
+    assert request.vias == fresh.vias
+    assert request.top_via == fresh.top_via
+    assert request.vias[0].params["received"] == "198.51.100.9"

@@ -104,9 +104,13 @@ def stamp_received(request: Request, source_host: str, source_port: int) -> Via:
     if stamp_via(via, source_host, source_port):
         # Replace only the first value; the header may hold several comma-separated Vias.
         headers = request.headers
+        vias = request.vias  # parsed by validate(), which comes first: from the cache
         headers.pop_first_value("via")
         headers.prepend("Via", str(via))
-        headers.seed(TOP_VIA, via)  # the parsed view is still right: no second parse
+        # The parsed views are still right: no second parse of any Via (loop detection
+        # reads them all, RFC 3261 §16.3 step 4).
+        headers.seed(TOP_VIA, via)
+        headers.seed("via", [via, *vias[1:]])
     return via
 
 
