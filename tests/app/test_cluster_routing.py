@@ -3,10 +3,8 @@ that owns their connection, with what Route, and which count as reachable."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from sipwake.app.cluster import ClusterNode
-from sipwake.policy.bindings import FlowRef
+from sipwake.policy.bindings import FlowRef, evolve
 from sipwake.policy.flowtoken import decode_owner
 from sipwake.sip.flows import Flow
 from sipwake.sip.uri import URI
@@ -76,8 +74,8 @@ def test_connection_binding_goes_through_its_owner_whatever_the_contact() -> Non
 def test_owner_gone_means_no_route_and_not_alive() -> None:
     announced = binding().flow
     assert announced is not None
-    gone = replace(announced, node_id="node-z")
-    b = replace(binding(), flow=gone)
+    gone = evolve(announced, node_id="node-z")
+    b = evolve(binding(), flow=gone)
     n = node()
     t = n.target(b)
     assert t.flow is None and t.path == b.path

@@ -3,10 +3,8 @@ REGISTER, the upstream's expiry and the de-REGISTER we originate."""
 
 from __future__ import annotations
 
-import dataclasses
-
 from sipwake.policy import edge as rules
-from sipwake.policy.bindings import Binding, FlowRef
+from sipwake.policy.bindings import Binding, FlowRef, evolve
 from sipwake.policy.registrar import RegisterOutcome, RegistrarPolicy, decide_register
 from sipwake.sip.codec import parse_message
 from sipwake.sip.message import Request, Response
@@ -97,7 +95,7 @@ def test_same_cseq_or_other_call_id_over_udp_goes_upstream() -> None:
 def test_new_connection_goes_upstream_even_with_the_same_call_id() -> None:
     """The wake REGISTER: a new connection; the upstream must authenticate it."""
     old = stored(TCP, cseq=5)
-    new_conn = dataclasses.replace(TCP, conn_id=8, remote_port=40001)
+    new_conn = evolve(TCP, conn_id=8, remote_port=40001)
     req = register(DEVICE, call_id="call-1", cseq=6, expires=600)
     assert not rules.may_answer_locally(old, req, new_conn, NOW + 10, 300)
 
@@ -106,10 +104,10 @@ def test_other_udp_port_or_transport_or_node_goes_upstream() -> None:
     old = stored(UDP, cseq=5)
     req = register(DEVICE, call_id="call-1", cseq=6)
     for flow in (
-        dataclasses.replace(UDP, remote_port=40001),
-        dataclasses.replace(UDP, remote_host="192.0.2.11"),
-        dataclasses.replace(UDP, transport="TCP"),
-        dataclasses.replace(UDP, node_id="n2"),
+        evolve(UDP, remote_port=40001),
+        evolve(UDP, remote_host="192.0.2.11"),
+        evolve(UDP, transport="TCP"),
+        evolve(UDP, node_id="n2"),
     ):
         assert not rules.may_answer_locally(old, req, flow, NOW + 10, 300), flow
 
@@ -152,7 +150,7 @@ def test_only_upstream_confirmed_bindings_are_stored_with_the_upstream_lifetime(
 
 def test_device_is_told_the_shorter_of_its_own_and_the_upstream_lifetime() -> None:
     b = stored(upstream=3600)
-    asked = dataclasses.replace(b, expires_at=NOW + 600)
+    asked = evolve(b, expires_at=NOW + 600)
     assert rules.shown_expiry(asked, b).expires_at == NOW + 600
     assert rules.shown_expiry(b, asked).expires_at == NOW + 600
 

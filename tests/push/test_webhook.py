@@ -4,7 +4,6 @@ the FCM emulator's forwarding test reuses)."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field
 import h11
 import pytest
 
-from sipwake.policy.bindings import PushTarget
+from sipwake.policy.bindings import PushTarget, as_dict
 from sipwake.push.base import Delivered, Permanent, PushRequest, TokenRejected, Transient
 from sipwake.push.webhook import WebhookProvider, classify, verify
 
@@ -121,7 +120,7 @@ async def test_signed_body_is_verified_by_receiver(receiver: Http1Receiver) -> N
     assert got.headers["x-sipwake-timestamp"] == str(int(NOW)) == str(document["timestamp"])
     # Every field of the target, by its dataclass name: a field added to PushTarget
     # reaches the operator's endpoint too.
-    assert document["target"] == dataclasses.asdict(_request().target)
+    assert document["target"] == as_dict(_request().target)
     assert document["target"]["provider"] == "acme"
     assert document["target"]["prid"] == "device-42"
     assert list(document) == sorted(document)  # key-sorted, as it always was

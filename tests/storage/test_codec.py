@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import inspect
 import typing
 
 import msgspec
@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sipwake.policy.bindings import Binding, FlowRef, PushTarget
+from sipwake.policy.bindings import REQUIRED, Binding, FlowRef, PushTarget, fields_of
+from sipwake.sip.values import Value
 from sipwake.storage.base import StorageError
 from sipwake.storage.codec import (
     FORMAT_VERSION,
@@ -73,27 +74,25 @@ def test_round_trip(items: list[Binding]) -> None:
     ("cls", "shape"),
     [(Binding, BindingFields), (FlowRef, FlowRefFields), (PushTarget, PushTargetFields)],
 )
-def test_decoded_shape_follows_the_dataclass(cls: type, shape: type) -> None:
+def test_decoded_shape_follows_the_class(cls: type[Value], shape: type) -> None:
     """The TypedDict msgspec checks stored bindings against names every field of the
-    dataclass, requires exactly those without a default and, where the dataclass's own
+    class, requires exactly those without a default and, where the constructor's own
     annotations survive (pure Python; mypyc erases them), gives each the same type."""
-    fields = dataclasses.fields(cls)
-    assert set(typing.get_type_hints(shape)) == {f.name for f in fields}
-    required = {
-        f.name
-        for f in fields
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    }
+    fields = fields_of(cls)
+    assert set(typing.get_type_hints(shape)) == {name for name, _ in fields}
+    required = {name for name, default in fields if default is REQUIRED}
     assert shape.__required_keys__ == required  # type: ignore[attr-defined]
-    if all(isinstance(f.type, str) for f in fields):
+    params = inspect.signature(cls).parameters
+    if all(isinstance(p.annotation, str) for p in params.values()):
         nested = {
             "FlowRef | None": FlowRefFields | None,
             "PushTarget | None": PushTargetFields | None,
         }
         hints = typing.get_type_hints(shape)
-        for f in fields:
-            want = nested.get(f.type) if isinstance(f.type, str) else None
-            assert hints[f.name] == (want or typing.get_type_hints(cls)[f.name]), f.name
+        own = typing.get_type_hints(cls.__init__)
+        for name, _ in fields:
+            want = nested.get(params[name].annotation)
+            assert hints[name] == (want or own[name]), name
 
 
 def test_every_stored_key_is_unique() -> None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sipwake.policy.bindings import Binding
+from sipwake.policy.bindings import Binding, evolve
 from sipwake.storage.base import Stores, User
 
 from .util import NOW, append, binding, replace_all
@@ -138,7 +138,7 @@ async def test_remove_push_target_keeps_binding(stores: Stores) -> None:
     await s.update(AOR, replace_all([b0, b1]), NOW)
 
     assert await s.remove_push_target(AOR, b1.device_key) is True
-    assert await s.lookup(AOR, NOW) == [b0, dataclasses.replace(b1, push=None)]
+    assert await s.lookup(AOR, NOW) == [b0, evolve(b1, push=None)]
     assert await s.remove_push_target(AOR, b1.device_key) is False
     assert await s.remove_push_target(AOR, "instance:urn:uuid:other") is False
     assert await s.remove_push_target("sip:nobody@example.com", b0.device_key) is False

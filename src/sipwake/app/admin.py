@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sipwake.policy.bindings import Binding
+from sipwake.policy.bindings import Binding, as_dict
 from sipwake.push.base import Delivered, PushOutcome, PushRequest
 from sipwake.push.dispatcher import PushDispatcher
 from sipwake.storage.base import BindingStore
@@ -43,7 +43,7 @@ def canonical_aor(text: str, default_domain: str) -> str:
 
 
 def binding_row(b: Binding, now: float) -> dict[str, Any]:
-    row = dataclasses.asdict(b)
+    row = as_dict(b)
     row["expires_in"] = b.expires_in(now)
     row["device"] = b.device_key
     return row

@@ -7,13 +7,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from email.utils import formatdate
 
 from sipwake.app.auth import TRUSTED, Authenticator
 from sipwake.app.engine import Incoming
 from sipwake.app.ports import MetricsPort, NullMetrics
-from sipwake.policy.bindings import Binding, FlowRef
+from sipwake.policy.bindings import Binding, FlowRef, evolve
 from sipwake.policy.registrar import (
     RegisterOutcome,
     RegistrarPolicy,
@@ -171,7 +170,7 @@ class Registrar:
 
         def clear(current: list[Binding]) -> tuple[list[Binding], None]:
             return [
-                replace(b, flow=None)
+                evolve(b, flow=None)
                 if b.flow is not None and b.flow.conn_id == conn_id and b.flow.node_id == node
                 else b
                 for b in current

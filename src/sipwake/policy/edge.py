@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from sipwake.policy.bindings import Binding, FlowRef
+from sipwake.policy.bindings import Binding, FlowRef, evolve
 from sipwake.policy.flowtoken import decode_binding_id, encode_binding_id
 from sipwake.policy.registrar import RegisterOutcome
 from sipwake.sip.errors import ParseError
@@ -137,7 +137,7 @@ def with_upstream_expiry(
         until = expiry.get(b.device_key)
         if until is None:
             continue
-        fixed = replace(b, expires_at=until)
+        fixed = evolve(b, expires_at=until)
         kept.append(fixed)
         added.append(fixed)
     fixed_outcome = RegisterOutcome(
@@ -157,7 +157,7 @@ def shown_expiry(new: Binding, stored: Binding) -> Binding:
     """The binding as the device is told about it: its own granted lifetime (``new``,
     from the local policy) when shorter than the upstream's, so a device keeps its refresh
     rhythm and we absorb it (throttling); never longer than the upstream registration."""
-    return replace(stored, expires_at=min(new.expires_at, stored.expires_at))
+    return evolve(stored, expires_at=min(new.expires_at, stored.expires_at))
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from sipwake.policy.bindings import Binding, FlowRef, PushTarget
+from sipwake.policy.bindings import Binding, FlowRef, PushTarget, evolve
 from sipwake.policy.pushparams import check_provider_supported
 from sipwake.sip.errors import ParseError, ProtocolError
 from sipwake.sip.message import Request
@@ -328,7 +328,7 @@ def _candidate(
     if policy.push_parser is not None and push is None:
         query = _push_query(uri.params, params)
     extra = tuple((k, v or "") for k, v in params.items() if k not in _KNOWN_PARAMS)
-    # Built field by field: dataclasses.replace costs ~2.5x more on this hot path.
+    # Built field by field: evolve() costs ~2.5x more on this hot path.
     binding = Binding(
         aor=base.aor,
         contact=str(uri),
@@ -365,7 +365,7 @@ def _apply_outbound(
     if path and "ob" not in NameAddr.parse(path[0]).uri.params:
         if "outbound" in supported:
             raise _Reject("first hop lacks outbound", 439, "First Hop Lacks Outbound Support")
-        return [replace(c, binding=replace(c.binding, reg_id=0)) for c in candidates]
+        return [replace(c, binding=evolve(c.binding, reg_id=0)) for c in candidates]
     headers.append(("Require", "outbound"))
     if flow_timer:
         headers.append(("Flow-Timer", str(flow_timer)))

@@ -16,10 +16,10 @@ Semantics shared by every backend (the contract suite in tests/storage pins them
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from sipwake.policy.bindings import Binding
+from sipwake.policy.bindings import Binding, evolve
 
 from .cluster import Cluster, LocalCluster
 from .errors import StorageError, StorageUnavailable
@@ -174,7 +174,7 @@ def clear_push(
     out: list[Binding] = []
     for b in bindings:
         if b.push is not None and b.device_key == device_key:
-            out.append(replace(b, push=None))
+            out.append(evolve(b, push=None))
             changed = True
         else:
             out.append(b)

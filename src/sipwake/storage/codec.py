@@ -18,19 +18,19 @@ Format: msgpack ``[FORMAT_VERSION, [binding-map, ...]]``, one blob per AoR.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from typing import Any, TypedDict
 
 import msgspec
 
-from sipwake.policy.bindings import Binding, FlowRef, PushTarget
+from sipwake.policy.bindings import REQUIRED, Binding, FlowRef, PushTarget, fields_of
+from sipwake.sip.values import Value
 
 from .base import StorageError
 
 FORMAT_VERSION = 1
 
-_MISSING = dataclasses.MISSING
+_MISSING = REQUIRED
 
 
 # Stored key codes. Append only: never change or reuse a code (old blobs hold them).
@@ -67,21 +67,12 @@ PUSH_CODES = {
     "app_id": "i",
 }
 
-# (field name, stored key, default or MISSING) per dataclass, computed once.
+# (field name, stored key, default or _MISSING) per class, computed once.
 _Fields = tuple[tuple[str, str, Any], ...]
 
 
-def _fields(cls: type, codes: dict[str, str]) -> _Fields:
-    out: list[tuple[str, str, Any]] = []
-    for f in dataclasses.fields(cls):
-        if f.default is not _MISSING:
-            default: Any = f.default
-        elif f.default_factory is not _MISSING:
-            default = f.default_factory()
-        else:
-            default = _MISSING
-        out.append((f.name, codes.get(f.name, f.name), default))
-    return tuple(out)
+def _fields(cls: type[Value], codes: dict[str, str]) -> _Fields:
+    return tuple((name, codes.get(name, name), default) for name, default in fields_of(cls))
 
 
 _BINDING_FIELDS = _fields(Binding, BINDING_CODES)
@@ -116,10 +107,10 @@ def _expand(data: dict[str, Any], table: _Fields) -> dict[str, Any]:
     return out
 
 
-# The decoded shape of each dataclass, for msgspec to validate against. Not the dataclasses
-# themselves: compiled by mypyc, their annotations are erased to runtime classes
-# (``flow: type``), which msgspec cannot read. tests/storage/test_codec.py keeps these in
-# step with policy/bindings.py.
+# The decoded shape of each binding class, for msgspec to validate against. Not the classes
+# themselves: plain classes (policy/bindings.py), which msgspec does not convert to, and
+# compiled by mypyc their annotations are erased to runtime classes (``flow: type``).
+# tests/storage/test_codec.py keeps these in step with policy/bindings.py.
 class _FlowRefRequired(TypedDict):
     transport: str
     remote_host: str
@@ -188,7 +179,7 @@ _BINDING_PLAN = _plan(_BINDING_FIELDS, {"flow": _FLOW_PLAN, "push": _PUSH_PLAN},
 
 def _compact(obj: Any, plan: _EncodePlan) -> dict[str, Any]:
     """``obj``'s fields by stored key, without those equal to their default (a nested
-    dataclass is left out when None, its default)."""
+    binding class is left out when None, its default)."""
     out: dict[str, Any] = {}
     for name, key, default, nested in plan:
         value = getattr(obj, name)

@@ -11,25 +11,24 @@ young collection), so bindings kept packed cost no collection anything, at any c
 
 A packed binding is its fields in ``Binding``'s field order without ``aor`` (the store's
 key), its FlowRef and PushTarget packed the same way. The field lists are read from the
-dataclasses, so a field added there is packed without a change here.
+classes (``fields_of``), so a field added there is packed without a change here.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
 from operator import attrgetter
 from typing import Any
 
-from sipwake.policy.bindings import Binding, FlowRef, PushTarget
+from sipwake.policy.bindings import Binding, FlowRef, PushTarget, fields_of
 
 Packed = tuple[Any, ...]  # one binding, without its AoR
 Stored = tuple[Packed, ...]  # the bindings of one AoR
 
-_NAMES = tuple(f.name for f in fields(Binding))
+_NAMES = tuple(name for name, _ in fields_of(Binding))
 assert _NAMES[0] == "aor", "Binding(aor, *packed) needs aor first"
 _get = attrgetter(*_NAMES[1:])
-_get_flow = attrgetter(*(f.name for f in fields(FlowRef)))
-_get_push = attrgetter(*(f.name for f in fields(PushTarget)))
+_get_flow = attrgetter(*(name for name, _ in fields_of(FlowRef)))
+_get_push = attrgetter(*(name for name, _ in fields_of(PushTarget)))
 _FLOW = _NAMES.index("flow") - 1
 _PUSH = _NAMES.index("push") - 1
 EXPIRES = _NAMES.index("expires_at") - 1  # a packed binding's expiry, read without unpacking
