@@ -344,7 +344,7 @@ class Via:
     def parse(cls, text: str) -> Via:
         known = _VIA_MEMO.get(text)
         if known is None:
-            known = _parse_via(text)
+            known = parse_via(text)
             _VIA_MEMO.put(text, known)
         return known.copy()
 
@@ -371,7 +371,9 @@ class Via:
         return f"{self.protocol}/{self.transport} {self.host}{port}{format_params(self.params)}"
 
 
-def _parse_via(text: str) -> Via:
+def parse_via(text: str) -> Via:
+    """``Via.parse`` without the memo: for a Via not seen again (the shed path, sip/scan.py:
+    a refused request's branch is new, and a flood of them would only empty the memo)."""
     text = text.strip()
     proto, _, rest = text.partition(" ")
     if proto[:8] == "SIP/2.0/" and "/" not in proto[8:] and proto[8:] and rest:

@@ -13,7 +13,9 @@ and hands out copies (each view's ``copy()``). Only a text that parsed is kept: 
 malformed one raises every time.
 
 Bounded like the UDP flow cache and the proxy's pair tokens: emptied when full, so a flood
-of distinct texts costs one ``clear`` per ``size`` of them and memory stays flat.
+of distinct texts costs one ``clear`` per ``size`` of them and memory stays flat. The
+overload path reads a refused request's top Via without the memo (``parse_via``): its
+branch is new, and a flood of refusals would only empty the memo.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from typing import Final
 
 from sipwake.sip.codec import Limits
 from sipwake.sip.errors import ParseError
-from sipwake.sip.headers import Via
+from sipwake.sip.headers import Via, parse_via
 from sipwake.sip.status import reason_phrase
 from sipwake.sip.uri import NameAddr, aor_key
 
@@ -282,7 +282,7 @@ def _top_via(value: bytes) -> Via | None:
     if value.find(b",") >= 0 or not value.isascii():
         return None
     try:
-        return Via.parse(value.decode("ascii"))
+        return parse_via(value.decode("ascii"))  # not memoised: see parse_via
     except (ParseError, ValueError):
         return None
 
