@@ -24,6 +24,18 @@ def test_memo_is_emptied_when_full() -> None:
     assert memo.get("0") is None and memo.get("3") == 3
 
 
+def test_a_long_text_is_not_kept() -> None:
+    # What the memo holds is bounded by the texts' length too: a flood of long lines
+    # cannot fill memory 4,096 times over.
+    memo: Memo[int] = Memo(size=3, longest=8)
+    memo.put("12345678", 1)
+    memo.put("123456789", 2)
+    assert memo.get("12345678") == 1 and memo.get("123456789") is None
+    long_uri = "sip:alice@example.com;x=" + "a" * 2000
+    assert URI.parse(long_uri).params["x"] == "a" * 2000
+    assert URI.parse(long_uri) == URI.parse(long_uri)
+
+
 def test_uri_parse_twice_gives_equal_unshared_uris() -> None:
     text = "sip:alice@example.com:5070;transport=tcp;lr"
     first, second = URI.parse(text), URI.parse(text)

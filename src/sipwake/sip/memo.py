@@ -13,7 +13,8 @@ and hands out copies (each view's ``copy()``). Only a text that parsed is kept: 
 malformed one raises every time.
 
 Bounded like the UDP flow cache and the proxy's pair tokens: emptied when full, so a flood
-of distinct texts costs one ``clear`` per ``size`` of them and memory stays flat. The
+of distinct texts costs one ``clear`` per ``size`` of them and memory stays flat; a text
+longer than ``LONGEST_TEXT`` is not kept at all. The
 overload path reads a refused request's top Via without the memo (``parse_via``): its
 branch is new, and a flood of refusals would only empty the memo.
 """
@@ -25,21 +26,29 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 MEMO_SIZE = 4096  # texts per memo: ~1 KB each with its parsed view
+# Longer texts are parsed every time: what a memo holds stays under MEMO_SIZE times this
+# (and its parse, about as large), ~10 MB per memo however long the lines an attacker
+# sends. SIP texts are far shorter; a push Contact, the longest we see, is ~300-600.
+LONGEST_TEXT = 1024
 
 
 class Memo(Generic[T]):
-    __slots__ = ("_known", "_size")
+    __slots__ = ("_known", "_longest", "_size")
 
-    def __init__(self, size: int = MEMO_SIZE) -> None:
+    def __init__(self, size: int = MEMO_SIZE, longest: int = LONGEST_TEXT) -> None:
         self._known: dict[str, T] = {}
         self._size = size
+        self._longest = longest
 
     def get(self, text: str) -> T | None:
         """The view kept for ``text`` (the original: copy it before handing it out)."""
         return self._known.get(text)
 
     def put(self, text: str, view: T) -> None:
-        """Keep ``view`` (which the caller must not hand out) as the parse of ``text``."""
+        """Keep ``view`` (which the caller must not hand out) as the parse of ``text``,
+        unless ``text`` is longer than the memo keeps."""
+        if len(text) > self._longest:
+            return
         known = self._known
         if len(known) >= self._size:
             known.clear()
