@@ -81,3 +81,37 @@ async def test_young_collections_run_on_their_timer(tuned: None) -> None:
 async def test_a_late_tick_leaves_the_young_generation_to_the_threshold(tuned: None) -> None:
     """A tick that comes late finds the loop busy: it does not collect."""
     assert not await freed_by(process.collect_young(0.01, busy_after=-1.0), young_cycle())
+
+
+class Traffic:
+    """The engine's received-message count, growing by ``per_check`` each time it is read
+    twice (before and after one check of collect_periodically)."""
+
+    def __init__(self, per_check: int) -> None:
+        self.count = 0
+        self.per_check = per_check
+        self.reads = 0
+
+    def __call__(self) -> int:
+        self.reads += 1
+        if self.reads % 2 == 0:
+            self.count += self.per_check
+        return self.count
+
+
+async def test_the_full_collection_waits_for_a_quiet_second(tuned: None) -> None:
+    busy = Traffic(per_check=process.QUIET_MESSAGES + 1)
+    collector = process.collect_periodically(0.01, busy, latest=60.0, check=0.01)
+    assert not await freed_by(collector, old_cycle())
+    assert busy.reads >= 20  # it did look, again and again
+
+
+async def test_a_quiet_second_lets_the_full_collection_run(tuned: None) -> None:
+    quiet = Traffic(per_check=process.QUIET_MESSAGES)
+    assert await freed_by(process.collect_periodically(0.01, quiet, check=0.01), old_cycle())
+
+
+async def test_the_full_collection_runs_at_the_latest_however_busy(tuned: None) -> None:
+    busy = Traffic(per_check=10**6)
+    collector = process.collect_periodically(0.01, busy, latest=0.1, check=0.01)
+    assert await freed_by(collector, old_cycle())
