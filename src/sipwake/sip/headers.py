@@ -342,11 +342,7 @@ class Via:
 
     @classmethod
     def parse(cls, text: str) -> Via:
-        known = _VIA_MEMO.get(text)
-        if known is None:
-            known = parse_via(text)
-            _VIA_MEMO.put(text, known)
-        return known.copy()
+        return _VIA_MEMO.parsed(text, parse_via).copy()
 
     def copy(self) -> Via:
         """A Via equal to this one that shares nothing mutable with it."""
@@ -445,11 +441,7 @@ class CSeq:
     @classmethod
     def parse(cls, text: str) -> CSeq:
         # Immutable, so the memo's CSeq itself is handed out (sip/memo.py).
-        known = _CSEQ_MEMO.get(text)
-        if known is None:
-            known = _parse_cseq(text)
-            _CSEQ_MEMO.put(text, known)
-        return known
+        return _CSEQ_MEMO.parsed(text, _parse_cseq)
 
     def __str__(self) -> str:
         return f"{self.seq} {self.method}"

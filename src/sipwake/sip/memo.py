@@ -21,6 +21,7 @@ branch is new, and a flood of refusals would only empty the memo.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -39,6 +40,16 @@ class Memo(Generic[T]):
         self._known: dict[str, T] = {}
         self._size = size
         self._longest = longest
+
+    def parsed(self, text: str, parse: Callable[[str], T]) -> T:
+        """The view kept for ``text``, parsed with ``parse`` (and kept) the first time;
+        the original, to copy before handing it out. ``parse``'s errors pass through
+        and nothing is kept."""
+        known = self._known.get(text)
+        if known is None:
+            known = parse(text)
+            self.put(text, known)
+        return known
 
     def get(self, text: str) -> T | None:
         """The view kept for ``text`` (the original: copy it before handing it out)."""

@@ -130,11 +130,7 @@ class URI:
 
     @classmethod
     def parse(cls, text: str) -> URI:
-        known = _URI_MEMO.get(text)
-        if known is None:
-            known = _parse_uri(text)
-            _URI_MEMO.put(text, known)
-        return known.copy()
+        return _URI_MEMO.parsed(text, _parse_uri).copy()
 
     def copy(self) -> URI:
         """A URI equal to this one that shares nothing mutable with it."""
@@ -347,11 +343,7 @@ class NameAddr:
 
     @classmethod
     def parse(cls, text: str) -> NameAddr:
-        known = _NAMEADDR_MEMO.get(text)
-        if known is None:
-            known = _parse_nameaddr(text)
-            _NAMEADDR_MEMO.put(text, known)
-        return known.copy()
+        return _NAMEADDR_MEMO.parsed(text, _parse_nameaddr).copy()
 
     def copy(self) -> NameAddr:
         """A name-addr equal to this one that shares nothing mutable with it."""
