@@ -57,18 +57,17 @@ def tune_gc() -> None:
     passes every 700 allocations: +25 % CPU per REGISTER).
 
     The middle and old generations are never collected on their own;
-    ``collect_periodically`` runs a full collection instead, at most once a minute and in
-    a quiet second. Why: what
-    outlives a young collection here is the transactions of finished calls and
-    REGISTERs, kept for 64*T1 (RFC 3261 §17: Timers J, L and M), and they die by
-    reference counting, not in cycles; yet with the default policy the collector walked
-    them again and again, a middle pass every 50 000 allocations and a full pass every
-    few seconds under load (100-170 ms each), about 10 % of the CPU at 4x the call
-    capacity and the stalls that had the overload shedder refuse calls a server at 60 %
-    of a core could take (goodput at 4x: 64-78 % with it, 99-100 % with no collector at
-    all, bench/README.md). Cycles are rare on these paths (0.02 objects per call reached
-    the collector); the few that outlive a young pass wait for the full one, a minute or,
-    under sustained load, up to ten."""
+    ``collect_periodically`` runs a full collection instead, at most once a minute and
+    in a quiet second. Why: what outlives a young collection here is the transactions of
+    finished calls and REGISTERs, kept for 64*T1 (RFC 3261 §17: Timers J, L and M), and
+    they die by reference counting, not in cycles; yet with the default policy the
+    collector walked them again and again, a middle pass every 50 000 allocations and a
+    full pass every few seconds under load (100-170 ms each), about 10 % of the CPU at
+    4x the call capacity and the stalls that had the overload shedder refuse calls a
+    server at 60 % of a core could take (goodput at 4x: 64-78 % with it, 99-100 % with
+    no collector at all, bench/README.md). Cycles are rare on these paths (0.02 objects
+    per call reached the collector); the few that outlive a young pass wait for the full
+    one, a minute or, under sustained load, up to ten."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_THRESHOLD, _NEVER, _NEVER)

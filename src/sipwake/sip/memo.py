@@ -14,9 +14,9 @@ malformed one raises every time.
 
 Bounded like the UDP flow cache and the proxy's pair tokens: emptied when full, so a flood
 of distinct texts costs one ``clear`` per ``size`` of them and memory stays flat; a text
-longer than ``LONGEST_TEXT`` is not kept at all. The
-overload path reads a refused request's top Via without the memo (``parse_via``): its
-branch is new, and a flood of refusals would only empty the memo.
+longer than ``LONGEST_TEXT`` is not kept at all. The overload path reads a refused
+request's top Via without the memo (``parse_via``): its branch is new, and a flood of
+refusals would only empty the memo.
 """
 
 from __future__ import annotations
@@ -67,6 +67,3 @@ class Memo(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._known)
-
-    def clear(self) -> None:
-        self._known.clear()
