@@ -33,6 +33,7 @@ from sipwake.app.targets import Flows, ref_flow
 from sipwake.app.timeline import Timelines
 from sipwake.app.wake import Pusher
 from sipwake.config import Config, SetupError
+from sipwake.ids import new_id
 from sipwake.policy.overload import OverloadLimits
 from sipwake.policy.proxying import Me
 from sipwake.policy.pushbudget import PushBudget
@@ -53,12 +54,6 @@ log = logging.getLogger("sipwake.server")
 DRAIN_LINGER = 2.0  # seconds kept after the last caller got its answer, for ACK/BYE
 BINDINGS_SCAN_LIMIT = 1_000_000  # AoRs walked for sipwake_bindings (at most every 10 s)
 WORKER_SAMPLE_INTERVAL = 5.0  # seconds between a worker's samples in multiprocess mode
-
-
-def new_id() -> str:
-    """Random token for tags and branch suffixes (RFC 3261 §19.3: globally unique,
-    cryptographically random where it matters)."""
-    return os.urandom(8).hex()
 
 
 @dataclass(frozen=True, slots=True)
