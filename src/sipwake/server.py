@@ -554,6 +554,7 @@ class Server:
             self._purger.cancel()
         if self._sampler is not None:
             self._sampler.cancel()
+            self.metrics.sample()  # a worker's last counts reach the shared files
         for task in list(self.background):
             task.cancel()
         if self.cluster is not None:

@@ -7,7 +7,36 @@ from sipwake.api import Metrics
 
 
 def value(m: Metrics, name: str, labels: dict[str, str] | None = None) -> float | None:
+    m.sample()  # the per-message counts reach the registry at a sample (a scrape)
     return m.registry.get_sample_value(name, labels or {})
+
+
+def test_per_message_counts_reach_the_registry_at_each_sample_once() -> None:
+    m = Metrics()
+    for _ in range(3):
+        m.message_received()
+    m.response_sent(503)
+    m.refused("overload", 2)
+    m.registration("ok")
+    m.call("answered")
+    series = [
+        ("sipwake_sip_messages_received_total", {}, 3),
+        ("sipwake_sip_responses_sent_total", {"code": "503"}, 1),
+        ("sipwake_refused_total", {"reason": "overload"}, 2),
+        ("sipwake_registrations_total", {"result": "ok"}, 1),
+        ("sipwake_calls_total", {"result": "answered"}, 1),
+    ]
+    for name, labels, _ in series:  # counted, not yet sampled
+        assert m.registry.get_sample_value(name, labels) in (0, None)
+    text = m.render().decode()  # a scrape samples first
+    assert 'sipwake_refused_total{reason="overload"} 2.0' in text
+    for name, labels, count in series:
+        assert m.registry.get_sample_value(name, labels) == count
+    m.message_received()
+    m.sample()
+    m.sample()  # a second sample with nothing new adds nothing
+    assert m.registry.get_sample_value("sipwake_sip_messages_received_total") == 4
+    assert m.registry.get_sample_value("sipwake_refused_total", {"reason": "overload"}) == 2
 
 
 def test_injected_registry_and_independent_instances() -> None:

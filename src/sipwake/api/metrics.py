@@ -99,8 +99,35 @@ class _Children:
         return child
 
 
+class _Tally:
+    """Counts of one labelled counter kept as plain ints until the next ``fold``: for the
+    counters bumped for every message (received, responses sent, refusals). A child's
+    ``inc()`` takes the value's lock: 0.4-0.55 µs, three of them a tenth of what a
+    refusal under overload costs; adding to an int in a dict is a twentieth of that."""
+
+    __slots__ = ("_children", "_counts")
+
+    def __init__(self, children: _Children) -> None:
+        self._children = children
+        self._counts: dict[str | int, int] = {}
+
+    def add(self, value: str | int, count: int = 1) -> None:
+        counts = self._counts
+        counts[value] = counts.get(value, 0) + count
+
+    def fold(self) -> None:
+        counts, self._counts = self._counts, {}
+        for value, count in counts.items():
+            self._children[str(value)].inc(count)
+
+
 class Metrics:
-    """Every series the server exports, behind plain methods (callers never see labels)."""
+    """Every series the server exports, behind plain methods (callers never see labels).
+
+    The per-message counters (``message_received``, ``response_sent``, ``registration``,
+    ``call``, ``refused``) reach the registry at each ``sample()``: before every scrape in
+    one process, every few seconds in a worker (server.py), like the values read from
+    elsewhere. Read the registry directly only after a ``sample()``."""
 
     def __init__(
         self, registry: CollectorRegistry | None = None, *, multiprocess_dir: str | None = None
@@ -260,6 +287,12 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         ).labels(__version__, platform.python_version()).set(1)
+        self._received = 0  # sipwake_sip_messages_received, until the next fold
+        self._sent = _Tally(self._responses)
+        self._registered = _Tally(self._registrations)
+        self._finished = _Tally(self._calls)
+        self._refusals = _Tally(self._refused)
+        self._tallies = (self._sent, self._registered, self._finished, self._refusals)
         self._samplers: list[Callable[[Metrics], None]] = []
         self._async_samplers: list[Callable[[Metrics], Awaitable[None]]] = []
         self._refreshed = float("-inf")
@@ -273,6 +306,7 @@ class Metrics:
         self._samplers.append(sampler)
 
     def sample(self) -> None:
+        self._fold()
         for sampler in self._samplers:
             sampler(self)
 
@@ -318,10 +352,18 @@ class Metrics:
     def set_credential_expiry(self, credential: str, timestamp: float) -> None:
         self._credential_expiry.labels(credential).set(timestamp)
 
+    def _fold(self) -> None:
+        """The per-message counts since the last fold, into the registry."""
+        received, self._received = self._received, 0
+        if received:
+            self.sip_messages_received.inc(received)
+        for tally in self._tallies:
+            tally.fold()
+
     # -- plain methods: callers never touch labels ------------------------------------------
 
     def message_received(self) -> None:
-        self.sip_messages_received.inc()
+        self._received += 1
 
     def parse_error(self) -> None:
         self.sip_parse_errors.inc()
@@ -330,13 +372,13 @@ class Metrics:
         self.sip_dropped.inc()
 
     def response_sent(self, status: int) -> None:
-        self._responses[str(status)].inc()
+        self._sent.add(status)
 
     def registration(self, result: str) -> None:
-        self._registrations[result].inc()
+        self._registered.add(result)
 
     def call(self, result: str) -> None:
-        self._calls[result].inc()
+        self._finished.add(result)
 
     def push(
         self, provider: str, outcome: str, latency: float | None = None, reason: str = ""
@@ -389,7 +431,7 @@ class Metrics:
             self._instant_messages[result].inc(count)
 
     def refused(self, reason: str, count: int = 1) -> None:
-        self._refused[reason].inc(count)
+        self._refusals.add(reason, count)
 
     def watch_transport_refusals(self, read: Callable[[], dict[str, int]]) -> None:
         """Connections the transports refused or closed, from their plain int counters:
