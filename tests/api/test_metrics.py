@@ -39,6 +39,15 @@ def test_per_message_counts_reach_the_registry_at_each_sample_once() -> None:
     assert m.registry.get_sample_value("sipwake_refused_total", {"reason": "overload"}) == 2
 
 
+def test_counts_a_sampler_adds_are_in_the_same_scrape() -> None:
+    m = Metrics()
+    refusals = {"connection_limit": 0}
+    m.watch_transport_refusals(lambda: refusals)
+    refusals["connection_limit"] = 20
+    text = m.render().decode()
+    assert 'sipwake_refused_total{reason="connection_limit"} 20.0' in text
+
+
 def test_injected_registry_and_independent_instances() -> None:
     registry = CollectorRegistry()
     a, b = Metrics(registry), Metrics()

@@ -306,9 +306,9 @@ class Metrics:
         self._samplers.append(sampler)
 
     def sample(self) -> None:
-        self._fold()
         for sampler in self._samplers:
             sampler(self)
+        self._fold()  # last: samplers count too (watch_transport_refusals)
 
     def add_async_sampler(self, sampler: Callable[[Metrics], Awaitable[None]]) -> None:
         """A sampler that asks the store (bindings by provider): run by ``refresh()``."""
