@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from sipwake.server import WORKER_SAMPLE_INTERVAL
 from tests.e2e.harness import RunningServer, apns_emulator, free_port, serve, start_phone
 from tests.e2e.test_cluster import REDIS, fixed_config, prefix  # noqa: F401 (fixture)
 from tests.e2e.test_push import TOKEN_A, Relay, push_config
@@ -96,10 +98,17 @@ def test_workers_metrics_are_added_up(tmp_path: Path, prefix: str) -> None:  # n
             base = scrape(server).get("sipwake_sip_messages_received_total", 0.0)
             sent = 40  # from 40 source ports: all on one worker has odds of 2**-39
             options(server.addr("udp")[1], sent)
-            # Each worker writes its own values; worker 0's scrape adds them up.
-            total = scrape(server)["sipwake_sip_messages_received_total"]
+            # Each worker writes its own values every WORKER_SAMPLE_INTERVAL (5 s);
+            # worker 0's scrape adds them up.
+            deadline = time.monotonic() + 3 * WORKER_SAMPLE_INTERVAL
+            while True:
+                samples = scrape(server)
+                total = samples["sipwake_sip_messages_received_total"]
+                if total - base >= sent or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
             assert total - base == sent
-            assert scrape(server)['sipwake_sip_responses_sent_total{code="200"}'] >= sent
+            assert samples['sipwake_sip_responses_sent_total{code="200"}'] >= sent
 
 
 def exported_names() -> set[str]:
