@@ -115,3 +115,66 @@ async def test_the_full_collection_runs_at_the_latest_however_busy(tuned: None) 
     busy = Traffic(per_check=10**6)
     collector = process.collect_periodically(0.01, busy, latest=0.1, check=0.01)
     assert await freed_by(collector, old_cycle())
+
+
+class Shed:
+    """The engine's count of requests refused for overload."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> int:
+        return self.count
+
+
+@pytest.fixture
+def restored() -> Iterator[None]:
+    yield
+    gc.enable()
+    gc.unfreeze()
+
+
+def test_no_young_collection_while_shedding_and_what_survived_is_frozen(
+    tuned: None, restored: None
+) -> None:
+    shed = Shed()
+    pause = process.ShedPause(shed)
+    assert not pause.tick() and gc.isenabled()  # nothing refused: collections as usual
+    shed.count += 40
+    assert pause.tick()
+    assert not gc.isenabled()  # the allocation threshold does not collect either
+    ref = young_cycle()
+    kept = [[] for _ in range(20_000)]  # four thresholds' worth of allocations
+    assert ref() is not None
+    frozen = gc.get_freeze_count()
+    shed.count += 40
+    assert pause.tick()  # still shedding: still paused
+    assert not pause.tick()  # a tick without a refusal: on again
+    assert gc.isenabled()
+    assert gc.get_freeze_count() >= frozen + 20_000  # what survived, out of the young passes
+    del kept
+    gc.collect(0)
+    assert ref() is not None  # frozen: no young pass walks it
+
+
+async def test_the_full_collection_takes_back_what_an_overload_froze(
+    tuned: None, restored: None
+) -> None:
+    shed = Shed()
+    pause = process.ShedPause(shed)
+    shed.count += 1
+    pause.tick()
+    ref = young_cycle()
+    pause.tick()  # frozen with the cycle in it
+    gc.collect()
+    assert ref() is not None  # a plain full collection does not look at frozen objects
+    assert await freed_by(process.collect_periodically(0.01, pause=pause), ref)
+    assert gc.get_freeze_count() == 0  # not frozen again (ShedPause.take_back says why)
+
+
+async def test_the_young_timer_skips_its_passes_while_shedding(
+    tuned: None, restored: None
+) -> None:
+    refusals = iter(range(10**6))  # a refusal between any two ticks
+    pause = process.ShedPause(lambda: next(refusals))
+    assert not await freed_by(process.collect_young(0.01, pause=pause), young_cycle())
