@@ -172,9 +172,7 @@ async def test_the_full_collection_takes_back_what_an_overload_froze(
     assert gc.get_freeze_count() == 0  # not frozen again (ShedPause.take_back says why)
 
 
-async def test_the_young_timer_skips_its_passes_while_shedding(
-    tuned: None, restored: None
-) -> None:
+async def test_the_young_timer_skips_its_passes_while_shedding(tuned: None, restored: None) -> None:
     refusals = iter(range(10**6))  # a refusal between any two ticks
     pause = process.ShedPause(lambda: next(refusals))
     assert not await freed_by(process.collect_young(0.01, pause=pause), young_cycle())
