@@ -78,8 +78,8 @@ class ShedPause:
     refused 503 for overload, app/engine.py).
 
     Past capacity, the young passes were what grew: in the second of two 40 s loads at
-    4x (bench_overload.py, compiled), 36-40 passes a second took 7-9 % of the CPU, 2 ms
-    each and up to 16 ms, while what they walked was live (the finished transactions
+    4x (bench_overload.py, compiled), 30-38 passes a second took 8-9 % of the CPU, 2-3
+    ms each and up to 16 ms, while what they walked was live (the finished transactions
     kept for 64*T1) and would die by reference counting; goodput fell from 95 % of the
     capacity in the first load to 75 % in the second. So while the count moves from one
     tick to the next the collector is off (``gc.disable``). Once it stands still, what
