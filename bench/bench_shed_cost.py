@@ -8,7 +8,8 @@ shedding off or on (and not overloaded), and a new INVITE refused 503 while over
     python3 bench/bench_shed_cost.py shed-register held 20000
 
 The app ring is tests/app/harness.py's Rig (the real engine, transaction layer, registrar
-and memory store on a fake clock); a REGISTER is for a new AoR each time. ``shed-register``
+and memory store on a fake clock), with the server's own counters (api/metrics.py) and
+tags (sipwake/ids.py); a REGISTER is for a new AoR each time. ``shed-register``
 refuses such REGISTERs; ``held``: while a call is held for another user, so each one is
 also checked for being the wake REGISTER of a held call (its AoR read from the To bytes,
 app/engine.py ``_wake_register``). Prints µs per
@@ -30,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.app.harness import AOR, DOMAIN, US, Rig, request_bytes, settle
 
+from sipwake.api.metrics import Metrics
+from sipwake.ids import new_id
 from sipwake.policy.overload import OverloadLimits
 from sipwake.transport.flow import Flow
 
@@ -73,6 +76,10 @@ async def main(kind: str, mode: str, n: int) -> None:
     if mode in ("on", "held"):
         rig.engine.overload = OverloadLimits()
         rig.engine.start()
+    # What the server pays per request for its counters and tags (the Rig counts nothing
+    # and draws tags from a counter): the real Metrics and sipwake.ids.
+    rig.engine.metrics = Metrics()
+    rig.engine.tag_source = new_id
     if kind.startswith("shed"):
         rig.engine.udp_delay = lambda: 1.0  # as the transport reports a long queue
         rig.engine.backlog = lambda: 1.0  # (main before the delay signal: the fill)
