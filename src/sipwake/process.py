@@ -87,8 +87,8 @@ class ShedPause:
     (``gc.freeze``) and the collector is on again: collecting it then would be one pass
     over all of it, a stall at the moment load comes down. The full collection
     (``collect_periodically``) takes what was frozen back in (``take_back``) and frees
-    its cycles: at most one per ten minutes however long the overload, and cycles are
-    rare on these paths (``tune_gc``)."""
+    its cycles: in the next lull, or ten minutes after the last one at the latest
+    however long the overload, and cycles are rare on these paths (``tune_gc``)."""
 
     def __init__(self, shed: Callable[[], int]) -> None:
         self._shed = shed
