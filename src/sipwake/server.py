@@ -345,6 +345,7 @@ class Server:
             registrar.hooks.append(cluster.registered)
             cluster.on_registered = calls.on_registered
             cluster.on_decline = partial(self.declines.decline, forwarded=True)
+            cluster.on_cancel = calls.cancel  # a CANCEL another node got (app/resume.py)
         # Every call's events feed its timeline (the log line, /admin/calls, the console).
         calls.observers.add(self.timelines.observe)
         self.timelines.metrics = self.metrics

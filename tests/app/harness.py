@@ -193,9 +193,11 @@ class Rig:
         store: MemoryStore | None = None,
         registry: LocalCluster | None = None,
         wall_ahead: float = 0.0,
+        node_id: str = "node1",
     ) -> None:
         """``store`` and ``registry`` (the held calls) outlive a Rig: a second Rig on the
-        same ones is the process restarted after the first one died."""
+        same ones is the process restarted after the first one died, or, with another
+        ``node_id`` on a shared registry, another node alive beside it."""
         self.clock = FakeClock(wall_ahead=wall_ahead)
         self.net = Net()
         self.push = RecordingProvider()
@@ -231,7 +233,7 @@ class Rig:
         )
         node = ClusterNode(
             self.registry,
-            node_id="node1",
+            node_id=node_id,
             route=f"{US[0]}:{US[1]};transport=tcp",
             secret=b"s" * 32,
             is_alive=lambda ref: ref.conn_id in self.net.open,
@@ -258,6 +260,7 @@ class Rig:
         engine.held_calls = self.calls.held_count  # the overload signals, as server.py
         engine.wake_awaited = self.calls.wake_awaited
         registrar.hooks.append(self.calls.on_registered)
+        node.on_cancel = self.calls.cancel  # as server.py wires the bus
         self.calls.observers.add(self.events.append)
         self.inbox = MemoryMessageStore()
         self.messages: MessageService | None = None

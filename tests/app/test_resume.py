@@ -1,6 +1,7 @@
 """A held call outlives its process (issue 11 step 3), without sockets, on a fake clock:
 the first Rig holds the call and dies; a second Rig on the same binding store and
-held-call registry is the restarted process (tests/app/harness.py)."""
+held-call registry is the restarted process (tests/app/harness.py), or, with another
+node id on a shared registry, another node alive beside the first."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import time
 
 from sipwake.policy.parking import DeviceState
+from sipwake.sip.message import Response
 from sipwake.storage.cluster import HeldEntry, LocalCluster
 from tests.app.harness import CALLER, Device, Rig, request_bytes, settle
 
@@ -87,6 +89,39 @@ async def test_caller_cancel_after_resume_gets_487() -> None:
     [invite_out] = second.invites(phone)
     await second.answer(phone, invite_out, 180)
     assert len(second.cancels(phone)) == 1
+
+
+class SharedRegistry(LocalCluster):
+    shared = True  # stands in for Redis: the held calls and the bus span the nodes
+
+
+async def test_cancel_on_a_node_that_does_not_hold_the_call_goes_to_the_live_holder() -> None:
+    """Node 1 holds the call and is alive (it took the call over from a node that died,
+    say); the caller's CANCEL reaches node 2. Node 2 finds the call in the shared
+    registry, answers the CANCEL 200 and passes it on over the bus; node 1 answers the
+    INVITE 487, and the phone, woken by its push, gets INVITE + CANCEL. (481 before:
+    node 2 only looked for calls of dead nodes.)"""
+    registry = SharedRegistry()
+    holder = Rig(registry=registry)
+    phone = await holder.register("iphone")
+    invite = await holder.call()
+    await holder.resumer.node.start()  # announced, and listening on the bus
+    other = Rig(store=holder.store, registry=registry, node_id="node2")
+    # Node 1 as node 2's heartbeat knows it; a route without transport=tcp is not probed.
+    other.resumer.node.peers["node1"] = "192.0.2.10:5060"
+    try:
+        await other.cancel(invite)
+        await settle()
+        sent = [m for _, m in other.net.sent if isinstance(m, Response)]
+        assert [(m.status, m.cseq.method) for m in sent] == [(200, "CANCEL")]
+        assert holder.caller_got() == [100, 110, 487]
+        assert other.calls.by_id == {}  # passed on, not taken over
+        await holder.register("iphone", dev=phone)
+        [invite_out] = holder.invites(phone)
+        await holder.answer(phone, invite_out, 180)
+        assert len(holder.cancels(phone)) == 1
+    finally:
+        await holder.resumer.node.close()
 
 
 async def test_a_second_start_does_not_resume_a_call_twice() -> None:

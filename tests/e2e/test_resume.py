@@ -6,7 +6,8 @@
 * Redis, three nodes: the node holding the call dies; the caller's retransmitted INVITE
   (or its CANCEL) reaches node 2, which takes the call over with the same UUID and no
   second push; the phone wakes on node 3 and the call is answered (or gets INVITE +
-  CANCEL).
+  CANCEL). A CANCEL that reaches node 3 after node 2 took the call over is passed on
+  to node 2.
 """
 
 from __future__ import annotations
@@ -276,6 +277,35 @@ def test_redis_node_dies_cancel_on_another_node_gets_487_and_woken_phone_its_can
         # at once its CANCEL (the PushKit rule, docs/app-developers.md).
         assert wait_output(phone, "CANCEL received", 15), phone.text()
         assert len(emu.pushes()) == 1
+
+
+def test_redis_cancel_on_a_third_node_reaches_the_survivor_that_took_the_call_over(
+    tmp_path: Path,
+    prefix: str,  # noqa: F811
+) -> None:
+    """Node 1 dies; the caller's retransmitted INVITE makes node 2 take the call over;
+    the caller's CANCEL then reaches node 3, which does not hold the call: it answers
+    200 and passes the cancel on over the bus to node 2, which answers the INVITE 487.
+    The phone, woken by the one push, gets the call and at once its CANCEL. (Node 3
+    answered 481 before, and the phone rang for a caller who had hung up.)"""
+    with held_on_node1_then_killed(
+        tmp_path, prefix, "--wake-delay", "3", "--answer-after", "3"
+    ) as (nodes, phone, caller, emu):
+        _, n2, n3 = nodes
+        caller.send(caller.invite(), n2.addr("udp"))  # the caller's retransmission
+        deadline = time.monotonic() + 10
+        while not any("taken over from node1" in line for line in n2.output):
+            assert time.monotonic() < deadline, "".join(n2.output)
+            time.sleep(0.05)
+        caller.got.clear()
+        caller.send(caller.cancel(), n3.addr("udp"))
+        caller.wait_for(r"^SIP/2.0 200 [^\r]*\r\n(?:.*\r\n)*CSeq: 1 CANCEL", 10)
+        caller.wait_for(r"^SIP/2.0 487 ", 10)
+        assert wait_output(phone, "CANCEL received", 15), phone.text()
+        assert phone.text().count("INVITE received") == 1, phone.text()
+        assert len(emu.pushes()) == 1
+        out3 = "".join(n3.output)
+        assert "taken over" not in out3 and "Traceback" not in out3 + "".join(n2.output)
 
 
 def test_redis_node_dies_silent_caller_a_survivor_adopts_the_call_when_it_sees_the_death(

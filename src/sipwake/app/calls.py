@@ -377,6 +377,14 @@ class Calls:
         self._apply(rec, actions)
         return True
 
+    def cancel(self, call_id: str) -> bool:
+        """The caller's CANCEL, answered by another node and passed on over the bus
+        (app/resume.py ``cancelled``): as ``on_cancel`` but with no CANCEL to answer."""
+        rec = self.by_id.get(call_id)
+        if rec is not None:
+            self._apply(rec, rec.call.cancel(self.engine.now()))
+        return rec is not None
+
     def held_calls(self) -> list[dict[str, object]]:
         return [held_view(r) for r in self.by_id.values()]
 

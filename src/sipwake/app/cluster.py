@@ -6,8 +6,10 @@
   with a Route whose user part is a signed owner token naming the flow (RFC 3327 §5.2 /
   RFC 5626 §5.3 style: the owner forwards over that very connection, Record-Routing so the
   dialog keeps crossing it).
-* The bus: "a device registered" (a held call on another node may be waiting for it) and
-  "a call was declined" (the decline link landed on a node that does not hold the call).
+* The bus: "a device registered" (a held call on another node may be waiting for it), "a
+  call was declined" (the decline link landed on a node that does not hold the call) and
+  "a call was cancelled" (the caller's CANCEL reached a node that does not hold it:
+  app/resume.py ``cancelled``).
 """
 
 from __future__ import annotations
@@ -34,18 +36,19 @@ NODE_TTL = 10.0  # a node silent this long is gone: its connections are not usab
 
 
 class _Event(msgspec.Struct, array_like=True):
-    kind: str  # "reg" | "decline"
+    kind: str  # "reg" | "decline" | "cancel"
     origin: str  # node id of the sender
     route: str  # and how it is reached: a node that joined since our last refresh is known
     aor: str = ""
     blob: bytes = b""  # "reg": the bindings added, storage/codec.py format
-    call_id: str = ""  # "decline"
+    call_id: str = ""  # "decline", "cancel"
     token: str = ""
     reason: str = ""
 
 
 RegisteredHandler = Callable[[str, tuple[Binding, ...]], None]
 DeclineHandler = Callable[[str, str, str], object]
+CancelHandler = Callable[[str], object]
 
 
 class ClusterNode:
@@ -70,6 +73,7 @@ class ClusterNode:
         self.peers: dict[str, str] = {node_id: route}
         self.on_registered: RegisteredHandler | None = None
         self.on_decline: DeclineHandler | None = None
+        self.on_cancel: CancelHandler | None = None
         self.on_peers_lost: Callable[[], None] | None = None  # their held calls are orphans
         self._tasks = Tasks()
         # Held-call registry writes, one call's in order and the last one winning:
@@ -199,6 +203,13 @@ class ClusterNode:
             _Event("decline", self.node_id, self.route, call_id=call_id, token=token, reason=reason)
         )
 
+    def forward_cancel(self, call_id: str) -> None:
+        """Pass the caller's CANCEL on to the node holding the call (by its UUID): the
+        caller sends it where it sent the INVITE (RFC 3261 §9.1), and when the node that
+        got the INVITE died, whichever survivor then gets that traffic may not be the
+        one that took the call over."""
+        self._publish(_Event("cancel", self.node_id, self.route, call_id=call_id))
+
     def _publish(self, event: _Event) -> None:
         self._tasks.spawn(self._send(msgspec.msgpack.encode(event)))
 
@@ -226,6 +237,8 @@ class ClusterNode:
             self.on_registered(event.aor, bindings)
         elif event.kind == "decline" and self.on_decline is not None:
             self.on_decline(event.call_id, event.token, event.reason)
+        elif event.kind == "cancel" and self.on_cancel is not None:
+            self.on_cancel(event.call_id)
 
 
 async def node_answers(route: str) -> bool:

@@ -14,7 +14,8 @@ died is still delivered when its device wakes, with the same UUID and no second 
   one node winning each (``claim_held`` is atomic);
 * at once, when the caller's retransmitted INVITE (``retransmitted``) or its CANCEL
   (``cancelled``) reaches a node other than the dead owner: found by Call-ID and Via
-  branch (``invite_key``).
+  branch (``invite_key``). A CANCEL for a call a live node holds (one that took it over
+  already) is passed on to that node over the bus.
 
 The caller is answered over the flow it used: on UDP from our socket to its address
 (§18.2.2, RFC 3581); over TCP/TLS a new connection to its Via's sent-by (§18.2.2), and if
@@ -108,30 +109,42 @@ class Resumer:
         return entry is not None and await self.adopt(entry, incoming=incoming)
 
     async def cancelled(self, cancel: Incoming) -> None:
-        """A CANCEL that matches no transaction here: if it is for a call a dead node held,
-        take the call over and cancel it (200 to the CANCEL, 487 to the INVITE, §9.2);
-        else 481 (§9.2)."""
+        """A CANCEL that matches no transaction here (§9.2). For a call a dead node held:
+        take it over and cancel it (200 to the CANCEL, 487 to the INVITE). For a call
+        another live node holds (a survivor that took it over from the dead node the
+        caller sent its INVITE to, or a CANCEL that took another path): 200 here, and
+        the cancel goes on over the bus to that node (``ClusterNode.forward_cancel``),
+        which answers the INVITE 487. Else 481."""
         entry = None
         if self.node.shared:
-            entry = await self._dead_owners(invite_key(cancel.request))
-        if entry is not None and await self.adopt(entry, flow=cancel.flow):
-            rec = self.calls.by_id.get(entry.call_id)
-            txn_id = rec.incoming.txn_id if rec is not None else None
-            if self.calls.on_cancel(cancel, txn_id):
+            entry = await self.registry.held_by_invite(invite_key(cancel.request))
+        if entry is not None and entry.call_id not in self.calls.by_id:
+            if await self._owner_alive(entry):
+                self.node.forward_cancel(entry.call_id)
+                cancel.respond(200)
                 return
+            if await self.adopt(entry, flow=cancel.flow):
+                rec = self.calls.by_id.get(entry.call_id)
+                txn_id = rec.incoming.txn_id if rec is not None else None
+                if self.calls.on_cancel(cancel, txn_id):
+                    return
         cancel.respond(481)
 
     async def _dead_owners(self, key: str) -> HeldEntry | None:
         entry = await self.registry.held_by_invite(key)
-        if entry is None or entry.call_id in self.calls.by_id:
+        if entry is None or entry.call_id in self.calls.by_id or await self._owner_alive(entry):
             return None
-        node = self.node
-        if entry.node_id != node.node_id:
-            route = node.peers.get(entry.node_id)
-            # Killed within NODE_TTL it still looks alive in the registry: ask its port.
-            if route is not None and await node_answers(route):
-                return None  # alive: its own retransmission timers apply
         return entry
+
+    async def _owner_alive(self, entry: HeldEntry) -> bool:
+        """Does another node, alive, hold ``entry``? (Its own retransmission timers and
+        its transactions apply then.)"""
+        node = self.node
+        if entry.node_id == node.node_id:
+            return False  # our own previous life: a restart
+        route = node.peers.get(entry.node_id)
+        # Killed within NODE_TTL it still looks alive in the registry: ask its port.
+        return route is not None and await node_answers(route)
 
     async def adopt(
         self, entry: HeldEntry, *, incoming: Incoming | None = None, flow: Flow | None = None
