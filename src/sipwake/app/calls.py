@@ -25,7 +25,7 @@ from sipwake.app import events as ev
 from sipwake.app.engine import Engine, Incoming
 from sipwake.app.ports import Bus, LocalBus, MetricsPort, NullMetrics, call_result
 from sipwake.app.proxy import Proxy
-from sipwake.app.records import Running, held_view, snapshot
+from sipwake.app.records import Running, held_view, restored, snapshot
 from sipwake.app.targets import Flows, Target, binding_target
 from sipwake.app.tasks import Tasks, logged
 from sipwake.app.wake import Pusher, family
@@ -44,7 +44,7 @@ from sipwake.policy.call import (
     Respond,
     SendPush,
 )
-from sipwake.policy.parking import DeviceState, HeldState
+from sipwake.policy.parking import HeldState
 from sipwake.policy.proxying import loop_hash
 from sipwake.sip.deadlines import Deadlines
 from sipwake.sip.message import Response
@@ -208,15 +208,7 @@ class Calls:
         for b in bindings:
             if b.push is not None:
                 rec.bindings.setdefault(b.device_key, b)
-        states: dict[str, DeviceState] = {}
-        for device, value in entry.states:
-            try:
-                states[device] = DeviceState(value)
-            except ValueError:
-                continue  # written by a newer version: leave that device out
-        woke = [
-            d for d, b in rec.bindings.items() if d in states and b.registered_at > entry.created
-        ]
+        states, woke = restored(entry, rec.bindings)
         hold_end = now + (entry.deadline - wall)
         if reachable:
             actions = call.resume(now, hold_end, states, woke)

@@ -2,7 +2,8 @@
 
 ``Running`` is one call and what the runner needs to act for it; ``snapshot`` the part of a
 held call another process needs to resume it (app/resume.py), as the store keeps it
-(``HeldEntry``); ``call_rules`` what every call runs by, from the configuration.
+(``HeldEntry``), and ``restored`` what of it is read back; ``call_rules`` what every call
+runs by, from the configuration.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from sipwake.app.tasks import Tasks
 from sipwake.config import Config
 from sipwake.policy.bindings import Binding
 from sipwake.policy.call import Call, CallRules, Respond, invite_key, resume_state
+from sipwake.policy.parking import DeviceState
 from sipwake.storage.cluster import HeldEntry
 from sipwake.transport.flow import Flow
 
@@ -76,6 +78,23 @@ def snapshot(rec: Running, node_id: str) -> HeldEntry | None:
         states=states,
         created=rec.created,
     )
+
+
+def restored(
+    entry: HeldEntry, bindings: dict[str, Binding]
+) -> tuple[dict[str, DeviceState], list[str]]:
+    """What ``snapshot`` stored, read back for a takeover: each device's state (one
+    written by a newer version, unknown here, is left out), and the devices among
+    ``bindings`` (the callee's now) that registered after the call was held: they woke
+    meanwhile."""
+    states: dict[str, DeviceState] = {}
+    for device, value in entry.states:
+        try:
+            states[device] = DeviceState(value)
+        except ValueError:
+            continue
+    woke = [d for d, b in bindings.items() if d in states and b.registered_at > entry.created]
+    return states, woke
 
 
 def held_view(rec: Running) -> dict[str, object]:
