@@ -1,13 +1,16 @@
 """Goodput under overload: calls/s completed at 1x, 2x and 4x the clean capacity.
 
-    python3 bench/bench_overload.py [--capacity N] [--seconds 5] [--users 1000]
+    python3 bench/bench_overload.py [--capacity N] [--start 200] [--seconds 40] [--users 1000]
 
 Set-up as bench_calls.py (bench/rig.py: one SIPp UAS answering at once, ``--users``
 registered AoRs, digest auth off, memory store), but the caller scenario accepts a 503
 (tests/e2e/scenarios/uac_call_shed_inf.xml) and SIPp runs open-loop (-l at 10 s worth of
 calls), so the offered load really is the multiple. The clean capacity is measured first
-(bench_calls' stepped search, 2 s steps) unless ``--capacity`` gives it. Each load runs
-``--seconds`` (bounded), then the server gets 3 s of quiet.
+unless ``--capacity`` gives it: a stepped search from ``--start``, each step a load of
+``--seconds``. Each load runs ``--seconds`` (bounded), then the server gets 3 s of quiet.
+For the steady state, give loads longer than 64*T1 (32 s): a server keeps each finished
+transaction that long (RFC 3261 Timers J, L, M), so a shorter step is measured with less
+state than a server running at that rate for good holds.
 
 Per load: answered calls/s during the run (from sipwake_calls_total{result="answered"}),
 shed INVITEs (sipwake_refused_total{reason="overload"}), and the server's RSS before and
@@ -31,6 +34,8 @@ from tests.e2e.harness import RunningServer, keys, run_sipp
 
 from bench import cpu, rig
 
+# The capacity search's rates, calls/s.
+LADDER = (200, 400, 600, 800, 1000, 1200, 1400, 1600, 1800, 2000, 2200, 2400, 2600, 2800, 3200)
 SHED_SCENARIO = Path(__file__).resolve().parents[1] / "tests/e2e/scenarios/uac_call_shed_inf.xml"
 
 
@@ -117,8 +122,16 @@ def offer(
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--capacity", type=int, default=0, help="clean calls/s; 0: measure it")
-    ap.add_argument("--seconds", type=float, default=5.0, help="length of each load")
+    ap.add_argument(
+        "--seconds", type=float, default=40.0, help="length of each load (and search step)"
+    )
     ap.add_argument("--users", type=int, default=1000)
+    ap.add_argument(
+        "--start",
+        type=int,
+        default=200,
+        help="first rate of the capacity search (skip the steps known to be clean)",
+    )
     ap.add_argument("--multiples", default="1,2,4")
     ap.add_argument("--config", default="", help="TOML appended, e.g. '[overload]\\n...'")
     args = ap.parse_args()
@@ -136,30 +149,16 @@ def main() -> int:
             callees = tmp / "callees.csv"
             rig.write_callees(callees, 0, args.users)
             capacity = args.capacity
+            search: list[dict[str, Any]] = []
             if not capacity:
                 # The highest stepped rate that is clean: no call refused 503, none
                 # failed (until 2026-12-03: >= 95 % answered, which let a rate whose
                 # 1x load then refused 16 % pass as the capacity).
-                for rate in (
-                    200,
-                    400,
-                    600,
-                    800,
-                    1000,
-                    1200,
-                    1400,
-                    1600,
-                    1800,
-                    2000,
-                    2200,
-                    2400,
-                    2600,
-                    2800,
-                    3200,
-                ):
+                for rate in [r for r in LADDER if r >= args.start]:
                     row = offer(
                         server, uas.proc.pid, target, callees, tmp, rate=rate, seconds=args.seconds
                     )
+                    search.append(row)
                     print(f"  capacity search: {rate}/s -> {row['goodput_per_s']}/s")
                     for why in row["why"]:
                         print(f"      shed: {why}")
@@ -197,7 +196,13 @@ def main() -> int:
             alive = server.alive()
     path = rig.write_result(
         "overload",
-        {"capacity": capacity, "seconds": args.seconds, "alive": alive, "loads": rows},
+        {
+            "capacity": capacity,
+            "seconds": args.seconds,
+            "alive": alive,
+            "search": search,
+            "loads": rows,
+        },
     )
     print(f"server alive: {alive}; written {path}")
     return 0
