@@ -1,8 +1,8 @@
 """Build hook: compile sipwake's sans-I/O core with mypyc (issue 16); metadata is in pyproject.
 
-``pip install .`` compiles the packages in COMPILED to C extension modules when a C compiler
-and the Python headers are present, and installs them pure Python otherwise. The .py files
-are installed too; where both exist, Python imports the extension.
+``pip install .`` compiles the packages and modules in COMPILED to C extension modules when
+a C compiler and the Python headers are present, and installs them pure Python otherwise.
+The .py files are installed too; where both exist, Python imports the extension.
 
 * ``SIPWAKE_PURE=1`` builds pure Python.
 * ``SIPWAKE_REQUIRE_COMPILED=1`` makes the fall-back an error (CI: a broken compile must be
@@ -27,7 +27,15 @@ from typing import Any
 from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
-COMPILED = ("src/sipwake/sip", "src/sipwake/policy", "src/sipwake/app")  # buildinfo.COMPILED_PACKAGES
+# Packages, then single modules: buildinfo.COMPILED_PACKAGES and COMPILED_MODULES.
+COMPILED = (
+    "src/sipwake/sip",
+    "src/sipwake/policy",
+    "src/sipwake/app",
+    "src/sipwake/storage/codec.py",
+    "src/sipwake/storage/packed.py",
+    "src/sipwake/storage/sqlite.py",
+)
 # Commands that build extension modules; the metadata-only ones (egg_info, dist_info,
 # sdist) must not pay for a compile.
 # `mypy src` (scripts/test) is the strict type check. The build environment pip makes

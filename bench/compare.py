@@ -8,8 +8,8 @@ alternating the systems (A B A B), one table of both and their ratio.
 (bench/run installs what is missing, then runs this file with .venv's Python.)
 
 ``--sipwake-build`` runs each sipwake system once per build: ``pure`` is .venv (editable,
-pure Python), ``compiled`` is .venv-compiled (sip/, policy/ and app/ compiled by mypyc,
-scripts/setup-compiled). The scale scenario always runs the pure build.
+pure Python), ``compiled`` is .venv-compiled (sip/, policy/, app/ and setup.py's storage/
+modules compiled by mypyc, scripts/setup-compiled). The scale scenario always runs the pure build.
 
 Figures from separate runs on a shared machine are not comparable; ratios from one run
 are: every system runs each scenario in every round, in the same order, back to back.

@@ -22,8 +22,8 @@ def test_version_names_the_build() -> None:
     assert out.startswith("sipwake ") and buildinfo.describe() in out
     kind = buildinfo.build()
     assert ("pure Python" in out) == (kind == "pure")
-    packages = ", ".join(buildinfo.COMPILED_PACKAGES)
-    assert (f"compiled (mypyc: {packages})" in out) == (kind == "compiled")
+    names = ", ".join((*buildinfo.COMPILED_PACKAGES, *buildinfo.COMPILED_MODULES))
+    assert (f"compiled (mypyc: {names})" in out) == (kind == "compiled")
 
 
 @pytest.mark.skipif("SIPWAKE_EXPECT_BUILD" not in os.environ, reason="CI states the build")
@@ -35,11 +35,15 @@ def test_compiled_modules_really_are_extensions() -> None:
     """Cross-check buildinfo against what the import system loaded."""
     import sipwake.policy.registrar
     import sipwake.sip.codec
+    import sipwake.storage.sqlite
 
     for mod in (sipwake.sip.codec, sipwake.policy.registrar):
         compiled = not (mod.__file__ or "").endswith(".py")
         package = mod.__name__.split(".")[1]
         assert compiled == (buildinfo.package_build(package) == "compiled"), mod.__file__
+    mod = sipwake.storage.sqlite
+    compiled = not (mod.__file__ or "").endswith(".py")
+    assert compiled == (buildinfo.module_build("storage/sqlite") == "compiled"), mod.__file__
 
 
 def test_setup_compiles_the_packages_buildinfo_reports() -> None:
@@ -51,4 +55,5 @@ def test_setup_compiles_the_packages_buildinfo_reports() -> None:
         and any(isinstance(t, ast.Name) and t.id == "COMPILED" for t in node.targets)
     )
     paths = ast.literal_eval(compiled)
-    assert tuple(p.removeprefix("src/sipwake/") for p in paths) == buildinfo.COMPILED_PACKAGES
+    names = tuple(p.removeprefix("src/sipwake/").removesuffix(".py") for p in paths)
+    assert names == (*buildinfo.COMPILED_PACKAGES, *buildinfo.COMPILED_MODULES)

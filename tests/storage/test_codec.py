@@ -13,15 +13,8 @@ from hypothesis import strategies as st
 from sipwake.policy.bindings import REQUIRED, Binding, FlowRef, PushTarget, fields_of
 from sipwake.sip.values import Value
 from sipwake.storage.base import StorageError
-from sipwake.storage.codec import (
-    FORMAT_VERSION,
-    BindingFields,
-    FlowRefFields,
-    PushTargetFields,
-    decode_bindings,
-    encode_bindings,
-    key_clashes,
-)
+from sipwake.storage.codec import FORMAT_VERSION, decode_bindings, encode_bindings, key_clashes
+from sipwake.storage.codec_fields import BindingFields, FlowRefFields, PushTargetFields
 
 from .util import binding
 

@@ -19,7 +19,7 @@ Format: msgpack ``[FORMAT_VERSION, [binding-map, ...]]``, one blob per AoR.
 from __future__ import annotations
 
 import sys
-from typing import Any, TypedDict
+from typing import Any
 
 import msgspec
 
@@ -27,6 +27,7 @@ from sipwake.policy.bindings import REQUIRED, Binding, FlowRef, PushTarget, fiel
 from sipwake.sip.values import Value
 
 from .base import StorageError
+from .codec_fields import BindingFields
 
 FORMAT_VERSION = 1
 
@@ -105,55 +106,6 @@ def _expand(data: dict[str, Any], table: _Fields) -> dict[str, Any]:
                 value = sys.intern(value)
             out[name] = value
     return out
-
-
-# The decoded shape of each binding class, for msgspec to validate against. Not the classes
-# themselves: plain classes (policy/bindings.py), which msgspec does not convert to, and
-# compiled by mypyc their annotations are erased to runtime classes (``flow: type``).
-# tests/storage/test_codec.py keeps these in step with policy/bindings.py.
-class _FlowRefRequired(TypedDict):
-    transport: str
-    remote_host: str
-    remote_port: int
-
-
-class FlowRefFields(_FlowRefRequired, total=False):
-    local_host: str
-    local_port: int
-    conn_id: int
-    node_id: str
-
-
-class _PushTargetRequired(TypedDict):
-    provider: str
-    prid: str
-
-
-class PushTargetFields(_PushTargetRequired, total=False):
-    param: str
-    purr: str
-    alert_prid: str
-    app_id: str
-
-
-class _BindingRequired(TypedDict):
-    aor: str
-    contact: str
-    expires_at: float
-    call_id: str
-    cseq: int
-
-
-class BindingFields(_BindingRequired, total=False):
-    q: float
-    instance: str
-    reg_id: int
-    path: tuple[str, ...]
-    flow: FlowRefFields | None
-    push: PushTargetFields | None
-    user_agent: str
-    registered_at: float
-    extra: tuple[tuple[str, str], ...]
 
 
 _encoder = msgspec.msgpack.Encoder()
