@@ -18,13 +18,17 @@ COMPILED_PACKAGES = ("sip", "policy", "app")  # under sipwake/; setup.py's COMPI
 COMPILED_MODULES = ("storage/codec", "storage/packed", "storage/sqlite")
 
 
+def _has_extension(stem: Path) -> bool:
+    """Is there an extension module for the module at ``stem`` (its path without .py)?"""
+    return any(stem.with_name(stem.name + suffix).exists() for suffix in EXTENSION_SUFFIXES)
+
+
 def package_build(package: str) -> str:
     """``compiled``, ``pure`` or ``partly compiled`` for one package under sipwake/."""
     root = Path(__file__).parent / package
     compiled = pure = 0
     for source in root.rglob("*.py"):
-        stem = source.with_suffix("")
-        if any(stem.with_name(stem.name + suffix).exists() for suffix in EXTENSION_SUFFIXES):
+        if _has_extension(source.with_suffix("")):
             compiled += 1
         else:
             pure += 1
@@ -35,9 +39,7 @@ def package_build(package: str) -> str:
 
 def module_build(module: str) -> str:
     """``compiled`` or ``pure`` for one module, e.g. ``storage/sqlite``."""
-    stem = Path(__file__).parent / module
-    compiled = any(stem.with_name(stem.name + suffix).exists() for suffix in EXTENSION_SUFFIXES)
-    return "compiled" if compiled else "pure"
+    return "compiled" if _has_extension(Path(__file__).parent / module) else "pure"
 
 
 def _kinds() -> dict[str, str]:
